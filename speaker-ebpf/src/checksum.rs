@@ -1,0 +1,36 @@
+//! The Internet checksum (RFC 1071) over 32-bit words. Words are summed in
+//! memory order: the one's complement sum does not depend on byte order
+//! (RFC 1071 §2(B)), so the folded result can be stored as is.
+
+/// Adds 32-bit words into a wide accumulator; fold with [`fold`].
+#[derive(Clone, Copy)]
+pub struct Sum(u64);
+
+impl Sum {
+    #[inline(always)]
+    pub const fn new() -> Self {
+        Sum(0)
+    }
+
+    #[inline(always)]
+    pub fn add_word(&mut self, word: u32) {
+        self.0 += word as u64;
+    }
+
+    /// Adds a value that the packet holds as a big-endian 32-bit field.
+    #[inline(always)]
+    pub fn add_be32(&mut self, value: u32) {
+        self.add_word(u32::from_ne_bytes(value.to_be_bytes()));
+    }
+
+    /// The 16-bit one's complement sum, in memory order.
+    #[inline(always)]
+    pub fn fold(self) -> u16 {
+        let mut s = self.0;
+        s = (s & 0xffff_ffff) + (s >> 32);
+        s = (s & 0xffff_ffff) + (s >> 32);
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        s as u16
+    }
+}

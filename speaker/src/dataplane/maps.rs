@@ -1,0 +1,255 @@
+//! Typed access to the data plane's maps, whether they belong to a freshly
+//! loaded object or are opened from their pins by a later process.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use aya::{
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    util::nr_cpus,
+    Ebpf,
+};
+use speaker_common::{map_names, Reason, VipEntry, VipKeyV4, VipKeyV6, Watchdog, MAX_VIPS};
+
+use super::{clock::monotonic_now, pins::PinDir};
+use crate::error::{Error, Result};
+
+/// One owned address on one interface, as the maps hold it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipRecord {
+    pub address: IpAddr,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    /// Requests answered since the entry was added, summed over CPUs.
+    pub answered: u64,
+}
+
+/// The dead-man switch as stored, with its age read against the same clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchdogState {
+    /// `None` when no heartbeat was ever written.
+    pub heartbeat_age: Option<Duration>,
+    /// `None` when the switch is disabled.
+    pub max_age: Option<Duration>,
+}
+
+impl WatchdogState {
+    /// True when the program has stopped answering because of it.
+    pub fn stale(&self) -> bool {
+        match (self.max_age, self.heartbeat_age) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(max), Some(age)) => age > max,
+        }
+    }
+}
+
+pub struct DataplaneMaps {
+    vips_v4: HashMap<MapData, VipKeyV4, VipEntry>,
+    vips_v6: HashMap<MapData, VipKeyV6, VipEntry>,
+    vip_answered: PerCpuArray<MapData, u64>,
+    reasons: PerCpuArray<MapData, u64>,
+    watchdog: Array<MapData, Watchdog>,
+}
+
+fn typed<T: TryFrom<Map, Error = MapError>>(name: &str, map: Map) -> Result<T> {
+    T::try_from(map).map_err(|e| Error::bpf(format!("opening map {name}"), e))
+}
+
+impl DataplaneMaps {
+    /// Takes the maps out of a loaded object.
+    pub fn from_object(ebpf: &mut Ebpf) -> Result<Self> {
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name).ok_or_else(|| Error::Bpf {
+                context: "loading the eBPF object".into(),
+                message: format!("it has no map {name}"),
+            })
+        };
+        Ok(DataplaneMaps {
+            vips_v4: typed(map_names::VIPS_V4, take(map_names::VIPS_V4)?)?,
+            vips_v6: typed(map_names::VIPS_V6, take(map_names::VIPS_V6)?)?,
+            vip_answered: typed(map_names::VIP_ANSWERED, take(map_names::VIP_ANSWERED)?)?,
+            reasons: typed(map_names::REASONS, take(map_names::REASONS)?)?,
+            watchdog: typed(map_names::WATCHDOG, take(map_names::WATCHDOG)?)?,
+        })
+    }
+
+    /// Opens the maps pinned under `pins`, with no program loaded.
+    pub fn from_pins(pins: &PinDir) -> Result<Self> {
+        pins.require_pinned()?;
+        let open = |name: &'static str| {
+            let data = MapData::from_pin(pins.map(name))
+                .map_err(|e| Error::bpf(format!("opening pinned map {name}"), e))?;
+            check_layout(name, &data, pins)?;
+            Ok::<_, Error>(data)
+        };
+        Ok(DataplaneMaps {
+            vips_v4: typed(map_names::VIPS_V4, Map::HashMap(open(map_names::VIPS_V4)?))?,
+            vips_v6: typed(map_names::VIPS_V6, Map::HashMap(open(map_names::VIPS_V6)?))?,
+            vip_answered: typed(
+                map_names::VIP_ANSWERED,
+                Map::PerCpuArray(open(map_names::VIP_ANSWERED)?),
+            )?,
+            reasons: typed(map_names::REASONS, Map::PerCpuArray(open(map_names::REASONS)?))?,
+            watchdog: typed(map_names::WATCHDOG, Map::Array(open(map_names::WATCHDOG)?))?,
+        })
+    }
+
+    /// Adds (or refreshes the MAC of) `address` on interface `ifindex`. The
+    /// answered counter starts at zero for a new entry and is kept for an
+    /// existing one, so re-adding is harmless.
+    pub fn add_vip(&mut self, address: IpAddr, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+        let existing = self.entry(address, ifindex)?;
+        let slot = match existing {
+            Some(entry) if entry.mac == mac => return Ok(()),
+            Some(entry) => entry.slot,
+            None => {
+                let slot = self.free_slot()?;
+                let zeros = PerCpuValues::try_from(vec![0u64; cpu_count()?])
+                    .map_err(|e| Error::io("sizing per-CPU counters", e))?;
+                self.vip_answered
+                    .set(slot, zeros, 0)
+                    .map_err(|e| Error::bpf("resetting the VIP counter", e))?;
+                slot
+            }
+        };
+        let entry = VipEntry { mac, _pad: [0; 2], slot };
+        let result = match address {
+            IpAddr::V4(a) => self.vips_v4.insert(VipKeyV4 { addr: a.octets(), ifindex }, entry, 0),
+            IpAddr::V6(a) => self.vips_v6.insert(VipKeyV6 { addr: a.octets(), ifindex }, entry, 0),
+        };
+        result.map_err(|e| Error::bpf(format!("adding {address}"), e))
+    }
+
+    /// Removes `address` from interface `ifindex`; false when it was not there.
+    pub fn remove_vip(&mut self, address: IpAddr, ifindex: u32) -> Result<bool> {
+        let result = match address {
+            IpAddr::V4(a) => self.vips_v4.remove(&VipKeyV4 { addr: a.octets(), ifindex }),
+            IpAddr::V6(a) => self.vips_v6.remove(&VipKeyV6 { addr: a.octets(), ifindex }),
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(Error::bpf(format!("removing {address}"), e)),
+        }
+    }
+
+    fn entry(&self, address: IpAddr, ifindex: u32) -> Result<Option<VipEntry>> {
+        let result = match address {
+            IpAddr::V4(a) => self.vips_v4.get(&VipKeyV4 { addr: a.octets(), ifindex }, 0),
+            IpAddr::V6(a) => self.vips_v6.get(&VipKeyV6 { addr: a.octets(), ifindex }, 0),
+        };
+        match result {
+            Ok(entry) => Ok(Some(entry)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(Error::bpf(format!("looking up {address}"), e)),
+        }
+    }
+
+    fn entries(&self) -> Result<Vec<(IpAddr, u32, VipEntry)>> {
+        let mut out = Vec::new();
+        for item in self.vips_v4.iter() {
+            let (k, v) = item.map_err(|e| Error::bpf("reading VIPS_V4", e))?;
+            out.push((IpAddr::V4(Ipv4Addr::from(k.addr)), k.ifindex, v));
+        }
+        for item in self.vips_v6.iter() {
+            let (k, v) = item.map_err(|e| Error::bpf("reading VIPS_V6", e))?;
+            out.push((IpAddr::V6(Ipv6Addr::from(k.addr)), k.ifindex, v));
+        }
+        Ok(out)
+    }
+
+    fn free_slot(&self) -> Result<u32> {
+        let used: BTreeSet<u32> = self.entries()?.iter().map(|(_, _, e)| e.slot).collect();
+        (0..MAX_VIPS).find(|s| !used.contains(s)).ok_or(Error::TableFull(MAX_VIPS))
+    }
+
+    /// Every (VIP, interface) with its answered count, sorted by address.
+    pub fn vips(&self) -> Result<Vec<VipRecord>> {
+        let mut records = Vec::new();
+        for (address, ifindex, entry) in self.entries()? {
+            let answered = sum(
+                &self
+                    .vip_answered
+                    .get(&entry.slot, 0)
+                    .map_err(|e| Error::bpf("reading VIP_ANSWERED", e))?,
+            );
+            records.push(VipRecord { address, ifindex, mac: entry.mac, answered });
+        }
+        records.sort_by(|a, b| (a.address, a.ifindex).cmp(&(b.address, b.ifindex)));
+        Ok(records)
+    }
+
+    /// The global verdict counters, summed over CPUs, in `Reason` order.
+    pub fn reasons(&self) -> Result<Vec<(Reason, u64)>> {
+        Reason::ALL
+            .iter()
+            .map(|&reason| {
+                let values = self
+                    .reasons
+                    .get(&(reason as u32), 0)
+                    .map_err(|e| Error::bpf("reading REASONS", e))?;
+                Ok((reason, sum(&values)))
+            })
+            .collect()
+    }
+
+    pub fn reason(&self, reason: Reason) -> Result<u64> {
+        let values =
+            self.reasons.get(&(reason as u32), 0).map_err(|e| Error::bpf("reading REASONS", e))?;
+        Ok(sum(&values))
+    }
+
+    /// Refreshes the heartbeat now; `max_age` replaces the limit when given
+    /// (zero disables the switch).
+    pub fn heartbeat(&mut self, max_age: Option<Duration>) -> Result<()> {
+        let current = self.watchdog.get(&0, 0).map_err(|e| Error::bpf("reading WATCHDOG", e))?;
+        let watchdog = Watchdog {
+            heartbeat_ns: monotonic_now().as_nanos() as u64,
+            max_age_ns: max_age.map_or(current.max_age_ns, |d| d.as_nanos() as u64),
+        };
+        self.watchdog.set(0, watchdog, 0).map_err(|e| Error::bpf("writing WATCHDOG", e))
+    }
+
+    pub fn watchdog(&self) -> Result<WatchdogState> {
+        let w = self.watchdog.get(&0, 0).map_err(|e| Error::bpf("reading WATCHDOG", e))?;
+        let now = monotonic_now().as_nanos() as u64;
+        Ok(WatchdogState {
+            heartbeat_age: (w.heartbeat_ns != 0)
+                .then(|| Duration::from_nanos(now.saturating_sub(w.heartbeat_ns))),
+            max_age: (w.max_age_ns != 0).then(|| Duration::from_nanos(w.max_age_ns)),
+        })
+    }
+}
+
+fn sum(values: &PerCpuValues<u64>) -> u64 {
+    values.iter().copied().fold(0u64, u64::wrapping_add)
+}
+
+fn cpu_count() -> Result<usize> {
+    nr_cpus().map_err(|(what, e)| Error::io(format!("counting CPUs ({what})"), e))
+}
+
+/// Refuses pinned maps left by a speaker whose map types differ: the program
+/// would read garbage from them.
+fn check_layout(name: &'static str, data: &MapData, pins: &PinDir) -> Result<()> {
+    let info = data.info().map_err(|e| Error::bpf(format!("inspecting map {name}"), e))?;
+    let expected: (usize, usize) = match name {
+        map_names::VIPS_V4 => (size_of::<VipKeyV4>(), size_of::<VipEntry>()),
+        map_names::VIPS_V6 => (size_of::<VipKeyV6>(), size_of::<VipEntry>()),
+        map_names::VIP_ANSWERED | map_names::REASONS => (4, 8),
+        _ => (4, size_of::<Watchdog>()),
+    };
+    if (info.key_size() as usize, info.value_size() as usize) != expected {
+        return Err(Error::LayoutMismatch {
+            name,
+            key: info.key_size(),
+            value: info.value_size(),
+            dir: pins.root().to_path_buf(),
+        });
+    }
+    Ok(())
+}

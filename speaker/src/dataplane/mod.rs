@@ -1,0 +1,166 @@
+//! The kernel side of the speaker: loading the XDP object, attaching it to
+//! interfaces, and the pinned maps that carry VIPs, counters and the
+//! heartbeat. Everything that talks to the BPF syscall lives below here.
+
+pub mod clock;
+mod maps;
+mod pins;
+
+use std::fs;
+
+use aya::{
+    programs::{links::FdLink, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use log::{info, warn};
+use speaker_common::map_names;
+
+pub use self::{
+    maps::{DataplaneMaps, VipRecord, WatchdogState},
+    pins::{PinDir, DEFAULT_PIN_DIR},
+};
+use crate::{
+    error::{Error, Result},
+    interfaces,
+};
+
+/// The object `cargo xtask build-ebpf` built; see `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/speaker-ebpf.o"));
+
+pub use speaker_common::program_names::{PASS, RESPONDER};
+
+/// How to attach: the operator's `--mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic with a logged reason.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+/// What `attach` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// A new link, in this mode.
+    New { native: bool },
+    /// A link was already pinned for the interface: its program was replaced
+    /// atomically (no frame goes unanswered) and its mode kept.
+    Replaced,
+}
+
+/// A loaded copy of the eBPF object.
+pub struct Object {
+    ebpf: Ebpf,
+}
+
+impl Object {
+    /// Loads the object. With `pins`, every map is opened from its pin when one
+    /// exists (adopting the VIPs and counters of an earlier process) and
+    /// created and pinned otherwise; without, the maps are private to this
+    /// object (tests, benchmarks).
+    pub fn load(pins: Option<&PinDir>) -> Result<Self> {
+        if OBJECT.is_empty() {
+            return Err(Error::NoObject);
+        }
+        let mut loader = EbpfLoader::new();
+        let paths: Vec<_> = match pins {
+            Some(pins) => {
+                pins.create()?;
+                map_names::ALL.iter().map(|name| (*name, pins.map(name))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let ebpf = loader.load(OBJECT).map_err(|e| Error::bpf("loading the eBPF object", e))?;
+        Ok(Object { ebpf })
+    }
+
+    /// The named XDP program, loaded into the kernel (verified) on first use.
+    pub fn program(&mut self, name: &str) -> Result<&mut Xdp> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| Error::Bpf {
+                context: "loading the eBPF object".into(),
+                message: format!("it has no program {name}"),
+            })?
+            .try_into()
+            .map_err(|e| Error::bpf(format!("program {name}"), e))?;
+        if program.fd().is_err() {
+            program.load().map_err(|e| Error::bpf(format!("verifying program {name}"), e))?;
+        }
+        Ok(program)
+    }
+
+    /// Takes the maps out of the object, for reading and writing them.
+    pub fn take_maps(&mut self) -> Result<DataplaneMaps> {
+        DataplaneMaps::from_object(&mut self.ebpf)
+    }
+}
+
+/// Attaches `program` to `interface` and pins the link under `pins`, so it
+/// stays attached after this process exits. When a link is already pinned for
+/// the interface, its program is replaced in place instead.
+pub fn attach(pins: &PinDir, interface: &str, mode: AttachMode, program: &str) -> Result<Attached> {
+    let ifindex = interfaces::index_of(interface)?;
+    let mut object = Object::load(Some(pins))?;
+    let xdp = object.program(program)?;
+    let link_path = pins.link(interface);
+    if link_path.exists() {
+        match replace_pinned(xdp, &link_path) {
+            Ok(()) => return Ok(Attached::Replaced),
+            Err(reason) => {
+                // The interface it was attached to is gone (the link is
+                // defunct) or the pin is not a link: start afresh.
+                warn!("pinned link {} not reusable ({reason}); attaching anew", link_path.display());
+                fs::remove_file(&link_path)
+                    .map_err(|e| Error::io(format!("removing {}", link_path.display()), e))?;
+            }
+        }
+    }
+    let (link_id, native) = match mode {
+        AttachMode::Native => (attach_in(xdp, ifindex, XdpMode::Driver)?, true),
+        AttachMode::Generic => (attach_in(xdp, ifindex, XdpMode::Skb)?, false),
+        AttachMode::Auto => match attach_in(xdp, ifindex, XdpMode::Driver) {
+            Ok(id) => (id, true),
+            Err(e) => {
+                warn!("native XDP not available on {interface} ({e}); using generic mode");
+                (attach_in(xdp, ifindex, XdpMode::Skb)?, false)
+            }
+        },
+    };
+    let link = xdp.take_link(link_id).map_err(|e| Error::bpf("taking the XDP link", e))?;
+    let link = FdLink::try_from(link).map_err(|e| Error::Bpf {
+        context: format!("pinning the XDP link of {interface}"),
+        message: format!("the kernel attached it without bpf_link ({e}); XDP links need Linux 5.9+"),
+    })?;
+    link.pin(&link_path).map_err(|e| Error::bpf(format!("pinning {}", link_path.display()), e))?;
+    info!("attached {program} to {interface} ({} mode)", if native { "native" } else { "generic" });
+    Ok(Attached::New { native })
+}
+
+fn attach_in(xdp: &mut Xdp, ifindex: u32, mode: XdpMode) -> Result<aya::programs::xdp::XdpLinkId> {
+    xdp.attach_to_if_index(ifindex, mode).map_err(|e| Error::bpf("attaching XDP", e))
+}
+
+fn replace_pinned(xdp: &mut Xdp, path: &std::path::Path) -> std::result::Result<(), String> {
+    let pinned = aya::programs::links::PinnedLink::from_pin(path).map_err(|e| e.to_string())?;
+    let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())?;
+    let id = xdp.attach_to_link(link).map_err(|e| e.to_string())?;
+    // Keep the link out of the program's care: dropping it there would detach
+    // it. The pin already refers to this same link.
+    drop(xdp.take_link(id).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+/// Removes the pinned link of `interface`, which detaches the program.
+pub fn detach(pins: &PinDir, interface: &str) -> Result<()> {
+    let path = pins.link(interface);
+    if !path.exists() {
+        return Err(Error::NoLink(interface.to_owned(), pins.root().to_path_buf()));
+    }
+    fs::remove_file(&path).map_err(|e| Error::io(format!("removing {}", path.display()), e))
+}

@@ -1,0 +1,71 @@
+use std::{io, net::IpAddr, path::PathBuf};
+
+/// Everything that can go wrong at the edges (kernel, bpffs, interfaces). The
+/// messages are one line each and name what to do, since they reach operators
+/// as is.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("interface {0:?} does not exist in this network namespace")]
+    UnknownInterface(String),
+    #[error("interface {0:?} has no Ethernet MAC address")]
+    NoMacAddress(String),
+    #[error("{0:?} is not an IPv4 or IPv6 address")]
+    BadAddress(String),
+    #[error(
+        "{0} is not on a BPF filesystem: mount one with `mount -t bpf bpf {0}` \
+         or pick another --pin-dir"
+    )]
+    NoBpffs(PathBuf),
+    #[error("nothing is pinned under {0}: run `speaker xdp attach --interface IF` first")]
+    NotAttached(PathBuf),
+    #[error("no XDP program is pinned for interface {0:?} under {1}")]
+    NoLink(String, PathBuf),
+    #[error(
+        "pinned map {name} has a different layout (key {key} B, value {value} B) than this \
+         speaker expects: detach and remove {dir} before upgrading"
+    )]
+    LayoutMismatch { name: &'static str, key: u32, value: u32, dir: PathBuf },
+    #[error("the VIP table is full ({0} entries)")]
+    TableFull(u32),
+    #[error("{0} is not configured on interface {1:?}")]
+    NoSuchVip(IpAddr, String),
+    #[error("this speaker was built without its eBPF object (SPEAKER_EBPF_PLACEHOLDER)")]
+    NoObject,
+    #[error("permission denied while {0}: run as root (CAP_BPF, CAP_NET_ADMIN)")]
+    PermissionDenied(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error("{context}: {message}")]
+    Bpf { context: String, message: String },
+}
+
+impl Error {
+    /// Wraps an aya or I/O failure, turning EPERM into the one-line hint.
+    pub fn bpf(context: impl Into<String>, err: impl std::error::Error + 'static) -> Self {
+        let context = context.into();
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        let mut message = err.to_string();
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<io::Error>() {
+                if io.raw_os_error() == Some(libc::EPERM) || io.raw_os_error() == Some(libc::EACCES) {
+                    return Error::PermissionDenied(context);
+                }
+            }
+            if let Some(next) = e.source() {
+                message = format!("{message}: {next}");
+            }
+            source = e.source();
+        }
+        Error::Bpf { context, message }
+    }
+
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        let context = context.into();
+        if matches!(source.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+            return Error::PermissionDenied(context);
+        }
+        Error::Io { context, source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,10 @@
+//! xdp-speaker: a Kubernetes Layer-2 load-balancer speaker whose data plane is
+//! an XDP program. This crate is the userspace side: it loads and attaches the
+//! program, keeps the pinned maps, and gives operators a view into them.
+
+pub mod dataplane;
+pub mod error;
+pub mod interfaces;
+pub mod report;
+
+pub use error::Error;

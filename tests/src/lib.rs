@@ -1,0 +1,1 @@
+//! Shared test support: frame builders and network-namespace labs.
