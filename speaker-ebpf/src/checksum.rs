@@ -2,7 +2,6 @@
 //! memory order: the one's complement sum does not depend on byte order
 //! (RFC 1071 §2(B)), so the folded result can be stored as is.
 
-/// Adds 32-bit words into a wide accumulator; fold with [`fold`].
 #[derive(Clone, Copy)]
 pub struct Sum(u64);
 
@@ -13,14 +12,23 @@ impl Sum {
     }
 
     #[inline(always)]
-    pub fn add_word(&mut self, word: u32) {
+    pub fn add(&mut self, word: u32) {
         self.0 += word as u64;
+    }
+
+    #[inline(always)]
+    pub fn add_all<const N: usize>(&mut self, words: [u32; N]) {
+        let mut i = 0;
+        while i < N {
+            self.add(words[i]);
+            i += 1;
+        }
     }
 
     /// Adds a value that the packet holds as a big-endian 32-bit field.
     #[inline(always)]
     pub fn add_be32(&mut self, value: u32) {
-        self.add_word(u32::from_ne_bytes(value.to_be_bytes()));
+        self.add(u32::from_ne_bytes(value.to_be_bytes()));
     }
 
     /// The 16-bit one's complement sum, in memory order.

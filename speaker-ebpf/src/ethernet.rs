@@ -1,49 +1,44 @@
 //! Ethernet II header.
 
-use speaker_common::Reason;
-
-use crate::{frame::Frame, verdict::Verdict};
+use crate::frame::{first_byte_u16, wire16, Frame, Ipv6, Mac};
 
 pub mod field {
-    use core::ops::Range;
-    pub const DESTINATION: Range<usize> = 0..6;
-    pub const SOURCE: Range<usize> = 6..12;
-    pub const ETHERTYPE: Range<usize> = 12..14;
+    pub const DESTINATION: usize = 0;
+    pub const SOURCE: usize = 6;
+    pub const ETHERTYPE: usize = 12;
 }
 
-pub const HEADER_LEN: usize = field::ETHERTYPE.end;
+pub const HEADER_LEN: usize = 14;
 
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
 pub const ETHERTYPE_QINQ: u16 = 0x88a8;
 
-pub const BROADCAST: [u8; 6] = [0xff; 6];
+pub const BROADCAST: Mac = [0xffff; 3];
 
-/// The EtherType, or a pass verdict when the frame is shorter than a header.
+/// The EtherType, or `None` when the frame is shorter than a header.
 #[inline(always)]
-pub fn ether_type(frame: &Frame) -> Result<u16, Verdict> {
-    frame
-        .u16_be(field::ETHERTYPE.start)
-        .ok_or(Verdict::pass(Reason::Truncated))
+pub fn ether_type(frame: &Frame) -> Option<u16> {
+    Some(frame.bounded::<HEADER_LEN>()?.get_be16::<{ field::ETHERTYPE }>())
 }
 
 /// Group bit (I/G) of a MAC address: set for multicast and broadcast.
 #[inline(always)]
-pub fn is_group(mac: &[u8; 6]) -> bool {
-    mac[0] & 0x01 != 0
+pub fn is_group(mac: Mac) -> bool {
+    first_byte_u16(mac[0]) & 0x01 != 0
 }
 
-/// The Ethernet multicast address an IPv6 multicast address maps to (RFC 2464 §7).
+/// The Ethernet multicast address an IPv6 multicast address maps to (RFC 2464
+/// §7): 33:33 and the address's last four bytes.
 #[inline(always)]
-pub fn ipv6_multicast_mac(addr: &[u8; 16]) -> [u8; 6] {
-    [0x33, 0x33, addr[12], addr[13], addr[14], addr[15]]
+pub fn ipv6_multicast_mac(addr: Ipv6) -> Mac {
+    let [a, b, c, d] = addr[3].to_ne_bytes();
+    [wire16(0x33, 0x33), wire16(a, b), wire16(c, d)]
 }
 
-/// Compares as words: byte-array equality would become a `bcmp` call, which
-/// BPF cannot make.
+/// The MAC as the maps store it (bytes), as words.
 #[inline(always)]
-pub fn same_mac(a: &[u8; 6], b: &[u8; 6]) -> bool {
-    u32::from_ne_bytes([a[0], a[1], a[2], a[3]]) == u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
-        && u16::from_ne_bytes([a[4], a[5]]) == u16::from_ne_bytes([b[4], b[5]])
+pub fn mac_words(mac: [u8; 6]) -> Mac {
+    [wire16(mac[0], mac[1]), wire16(mac[2], mac[3]), wire16(mac[4], mac[5])]
 }

@@ -13,6 +13,7 @@ mod ndp;
 mod verdict;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use speaker_common::Reason;
 
 use crate::{frame::Frame, verdict::Verdict};
 
@@ -34,13 +35,13 @@ pub fn xdp_pass(_ctx: XdpContext) -> u32 {
 fn respond(ctx: &XdpContext) -> Verdict {
     let frame = Frame::new(ctx);
     match ethernet::ether_type(&frame) {
-        Err(verdict) => verdict,
-        Ok(ethernet::ETHERTYPE_ARP) => arp::respond(ctx, &frame),
-        Ok(ethernet::ETHERTYPE_IPV6) => ndp::respond(ctx, &frame),
-        Ok(ethernet::ETHERTYPE_VLAN) | Ok(ethernet::ETHERTYPE_QINQ) => {
-            Verdict::pass(speaker_common::Reason::VlanTagged)
+        None => Verdict::pass(Reason::Truncated),
+        Some(ethernet::ETHERTYPE_ARP) => arp::respond(ctx, &frame),
+        Some(ethernet::ETHERTYPE_IPV6) => ndp::respond(ctx, &frame),
+        Some(ethernet::ETHERTYPE_VLAN) | Some(ethernet::ETHERTYPE_QINQ) => {
+            Verdict::pass(Reason::VlanTagged)
         }
-        Ok(_) => Verdict::pass(speaker_common::Reason::OtherTraffic),
+        Some(_) => Verdict::pass(Reason::OtherTraffic),
     }
 }
 

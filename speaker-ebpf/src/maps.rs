@@ -7,6 +7,8 @@ use aya_ebpf::{
 };
 use speaker_common::{Reason, VipEntry, VipKeyV4, VipKeyV6, Watchdog, MAX_VIPS};
 
+use crate::frame::{Ipv4, Ipv6};
+
 #[btf_map]
 pub static VIPS_V4: HashMap<VipKeyV4, VipEntry, { MAX_VIPS as usize }> = HashMap::new();
 
@@ -25,35 +27,34 @@ pub static REASONS: PerCpuArray<u64, { Reason::COUNT as usize }> = PerCpuArray::
 pub static WATCHDOG: Array<Watchdog, 1> = Array::new();
 
 #[inline(always)]
-fn bump(map: &PerCpuArray<u64, { MAX_VIPS as usize }>, index: u32) {
-    if let Some(counter) = map.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot; nothing else on this CPU runs concurrently.
-        unsafe { *counter += 1 };
-    }
-}
-
-#[inline(always)]
 pub fn count_reason(reason: Reason) {
     if let Some(counter) = REASONS.get_ptr_mut(reason as u32) {
-        // SAFETY: per-CPU slot.
+        // SAFETY: this CPU's slot; nothing else runs on it concurrently.
         unsafe { *counter += 1 };
     }
 }
 
 #[inline(always)]
 pub fn count_answer(entry: &VipEntry) {
-    bump(&VIP_ANSWERED, entry.slot);
+    if let Some(counter) = VIP_ANSWERED.get_ptr_mut(entry.slot) {
+        // SAFETY: this CPU's slot.
+        unsafe { *counter += 1 };
+    }
 }
 
 #[inline(always)]
-pub fn vip_v4(addr: [u8; 4], ifindex: u32) -> Option<VipEntry> {
+pub fn vip_v4(addr: Ipv4, ifindex: u32) -> Option<VipEntry> {
+    // SAFETY: [u16; 2] and [u8; 4] have the same size and any bit pattern.
+    let addr: [u8; 4] = unsafe { core::mem::transmute(addr) };
     // SAFETY: the entry is copied out at once; a concurrent update can at worst
     // give a mix of old and new MAC for this one frame.
     unsafe { VIPS_V4.get(VipKeyV4 { addr, ifindex }).copied() }
 }
 
 #[inline(always)]
-pub fn vip_v6(addr: [u8; 16], ifindex: u32) -> Option<VipEntry> {
+pub fn vip_v6(addr: Ipv6, ifindex: u32) -> Option<VipEntry> {
+    // SAFETY: [u32; 4] and [u8; 16] have the same size and any bit pattern.
+    let addr: [u8; 16] = unsafe { core::mem::transmute(addr) };
     // SAFETY: as in `vip_v4`.
     unsafe { VIPS_V6.get(VipKeyV6 { addr, ifindex }).copied() }
 }
@@ -68,7 +69,7 @@ pub fn control_plane_alive() -> bool {
     if watchdog.max_age_ns == 0 {
         return true;
     }
-    // SAFETY: helper without arguments.
+    // SAFETY: a helper without arguments.
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     now.saturating_sub(watchdog.heartbeat_ns) <= watchdog.max_age_ns
 }

@@ -56,3 +56,53 @@ fn mac_of(name: &str) -> Result<[u8; 6]> {
 pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
+
+/// The Ethernet address of the solicited-node group of `addr` (RFC 4291
+/// §2.7.1 mapped by RFC 2464 §7): 33:33:ff plus the address's low 24 bits.
+pub fn solicited_node_mac(addr: &std::net::Ipv6Addr) -> [u8; 6] {
+    let o = addr.octets();
+    [0x33, 0x33, 0xff, o[13], o[14], o[15]]
+}
+
+/// Adds (`join`) or removes a link-layer multicast address on the interface's
+/// receive filter. A NIC drops Neighbor Solicitations for groups it was not
+/// told about before XDP runs (Cilium #44311), and the VIP is deliberately not
+/// an address of the interface, so nothing else joins its group. The entry
+/// stays after this process exits, like the pinned maps.
+pub fn set_multicast_mac(interface: &str, mac: [u8; 6], join: bool) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet6,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::io("opening a socket for SIOCADDMULTI", e.into()))?;
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    if interface.len() >= request.ifr_name.len() {
+        return Err(Error::UnknownInterface(interface.to_owned()));
+    }
+    for (dst, src) in request.ifr_name.iter_mut().zip(interface.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: writing the sockaddr member of the union.
+    unsafe {
+        request.ifr_ifru.ifru_hwaddr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+        for (dst, src) in request.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac) {
+            *dst = src as libc::c_char;
+        }
+    }
+    let op = if join { libc::SIOCADDMULTI } else { libc::SIOCDELMULTI };
+    // SAFETY: a valid socket and a fully initialised ifreq.
+    let ret = unsafe { libc::ioctl(socket.as_raw_fd(), op as _, &request) };
+    if ret != 0 {
+        let err = std::io::Error::last_os_error();
+        // Leaving a group that is not joined is not an error worth stopping for.
+        if !join && err.raw_os_error() == Some(libc::ENOENT) {
+            return Ok(());
+        }
+        return Err(Error::io(format!("updating the multicast filter of {interface}"), err));
+    }
+    Ok(())
+}

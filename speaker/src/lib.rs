@@ -2,7 +2,9 @@
 //! an XDP program. This crate is the userspace side: it loads and attaches the
 //! program, keeps the pinned maps, and gives operators a view into them.
 
+pub mod cli;
 pub mod dataplane;
+pub mod election;
 pub mod error;
 pub mod interfaces;
 pub mod report;

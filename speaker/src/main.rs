@@ -1,1 +1,105 @@
-fn main() {}
+//! `speaker`: argument parsing and wiring only; the work is in the library.
+
+use std::{net::IpAddr, process::ExitCode};
+
+use clap::Parser;
+use speaker::{
+    cli::{Cli, Command, VipAction, XdpAction},
+    dataplane::{self, Attached, DataplaneMaps, PinDir},
+    interfaces::{self, Interface},
+    report::MapsReport,
+    Error,
+};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("speaker: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Xdp { action, pins } => {
+            let pins = PinDir::new(pins.pin_dir);
+            match action {
+                XdpAction::Attach { interface, mode, pass_through } => {
+                    let program = if pass_through { dataplane::PASS } else { dataplane::RESPONDER };
+                    match dataplane::attach(&pins, &interface, mode.into(), program)? {
+                        Attached::New { native } => println!(
+                            "attached {program} to {interface} in {} mode",
+                            if native { "native" } else { "generic" }
+                        ),
+                        Attached::Replaced => {
+                            println!("{interface}: replaced the attached program in place")
+                        }
+                    }
+                }
+                XdpAction::Detach { interface } => {
+                    dataplane::detach(&pins, &interface)?;
+                    println!("detached from {interface}");
+                }
+            }
+        }
+        Command::Vip { action, pins } => {
+            let mut maps = DataplaneMaps::from_pins(&PinDir::new(pins.pin_dir))?;
+            match action {
+                VipAction::Add { address, interface } => {
+                    let interface = Interface::by_name(&interface)?;
+                    maps.add_vip(address, interface.index, interface.mac)?;
+                    if let IpAddr::V6(v6) = address {
+                        let group = interfaces::solicited_node_mac(&v6);
+                        interfaces::set_multicast_mac(&interface.name, group, true)?;
+                    }
+                    println!(
+                        "answering for {address} on {} ({})",
+                        interface.name,
+                        interfaces::format_mac(&interface.mac)
+                    );
+                }
+                VipAction::Del { address, interface } => {
+                    let ifindex = interfaces::index_of(&interface)?;
+                    if !maps.remove_vip(address, ifindex)? {
+                        return Err(Error::NoSuchVip(address, interface));
+                    }
+                    if let IpAddr::V6(v6) = address {
+                        // Another VIP on this interface may share the group
+                        // (same low 24 bits); keep it joined for that one.
+                        let group = interfaces::solicited_node_mac(&v6);
+                        let shared = maps.vips()?.iter().any(|vip| {
+                            vip.ifindex == ifindex
+                                && matches!(vip.address, IpAddr::V6(other)
+                                    if interfaces::solicited_node_mac(&other) == group)
+                        });
+                        if !shared {
+                            interfaces::set_multicast_mac(&interface, group, false)?;
+                        }
+                    }
+                    println!("no longer answering for {address} on {interface}");
+                }
+            }
+        }
+        Command::Heartbeat { max_age, pins } => {
+            let mut maps = DataplaneMaps::from_pins(&PinDir::new(pins.pin_dir))?;
+            maps.heartbeat(max_age)?;
+        }
+        Command::Maps { json, pins } => {
+            let pins = PinDir::new(pins.pin_dir);
+            let maps = DataplaneMaps::from_pins(&pins)?;
+            let report = MapsReport::read(&pins, &maps)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("plain data"));
+            } else {
+                print!("{}", report.to_table());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! `speaker maps`: what the pinned maps hold, for people (a table) and for
+//! scripts (JSON, schema in docs/maps-json.md).
+
+use serde::Serialize;
+
+use crate::{
+    dataplane::{DataplaneMaps, PinDir, VipRecord, WatchdogState},
+    error::Result,
+    interfaces::{format_mac, name_of},
+};
+
+#[derive(Debug, Serialize)]
+pub struct MapsReport {
+    pub pin_dir: String,
+    /// Interfaces with a pinned XDP link.
+    pub links: Vec<String>,
+    pub vips: Vec<VipRow>,
+    /// Every verdict reason, in the stable order, with its count.
+    pub reasons: Vec<ReasonRow>,
+    pub watchdog: WatchdogRow,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VipRow {
+    pub address: String,
+    pub family: &'static str,
+    /// `null` when the index does not exist in this network namespace.
+    pub interface: Option<String>,
+    pub ifindex: u32,
+    pub mac: String,
+    pub answered: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReasonRow {
+    pub reason: &'static str,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WatchdogRow {
+    /// `null`: the switch is disabled.
+    pub max_age_seconds: Option<f64>,
+    /// `null`: no heartbeat was ever written.
+    pub heartbeat_age_seconds: Option<f64>,
+    /// True when the responder has stopped answering because of it.
+    pub stale: bool,
+}
+
+impl MapsReport {
+    pub fn read(pins: &PinDir, maps: &DataplaneMaps) -> Result<Self> {
+        let vips = maps.vips()?.into_iter().map(vip_row).collect();
+        let reasons = maps
+            .reasons()?
+            .into_iter()
+            .map(|(reason, count)| ReasonRow { reason: reason.name(), count })
+            .collect();
+        Ok(MapsReport {
+            pin_dir: pins.root().display().to_string(),
+            links: pins.linked_interfaces(),
+            vips,
+            reasons,
+            watchdog: watchdog_row(maps.watchdog()?),
+        })
+    }
+
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!("pin dir: {}\n", self.pin_dir));
+        let links = if self.links.is_empty() { "(none)".to_owned() } else { self.links.join(", ") };
+        out.push_str(&format!("attached: {links}\n\n"));
+        out.push_str(&format!(
+            "{:<40} {:<16} {:<17} {:>12}\n",
+            "VIP", "INTERFACE", "MAC", "ANSWERED"
+        ));
+        for vip in &self.vips {
+            let interface =
+                vip.interface.clone().unwrap_or_else(|| format!("(ifindex {})", vip.ifindex));
+            out.push_str(&format!(
+                "{:<40} {:<16} {:<17} {:>12}\n",
+                vip.address, interface, vip.mac, vip.answered
+            ));
+        }
+        if self.vips.is_empty() {
+            out.push_str("(no VIPs)\n");
+        }
+        out.push_str("\nREASON                      COUNT\n");
+        for row in &self.reasons {
+            out.push_str(&format!("{:<24} {:>9}\n", row.reason, row.count));
+        }
+        let w = &self.watchdog;
+        let heartbeat = match (w.max_age_seconds, w.heartbeat_age_seconds) {
+            (None, _) => "dead-man switch disabled".to_owned(),
+            (Some(max), None) => format!("no heartbeat yet (limit {max:.3} s): NOT answering"),
+            (Some(max), Some(age)) => format!(
+                "heartbeat {age:.3} s ago (limit {max:.3} s){}",
+                if w.stale { ": STALE, NOT answering" } else { "" }
+            ),
+        };
+        out.push_str(&format!("\nwatchdog: {heartbeat}\n"));
+        out
+    }
+}
+
+fn vip_row(record: VipRecord) -> VipRow {
+    VipRow {
+        address: record.address.to_string(),
+        family: if record.address.is_ipv4() { "ipv4" } else { "ipv6" },
+        interface: name_of(record.ifindex),
+        ifindex: record.ifindex,
+        mac: format_mac(&record.mac),
+        answered: record.answered,
+    }
+}
+
+fn watchdog_row(state: WatchdogState) -> WatchdogRow {
+    WatchdogRow {
+        max_age_seconds: state.max_age.map(|d| d.as_secs_f64()),
+        heartbeat_age_seconds: state.heartbeat_age.map(|d| d.as_secs_f64()),
+        stale: state.stale(),
+    }
+}

@@ -1,1 +1,3 @@
 //! Shared test support: frame builders and network-namespace labs.
+pub mod frames;
+pub mod netns;

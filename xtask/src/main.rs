@@ -1,1 +1,97 @@
-fn main(){}
+//! Project tasks: `cargo xtask <task>`. Each task installs what it is missing
+//! (apt packages, the nightly's rust-src, bpf-linker) and says what it is doing,
+//! so a fresh machine needs nothing else.
+
+mod ebpf;
+mod packages;
+mod run;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the XDP object (installing the eBPF toolchain pieces if missing).
+    BuildEbpf,
+    /// Install the test tools, build everything and run the whole test suite.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_args: Vec<String>,
+    },
+    /// The lab demo: XDP answering arping/ndisc6/ping in network namespaces.
+    Demo,
+    /// Benchmarks that print their figures and ratios.
+    Bench {
+        #[arg(value_enum)]
+        what: Bench,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// cargo fmt --check and clippy for both halves of the workspace.
+    Lint,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Bench {
+    Dataplane,
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse().task) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    match task {
+        Task::BuildEbpf => ebpf::build(),
+        Task::Test { cargo_args } => {
+            packages::ensure_test_tools()?;
+            ebpf::build()?;
+            run::step("building the speaker binary the lab tests drive")?;
+            run::cargo(&["build", "-p", "speaker"])?;
+            let mut args = vec!["test".to_owned()];
+            args.extend(cargo_args);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run::step("running the test suite")?;
+            run::cargo(&args)
+        }
+        Task::Demo => {
+            packages::ensure_test_tools()?;
+            ebpf::build()?;
+            run::cargo(&["build", "-p", "speaker"])?;
+            run::cargo(&["run", "--quiet", "-p", "speaker-tests", "--bin", "lab_demo"])
+        }
+        Task::Bench { what: Bench::Dataplane, json } => {
+            ebpf::build()?;
+            let mut args =
+                vec!["run", "--quiet", "--release", "-p", "speaker-tests", "--bin", "bench_dataplane"];
+            if json {
+                args.extend(["--", "--json"]);
+            }
+            run::cargo(&args)
+        }
+        Task::Lint => {
+            ebpf::build()?;
+            run::cargo(&["fmt", "--all", "--", "--check"])?;
+            run::cargo(&[
+                "clippy", "--workspace", "--exclude", "speaker-ebpf", "--all-targets", "--", "-D",
+                "warnings",
+            ])?;
+            ebpf::clippy()
+        }
+    }
+}

@@ -12,7 +12,7 @@ use aya::{
     programs::{links::FdLink, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use log::{info, warn};
+use log::{debug, warn};
 use speaker_common::map_names;
 
 pub use self::{
@@ -138,7 +138,7 @@ pub fn attach(pins: &PinDir, interface: &str, mode: AttachMode, program: &str) -
         message: format!("the kernel attached it without bpf_link ({e}); XDP links need Linux 5.9+"),
     })?;
     link.pin(&link_path).map_err(|e| Error::bpf(format!("pinning {}", link_path.display()), e))?;
-    info!("attached {program} to {interface} ({} mode)", if native { "native" } else { "generic" });
+    debug!("attached {program} to {interface} ({} mode)", if native { "native" } else { "generic" });
     Ok(Attached::New { native })
 }
 

@@ -1,0 +1,124 @@
+//! The operator command line. These are the commands scripts drive: keep the
+//! names and flags stable (documented in README.md).
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::dataplane::{AttachMode, DEFAULT_PIN_DIR};
+
+#[derive(Parser, Debug)]
+#[command(name = "speaker", version, about = "xdp-speaker: Layer-2 load-balancer speaker with an XDP data plane")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PinArgs {
+    /// Directory on a BPF filesystem holding the pinned maps and links.
+    #[arg(long, global = true, default_value = DEFAULT_PIN_DIR, env = "XDP_SPEAKER_PIN_DIR")]
+    pub pin_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Attach or detach the XDP responder.
+    Xdp {
+        #[command(subcommand)]
+        action: XdpAction,
+        #[command(flatten)]
+        pins: PinArgs,
+    },
+    /// Add or remove an address the responder answers for.
+    Vip {
+        #[command(subcommand)]
+        action: VipAction,
+        #[command(flatten)]
+        pins: PinArgs,
+    },
+    /// Refresh the dead-man switch's heartbeat, optionally setting its limit.
+    Heartbeat {
+        /// Stop answering when the heartbeat is older than this many seconds; 0 disables.
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+        max_age: Option<Duration>,
+        #[command(flatten)]
+        pins: PinArgs,
+    },
+    /// Print the pinned maps: VIPs with their counters, verdict counters, heartbeat.
+    Maps {
+        /// Machine-readable output (schema in docs/maps-json.md).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        pins: PinArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum XdpAction {
+    /// Attach to an interface and pin the link, so it stays after this command exits.
+    Attach {
+        #[arg(long, short = 'i')]
+        interface: String,
+        #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+        mode: ModeArg,
+        /// Attach the empty XDP_PASS program instead of the responder. A veth
+        /// peer needs one so that the kernel delivers the responder's XDP_TX
+        /// frames to it.
+        #[arg(long)]
+        pass_through: bool,
+    },
+    /// Detach from an interface (removes the pinned link).
+    Detach {
+        #[arg(long, short = 'i')]
+        interface: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VipAction {
+    /// Answer ARP/NDP for this address on this interface.
+    Add {
+        #[arg(value_parser = parse_ip)]
+        address: IpAddr,
+        #[arg(long, short = 'i')]
+        interface: String,
+    },
+    /// Stop answering for this address on this interface.
+    Del {
+        #[arg(value_parser = parse_ip)]
+        address: IpAddr,
+        #[arg(long, short = 'i')]
+        interface: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModeArg {
+    Auto,
+    Native,
+    Generic,
+}
+
+impl From<ModeArg> for AttachMode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Auto => AttachMode::Auto,
+            ModeArg::Native => AttachMode::Native,
+            ModeArg::Generic => AttachMode::Generic,
+        }
+    }
+}
+
+fn parse_ip(text: &str) -> Result<IpAddr, String> {
+    text.parse::<IpAddr>()
+        .map_err(|_| format!("{text:?} is not an IPv4 or IPv6 address"))
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("{text:?} is not a number of seconds (0 or more)"))
+}

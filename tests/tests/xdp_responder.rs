@@ -1,0 +1,1141 @@
+//! The XDP responder against crafted frames, in the kernel, with
+//! BPF_PROG_TEST_RUN. Every case states the verdict, the reason counter that
+//! must move (by exactly one, and no other), and the output: the input
+//! unchanged for a pass, or the reply built independently with smoltcp for an
+//! answer (compared byte for byte, then parsed back with smoltcp, checksum
+//! included). The per-VIP answered counter must move on answers only, and only
+//! for the VIP asked for.
+//!
+//! Needs root (loading BPF programs) and the eBPF object built. Run:
+//! `cargo test -p speaker-tests --test xdp_responder`.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use aya::{
+    programs::{ProgramError, TestRun, TestRunOptions},
+    sys::SyscallError,
+};
+use speaker::dataplane::{DataplaneMaps, Object, RESPONDER};
+use speaker_common::Reason;
+use speaker_tests::frames::{self, offset, Mac, Ns, BROADCAST, OTHER_MAC, OUR_MAC, PEER_MAC};
+
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+/// BPF_PROG_TEST_RUN without an ingress device in the context runs the
+/// program as if the frame came in on the loopback device.
+const IFINDEX: u32 = 1;
+/// Some other interface, for VIPs owned elsewhere.
+const OTHER_IFINDEX: u32 = 2;
+
+/// The MAC of the interface with a second VIP.
+const OUR_MAC_B: Mac = [0x02, 0x5e, 0x00, 0x00, 0x00, 0x11];
+
+const VIP4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const VIP4_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
+/// Owned on `OTHER_IFINDEX` only.
+const VIP4_ELSEWHERE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 12);
+const NOT_OWNED4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 99);
+const PEER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0x0a, 0xbc10);
+/// Owned on `OTHER_IFINDEX` only.
+const VIP6_ELSEWHERE: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0x0a, 0xbc12);
+const NOT_OWNED6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0x0a, 0xbc99);
+/// Same low 24 bits as VIP6, so the same solicited-node group.
+const NOT_OWNED6_SAME_GROUP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0x77, 0x0a, 0xbc10);
+const PEER6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+const PEER6_GLOBAL: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+
+/// What the program must do with a frame.
+#[derive(Clone, Debug)]
+enum Expect {
+    /// XDP_PASS with the frame untouched.
+    Pass,
+    /// XDP_TX with an ARP reply; the answered counter of (vip, IFINDEX) moves.
+    ArpReply {
+        vip: Ipv4Addr,
+        mac: Mac,
+        reply: Vec<u8>,
+    },
+    /// XDP_TX with a Neighbor Advertisement.
+    Advertisement {
+        vip: Ipv6Addr,
+        mac: Mac,
+        reply: Vec<u8>,
+    },
+}
+
+struct Case {
+    name: &'static str,
+    frame: Vec<u8>,
+    verdict: u32,
+    reason: Reason,
+    expect: Expect,
+}
+
+fn pass(name: &'static str, frame: Vec<u8>, reason: Reason) -> Case {
+    Case {
+        name,
+        frame,
+        verdict: XDP_PASS,
+        reason,
+        expect: Expect::Pass,
+    }
+}
+
+/// An ARP request for `vip` answered from `mac`.
+fn arp_answer(name: &'static str, frame: Vec<u8>, vip: Ipv4Addr, mac: Mac) -> Case {
+    let reply = frames::expected_arp_reply(&frame, mac);
+    Case {
+        name,
+        frame,
+        verdict: XDP_TX,
+        reason: Reason::ArpAnswered,
+        expect: Expect::ArpReply { vip, mac, reply },
+    }
+}
+
+/// A Neighbor Solicitation for `vip` answered from `mac`.
+fn ns_answer(name: &'static str, frame: Vec<u8>, vip: Ipv6Addr, mac: Mac) -> Case {
+    let reply = frames::expected_neighbor_advertisement(&frame, mac);
+    Case {
+        name,
+        frame,
+        verdict: XDP_TX,
+        reason: Reason::NsAnswered,
+        expect: Expect::Advertisement { vip, mac, reply },
+    }
+}
+
+/// A loaded responder with private maps holding the test VIPs.
+struct Harness {
+    object: Object,
+    maps: DataplaneMaps,
+}
+
+impl Harness {
+    fn new() -> Result<Self> {
+        let mut object = Object::load(None).context("loading the eBPF object (root needed)")?;
+        object
+            .program(RESPONDER)
+            .context("verifying the responder")?;
+        let mut maps = object.take_maps()?;
+        maps.add_vip(VIP4.into(), IFINDEX, OUR_MAC)?;
+        maps.add_vip(VIP4_B.into(), IFINDEX, OUR_MAC_B)?;
+        maps.add_vip(VIP4_ELSEWHERE.into(), OTHER_IFINDEX, OTHER_MAC)?;
+        maps.add_vip(VIP6.into(), IFINDEX, OUR_MAC)?;
+        maps.add_vip(VIP6_ELSEWHERE.into(), OTHER_IFINDEX, OTHER_MAC)?;
+        Ok(Harness { object, maps })
+    }
+
+    /// Runs the responder once on `frame`: (return value, output frame), or
+    /// `None` when the kernel refuses to run a frame shorter than an Ethernet
+    /// header (see `Refusal`).
+    fn run(&mut self, frame: &[u8]) -> Result<Option<(u32, Vec<u8>)>> {
+        let program = self.object.program(RESPONDER)?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = program.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        });
+        match result {
+            Ok(result) => {
+                out.truncate(result.data_size_out as usize);
+                Ok(Some((result.return_value, out)))
+            }
+            Err(ProgramError::SyscallError(SyscallError { io_error, .. }))
+                if frame.len() < offset::ETH_END
+                    && io_error.raw_os_error() == Some(libc_einval()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e).context("BPF_PROG_TEST_RUN"),
+        }
+    }
+
+    fn reasons(&self) -> Result<BTreeMap<&'static str, u64>> {
+        Ok(self
+            .maps
+            .reasons()?
+            .into_iter()
+            .map(|(r, n)| (r.name(), n))
+            .collect())
+    }
+
+    fn answered(&self) -> Result<BTreeMap<(IpAddr, u32), u64>> {
+        Ok(self
+            .maps
+            .vips()?
+            .into_iter()
+            .map(|v| ((v.address, v.ifindex), v.answered))
+            .collect())
+    }
+
+    /// Runs one case; returns what went wrong, if anything.
+    fn check(&mut self, case: &Case) -> Result<Vec<String>> {
+        let reasons_before = self.reasons()?;
+        let answered_before = self.answered()?;
+        let ran = self.run(&case.frame)?;
+        let reasons_after = self.reasons()?;
+        let answered_after = self.answered()?;
+        let mut problems = Vec::new();
+        let Some((verdict, output)) = ran else {
+            // Kernel refusal (frames under 14 bytes): the program never ran, so
+            // nothing may have been counted.
+            if reasons_after != reasons_before || answered_after != answered_before {
+                problems.push("counters moved although the kernel refused the frame".to_string());
+            }
+            eprintln!(
+                "note: {}: BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header \
+                 (EINVAL); expected {} could not be observed",
+                case.name,
+                case.reason.name()
+            );
+            return Ok(problems);
+        };
+
+        if verdict != case.verdict {
+            problems.push(format!(
+                "verdict {} ({}), expected {}",
+                verdict,
+                action(verdict),
+                action(case.verdict)
+            ));
+        }
+
+        let moved: BTreeMap<&str, u64> = reasons_after
+            .iter()
+            .filter_map(|(name, after)| {
+                let delta = after - reasons_before.get(name).copied().unwrap_or(0);
+                (delta != 0).then_some((*name, delta))
+            })
+            .collect();
+        let expected_moved = BTreeMap::from([(case.reason.name(), 1u64)]);
+        if moved != expected_moved {
+            problems.push(format!(
+                "reason counters moved {moved:?}, expected {expected_moved:?}"
+            ));
+        }
+
+        let answered_moved: BTreeMap<(IpAddr, u32), u64> = answered_after
+            .iter()
+            .filter_map(|(key, after)| {
+                let delta = after - answered_before.get(key).copied().unwrap_or(0);
+                (delta != 0).then_some((*key, delta))
+            })
+            .collect();
+        let expected_answered = match &case.expect {
+            Expect::Pass => BTreeMap::new(),
+            Expect::ArpReply { vip, .. } => BTreeMap::from([((IpAddr::V4(*vip), IFINDEX), 1)]),
+            Expect::Advertisement { vip, .. } => BTreeMap::from([((IpAddr::V6(*vip), IFINDEX), 1)]),
+        };
+        if answered_moved != expected_answered {
+            problems.push(format!(
+                "answered counters moved {answered_moved:?}, expected {expected_answered:?}"
+            ));
+        }
+
+        let expected_output = match &case.expect {
+            Expect::Pass => &case.frame,
+            Expect::ArpReply { reply, .. } | Expect::Advertisement { reply, .. } => reply,
+        };
+        if &output != expected_output {
+            problems.push(format!(
+                "output differs from the expected frame ({})\n  got:\n{}\n  expected:\n{}",
+                frames::diff(&output, expected_output),
+                indent(&frames::hex(&output)),
+                indent(&frames::hex(expected_output)),
+            ));
+        }
+        // Check the output again the way a receiver would, against the request
+        // rather than against the expected frame.
+        match &case.expect {
+            Expect::Pass => {}
+            Expect::ArpReply { vip, mac, .. } => {
+                problems.extend(check_arp_reply(&case.frame, &output, *vip, *mac))
+            }
+            Expect::Advertisement { vip, mac, .. } => {
+                problems.extend(check_advertisement(&case.frame, &output, *vip, *mac))
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Runs every case, then fails with the names and problems of all failing ones.
+    fn run_table(&mut self, cases: &[Case]) {
+        let mut names = std::collections::BTreeSet::new();
+        for case in cases {
+            assert!(names.insert(case.name), "duplicate case name {}", case.name);
+        }
+        let mut failures = Vec::new();
+        for case in cases {
+            match self.check(case) {
+                Ok(problems) if problems.is_empty() => {}
+                Ok(problems) => {
+                    failures.push(format!("{}:\n  - {}", case.name, problems.join("\n  - ")))
+                }
+                Err(e) => failures.push(format!("{}: {e:#}", case.name)),
+            }
+        }
+        eprintln!("{} cases, {} failed", cases.len(), failures.len());
+        assert!(
+            failures.is_empty(),
+            "{} of {} cases failed:\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n")
+        );
+    }
+}
+
+/// EINVAL, without a libc dependency.
+const fn libc_einval() -> i32 {
+    22
+}
+
+fn action(verdict: u32) -> &'static str {
+    match verdict {
+        0 => "XDP_ABORTED",
+        1 => "XDP_DROP",
+        XDP_PASS => "XDP_PASS",
+        XDP_TX => "XDP_TX",
+        4 => "XDP_REDIRECT",
+        _ => "unknown",
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn check_arp_reply(request: &[u8], output: &[u8], vip: Ipv4Addr, mac: Mac) -> Vec<String> {
+    let field = |at: usize, len: usize| request[at..at + len].to_vec();
+    let mut problems = Vec::new();
+    match frames::parse_arp_reply(output) {
+        Err(e) => problems.push(format!("output is not an ARP reply: {e}")),
+        Ok(reply) => {
+            if reply.sha != mac || reply.eth_src != mac {
+                problems.push(format!(
+                    "reply from {:02x?}/{:02x?}, expected {mac:02x?}",
+                    reply.eth_src, reply.sha
+                ));
+            }
+            if reply.spa != vip {
+                problems.push(format!("reply says {} is at us, expected {vip}", reply.spa));
+            }
+            if reply.tha.to_vec() != field(offset::ARP_SHA, 6)
+                || reply.tpa.octets().to_vec() != field(offset::ARP_SPA, 4)
+                || reply.eth_dst.to_vec() != field(offset::ETH_SRC, 6)
+            {
+                problems.push(format!(
+                    "reply sent to {:02x?} ({:02x?}, {}), not to the requester",
+                    reply.eth_dst, reply.tha, reply.tpa
+                ));
+            }
+        }
+    }
+    problems
+}
+
+fn check_advertisement(request: &[u8], output: &[u8], vip: Ipv6Addr, mac: Mac) -> Vec<String> {
+    let mut problems = Vec::new();
+    if output.len() != offset::NA_FRAME_LEN {
+        problems.push(format!(
+            "advertisement is {} bytes, expected {}",
+            output.len(),
+            offset::NA_FRAME_LEN
+        ));
+    }
+    let request_src = Ipv6Addr::from(
+        <[u8; 16]>::try_from(&request[offset::IPV6_SRC..offset::IPV6_SRC + 16]).unwrap(),
+    );
+    let dad = request_src.is_unspecified();
+    match frames::parse_neighbor_advertisement(output) {
+        Err(e) => problems.push(format!("output is not a valid Neighbor Advertisement: {e}")),
+        Ok(na) => {
+            let expected_dst = if dad { frames::ALL_NODES } else { request_src };
+            if na.src != vip || na.target != vip || na.dst != expected_dst {
+                problems.push(format!(
+                    "advertisement {} -> {} for {}, expected {vip} -> {expected_dst} for {vip}",
+                    na.src, na.dst, na.target
+                ));
+            }
+            if na.hop_limit != 255 {
+                problems.push(format!("hop limit {}", na.hop_limit));
+            }
+            if na.solicited == dad || !na.override_ || na.router {
+                problems.push(format!(
+                    "flags S={} O={} R={}",
+                    na.solicited, na.override_, na.router
+                ));
+            }
+            if na.tlla != Some(mac) || na.eth_src != mac {
+                problems.push(format!(
+                    "link-layer address {:02x?} from {:02x?}",
+                    na.tlla, na.eth_src
+                ));
+            }
+        }
+    }
+    problems
+}
+
+// ---------------------------------------------------------------- the tables
+
+fn arp_cases() -> Vec<Case> {
+    use frames::{arp_request, mutated, set_u16, set_u8, Arp};
+    let request = arp_request(PEER_MAC, PEER4, VIP4);
+    vec![
+        // Answered.
+        arp_answer("arp_broadcast_request", request.clone(), VIP4, OUR_MAC),
+        arp_answer(
+            "arp_request_second_vip",
+            arp_request(PEER_MAC, PEER4, VIP4_B),
+            VIP4_B,
+            OUR_MAC_B,
+        ),
+        arp_answer(
+            "arp_unicast_request_to_our_mac",
+            frames::arp_unicast_request(OUR_MAC, PEER_MAC, PEER4, VIP4),
+            VIP4,
+            OUR_MAC,
+        ),
+        arp_answer(
+            "arp_probe_from_unspecified",
+            frames::arp_probe(PEER_MAC, VIP4),
+            VIP4,
+            OUR_MAC,
+        ),
+        arp_answer(
+            "arp_padded_to_60_zeros",
+            frames::padded(&request, 60, 0),
+            VIP4,
+            OUR_MAC,
+        ),
+        arp_answer(
+            "arp_padded_to_60_pattern",
+            frames::padded(&request, 60, 0xa5),
+            VIP4,
+            OUR_MAC,
+        ),
+        arp_answer(
+            "arp_request_with_nonzero_tha",
+            Arp {
+                tha: OTHER_MAC,
+                ..Arp::request(PEER_MAC, PEER4, VIP4)
+            }
+            .build(),
+            VIP4,
+            OUR_MAC,
+        ),
+        // The reply goes to the request's Ethernet source (see
+        // frames::expected_arp_reply); the ARP target fields to its sender.
+        arp_answer(
+            "arp_sender_mac_differs_from_ethernet_source",
+            Arp {
+                eth_src: OTHER_MAC,
+                ..Arp::request(PEER_MAC, PEER4, VIP4)
+            }
+            .build(),
+            VIP4,
+            OUR_MAC,
+        ),
+        // Truncated.
+        pass(
+            "arp_truncated_to_41",
+            frames::truncated(&request, 41),
+            Reason::Truncated,
+        ),
+        pass(
+            "arp_truncated_to_ethernet_header",
+            frames::truncated(&request, 14),
+            Reason::Truncated,
+        ),
+        pass(
+            "arp_truncated_to_28",
+            frames::truncated(&request, 28),
+            Reason::Truncated,
+        ),
+        // Malformed fixed fields.
+        pass(
+            "arp_htype_ieee802",
+            mutated(&request, |f| set_u16(f, offset::ARP_HTYPE, 6)),
+            Reason::Malformed,
+        ),
+        pass(
+            "arp_ptype_ipv6",
+            mutated(&request, |f| set_u16(f, offset::ARP_PTYPE, 0x86dd)),
+            Reason::Malformed,
+        ),
+        pass(
+            "arp_hlen_8",
+            mutated(&request, |f| set_u8(f, offset::ARP_HLEN, 8)),
+            Reason::Malformed,
+        ),
+        pass(
+            "arp_plen_16",
+            mutated(&request, |f| set_u8(f, offset::ARP_PLEN, 16)),
+            Reason::Malformed,
+        ),
+        pass(
+            "arp_sender_hardware_address_multicast",
+            Arp {
+                sha: [0x01, 0x00, 0x5e, 0, 0, 1],
+                ..Arp::request(PEER_MAC, PEER4, VIP4)
+            }
+            .build(),
+            Reason::Malformed,
+        ),
+        pass(
+            "arp_ethernet_source_multicast",
+            Arp {
+                eth_src: [0x03, 0, 0, 0, 0, 1],
+                ..Arp::request(PEER_MAC, PEER4, VIP4)
+            }
+            .build(),
+            Reason::Malformed,
+        ),
+        // Not requests.
+        pass(
+            "arp_reply_to_us",
+            frames::arp_reply(PEER_MAC, PEER4, OUR_MAC, VIP4),
+            Reason::ArpNotRequest,
+        ),
+        pass(
+            "arp_operation_3_rarp",
+            mutated(&request, |f| set_u16(f, offset::ARP_OPER, 3)),
+            Reason::ArpNotRequest,
+        ),
+        pass(
+            "arp_operation_0",
+            mutated(&request, |f| set_u16(f, offset::ARP_OPER, 0)),
+            Reason::ArpNotRequest,
+        ),
+        // Ownership and destination.
+        pass(
+            "arp_not_owned",
+            arp_request(PEER_MAC, PEER4, NOT_OWNED4),
+            Reason::NotOwned,
+        ),
+        pass(
+            "arp_owned_on_other_ifindex",
+            arp_request(PEER_MAC, PEER4, VIP4_ELSEWHERE),
+            Reason::NotOwned,
+        ),
+        pass(
+            "arp_unicast_to_other_mac",
+            frames::arp_unicast_request(OTHER_MAC, PEER_MAC, PEER4, VIP4),
+            Reason::WrongEthDestination,
+        ),
+        pass(
+            "arp_to_multicast_mac",
+            frames::arp_unicast_request(
+                [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01],
+                PEER_MAC,
+                PEER4,
+                VIP4,
+            ),
+            Reason::WrongEthDestination,
+        ),
+        pass(
+            "arp_to_second_vips_mac_for_first_vip",
+            frames::arp_unicast_request(OUR_MAC_B, PEER_MAC, PEER4, VIP4),
+            Reason::WrongEthDestination,
+        ),
+        // Gratuitous ARP.
+        pass(
+            "gratuitous_request_conflict",
+            frames::gratuitous_arp(OTHER_MAC, VIP4, 1),
+            Reason::Conflict,
+        ),
+        pass(
+            "gratuitous_reply_conflict",
+            frames::gratuitous_arp(OTHER_MAC, VIP4, 2),
+            Reason::Conflict,
+        ),
+        pass(
+            "gratuitous_request_looped",
+            frames::gratuitous_arp(OUR_MAC, VIP4, 1),
+            Reason::Looped,
+        ),
+        pass(
+            "gratuitous_reply_looped",
+            frames::gratuitous_arp(OUR_MAC, VIP4, 2),
+            Reason::Looped,
+        ),
+        pass(
+            "gratuitous_request_not_owned",
+            frames::gratuitous_arp(OTHER_MAC, NOT_OWNED4, 1),
+            Reason::NotOwned,
+        ),
+        pass(
+            "gratuitous_reply_not_owned",
+            frames::gratuitous_arp(OTHER_MAC, NOT_OWNED4, 2),
+            Reason::NotOwned,
+        ),
+    ]
+}
+
+fn ndp_cases() -> Vec<Case> {
+    use frames::{mutated, refresh_icmpv6_checksum, set_bytes, set_u16, set_u8};
+    let with_slla = frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6, Some(PEER_MAC));
+    let without_slla = frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6, None);
+    let group = frames::solicited_node(VIP6);
+    // Changes bytes, then makes the checksum right again, so that only the
+    // change is wrong.
+    let edit = |frame: &[u8], f: &dyn Fn(&mut Vec<u8>)| {
+        mutated(frame, |g| {
+            f(g);
+            refresh_icmpv6_checksum(g);
+        })
+    };
+    let other_group = frames::solicited_node(NOT_OWNED6);
+    vec![
+        // Answered.
+        ns_answer("ns_with_slla", with_slla.clone(), VIP6, OUR_MAC),
+        ns_answer(
+            "ns_without_slla_grows_by_8",
+            without_slla.clone(),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "ns_with_slla_and_nonce_shrinks",
+            frames::ns_with_nonce(PEER_MAC, PEER6, VIP6, [1, 2, 3, 4, 5, 6]),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "ns_longest_accepted_88",
+            Ns::resolution(PEER_MAC, PEER6, VIP6)
+                .with_option(frames::NDP_OPTION_NONCE, &[9; 6])
+                .with_option(200, &[7; 14])
+                .with_option(201, &[8; 30])
+                .build(),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "ns_from_global_source",
+            frames::neighbor_solicitation(PEER_MAC, PEER6_GLOBAL, VIP6, Some(PEER_MAC)),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "dad_answered_to_all_nodes",
+            frames::dad_solicitation(PEER_MAC, VIP6),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "dad_with_nonce",
+            Ns::dad(PEER_MAC, VIP6)
+                .with_option(frames::NDP_OPTION_NONCE, &[6, 5, 4, 3, 2, 1])
+                .build(),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "nud_unicast",
+            frames::nud_solicitation(OUR_MAC, PEER_MAC, PEER6, VIP6),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "nud_unicast_without_slla",
+            Ns::unreachability(OUR_MAC, PEER_MAC, PEER6, VIP6)
+                .with_slla(None)
+                .build(),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "ns_with_trailing_bytes_after_payload",
+            frames::padded(&with_slla, with_slla.len() + 6, 0x5a),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "ns_with_traffic_class_and_flow_label",
+            mutated(&with_slla, |f| {
+                set_bytes(f, offset::IPV6_VERSION, &[0x6f, 0xf1, 0x23, 0x45])
+            }),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "ns_reserved_bits_set",
+            edit(&with_slla, &|f| set_bytes(f, offset::NDP_FLAGS, &[0xff; 4])),
+            VIP6,
+            OUR_MAC,
+        ),
+        // Eight 8-byte options: the most the program walks.
+        ns_answer(
+            "ns_eight_options",
+            (0..7)
+                .fold(Ns::resolution(PEER_MAC, PEER6, VIP6), |ns, i| {
+                    ns.with_option(200 + i, &[i; 6])
+                })
+                .build(),
+            VIP6,
+            OUR_MAC,
+        ),
+        // Truncated at each header boundary.
+        pass(
+            "ipv6_truncated_to_40",
+            frames::truncated(&with_slla, 40),
+            Reason::Truncated,
+        ),
+        pass(
+            "ipv6_truncated_to_53",
+            frames::truncated(&with_slla, 53),
+            Reason::Truncated,
+        ),
+        pass(
+            "ipv6_header_only_54",
+            frames::truncated(&with_slla, 54),
+            Reason::Truncated,
+        ),
+        pass(
+            "icmpv6_shorter_than_payload_length",
+            frames::truncated(&with_slla, 78),
+            Reason::Truncated,
+        ),
+        pass(
+            "icmpv6_shorter_than_24",
+            frames::truncated(&without_slla, 74),
+            Reason::Truncated,
+        ),
+        pass(
+            "icmpv6_type_only",
+            frames::truncated(&with_slla, 55),
+            Reason::Truncated,
+        ),
+        // Lengths.
+        pass(
+            "ns_payload_length_16",
+            edit(&without_slla, &|f| set_u16(f, offset::IPV6_PAYLOAD_LEN, 16)),
+            Reason::Malformed,
+        ),
+        pass(
+            "ns_payload_length_not_multiple_of_8",
+            edit(&with_slla, &|f| set_u16(f, offset::IPV6_PAYLOAD_LEN, 28)),
+            Reason::Malformed,
+        ),
+        pass(
+            "ns_longer_than_88",
+            Ns::resolution(PEER_MAC, PEER6, VIP6)
+                .with_option(200, &[7; 62])
+                .build(),
+            Reason::Malformed,
+        ),
+        // Header fields.
+        pass(
+            "ipv6_version_4",
+            edit(&with_slla, &|f| set_u8(f, offset::IPV6_VERSION, 0x40)),
+            Reason::Malformed,
+        ),
+        pass(
+            "ns_hop_limit_254",
+            Ns {
+                hop_limit: 254,
+                ..Ns::resolution(PEER_MAC, PEER6, VIP6)
+            }
+            .build(),
+            Reason::Malformed,
+        ),
+        pass(
+            "ns_code_1",
+            edit(&with_slla, &|f| set_u8(f, offset::ICMPV6_CODE, 1)),
+            Reason::Malformed,
+        ),
+        pass(
+            "ns_bad_checksum",
+            mutated(&with_slla, |f| f[offset::ICMPV6_CHECKSUM + 1] ^= 0x01),
+            Reason::BadChecksum,
+        ),
+        pass(
+            "ns_bad_checksum_in_option",
+            mutated(&with_slla, |f| f[offset::NDP_OPTIONS + 7] ^= 0x80),
+            Reason::BadChecksum,
+        ),
+        pass(
+            "ns_multicast_target",
+            frames::neighbor_solicitation(
+                PEER_MAC,
+                PEER6,
+                Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x1234),
+                None,
+            ),
+            Reason::Malformed,
+        ),
+        pass(
+            "ns_multicast_source",
+            Ns {
+                src: frames::ALL_NODES,
+                ..Ns::resolution(PEER_MAC, PEER6, VIP6)
+            }
+            .build(),
+            Reason::Malformed,
+        ),
+        pass(
+            "ns_ethernet_source_multicast",
+            Ns {
+                eth_src: [0x33, 0x33, 0, 0, 0, 1],
+                ..Ns::resolution(PEER_MAC, PEER6, VIP6)
+            }
+            .build(),
+            Reason::Malformed,
+        ),
+        pass(
+            "ns_to_wrong_group",
+            Ns {
+                dst: other_group,
+                eth_dst: frames::multicast_mac(other_group),
+                ..Ns::resolution(PEER_MAC, PEER6, VIP6)
+            }
+            .build(),
+            Reason::Malformed,
+        ),
+        pass(
+            "ns_to_all_nodes",
+            Ns {
+                dst: frames::ALL_NODES,
+                eth_dst: frames::ALL_NODES_MAC,
+                ..Ns::resolution(PEER_MAC, PEER6, VIP6)
+            }
+            .build(),
+            Reason::Malformed,
+        ),
+        pass(
+            "dad_to_unicast_target",
+            Ns {
+                eth_dst: OUR_MAC,
+                dst: VIP6,
+                ..Ns::dad(PEER_MAC, VIP6)
+            }
+            .build(),
+            Reason::Malformed,
+        ),
+        // Options.
+        pass(
+            "dad_carrying_slla",
+            Ns::dad(PEER_MAC, VIP6).with_slla(Some(PEER_MAC)).build(),
+            Reason::Malformed,
+        ),
+        pass(
+            "ns_zero_length_option",
+            edit(&with_slla, &|f| set_u8(f, offset::NDP_OPTIONS + 1, 0)),
+            Reason::Malformed,
+        ),
+        pass(
+            "ns_zero_length_second_option",
+            edit(
+                &frames::ns_with_nonce(PEER_MAC, PEER6, VIP6, [1; 6]),
+                &|f| set_u8(f, offset::NDP_OPTIONS + 9, 0),
+            ),
+            Reason::Malformed,
+        ),
+        pass(
+            "ns_option_overrunning_message",
+            edit(&with_slla, &|f| set_u8(f, offset::NDP_OPTIONS + 1, 2)),
+            Reason::Malformed,
+        ),
+        // Ownership and Ethernet destination.
+        pass(
+            "ns_not_owned",
+            frames::neighbor_solicitation(PEER_MAC, PEER6, NOT_OWNED6, Some(PEER_MAC)),
+            Reason::NotOwned,
+        ),
+        // Ownership is decided before the checksum is computed.
+        pass(
+            "ns_not_owned_bad_checksum",
+            mutated(
+                &frames::neighbor_solicitation(PEER_MAC, PEER6, NOT_OWNED6, Some(PEER_MAC)),
+                |f| f[offset::ICMPV6_CHECKSUM] ^= 0x01,
+            ),
+            Reason::NotOwned,
+        ),
+        pass(
+            "ns_not_owned_same_group",
+            frames::neighbor_solicitation(PEER_MAC, PEER6, NOT_OWNED6_SAME_GROUP, Some(PEER_MAC)),
+            Reason::NotOwned,
+        ),
+        pass(
+            "ns_owned_on_other_ifindex",
+            frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6_ELSEWHERE, Some(PEER_MAC)),
+            Reason::NotOwned,
+        ),
+        pass(
+            "ns_group_to_wrong_group_mac",
+            Ns {
+                eth_dst: [0x33, 0x33, 0xff, 0x00, 0x00, 0x99],
+                ..Ns::resolution(PEER_MAC, PEER6, VIP6)
+            }
+            .build(),
+            Reason::WrongEthDestination,
+        ),
+        pass(
+            "ns_group_to_our_unicast_mac",
+            Ns {
+                eth_dst: OUR_MAC,
+                ..Ns::resolution(PEER_MAC, PEER6, VIP6)
+            }
+            .build(),
+            Reason::WrongEthDestination,
+        ),
+        pass(
+            "ns_group_to_broadcast_mac",
+            Ns {
+                eth_dst: BROADCAST,
+                ..Ns::resolution(PEER_MAC, PEER6, VIP6)
+            }
+            .build(),
+            Reason::WrongEthDestination,
+        ),
+        pass(
+            "nud_to_other_mac",
+            frames::nud_solicitation(OTHER_MAC, PEER_MAC, PEER6, VIP6),
+            Reason::WrongEthDestination,
+        ),
+        pass(
+            "nud_to_group_mac",
+            frames::nud_solicitation(frames::multicast_mac(group), PEER_MAC, PEER6, VIP6),
+            Reason::WrongEthDestination,
+        ),
+        // A received advertisement is not ours to handle.
+        pass(
+            "na_from_peer",
+            frames::expected_neighbor_advertisement(
+                &frames::neighbor_solicitation(OUR_MAC, VIP6, PEER6, None),
+                PEER_MAC,
+            ),
+            Reason::OtherTraffic,
+        ),
+        pass(
+            "ns_with_type_changed_to_na",
+            edit(&with_slla, &|f| {
+                set_bytes(
+                    f,
+                    offset::ICMPV6_TYPE,
+                    &[frames::ICMPV6_NEIGHBOR_ADVERTISEMENT],
+                )
+            }),
+            Reason::OtherTraffic,
+        ),
+    ]
+}
+
+fn other_cases() -> Vec<Case> {
+    let arp = frames::arp_request(PEER_MAC, PEER4, VIP4);
+    let ns = frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6, Some(PEER_MAC));
+    vec![
+        pass(
+            "ethernet_truncated_to_13",
+            frames::truncated(&arp, 13),
+            Reason::Truncated,
+        ),
+        pass(
+            "ethernet_truncated_to_12",
+            frames::truncated(&arp, 12),
+            Reason::Truncated,
+        ),
+        pass(
+            "ethernet_truncated_to_1",
+            frames::truncated(&arp, 1),
+            Reason::Truncated,
+        ),
+        pass(
+            "ipv4_tcp_syn",
+            frames::ipv4_tcp(OUR_MAC, PEER_MAC, PEER4, VIP4, 40000, 443),
+            Reason::OtherTraffic,
+        ),
+        pass(
+            "ipv6_udp",
+            frames::ipv6_udp(OUR_MAC, PEER_MAC, PEER6_GLOBAL, VIP6, 53, b"query"),
+            Reason::OtherTraffic,
+        ),
+        pass(
+            "ipv6_icmp_echo_request",
+            frames::ipv6_echo_request(OUR_MAC, PEER_MAC, PEER6_GLOBAL, VIP6, b"ping"),
+            Reason::OtherTraffic,
+        ),
+        pass(
+            "other_ethertype_lldp",
+            frames::padded(
+                &frames::ethernet(
+                    [0x01, 0x80, 0xc2, 0, 0, 0x0e],
+                    PEER_MAC,
+                    frames::ETHERTYPE_LLDP,
+                    &[0; 20],
+                ),
+                60,
+                0,
+            ),
+            Reason::OtherTraffic,
+        ),
+        pass(
+            "ethernet_header_only_ipv4",
+            frames::ethernet(OUR_MAC, PEER_MAC, frames::ETHERTYPE_IPV4, &[]),
+            Reason::OtherTraffic,
+        ),
+        pass(
+            "vlan_8021q_tagged_arp",
+            frames::vlan_tagged(&arp, frames::ETHERTYPE_VLAN, 100),
+            Reason::VlanTagged,
+        ),
+        pass(
+            "vlan_8021ad_tagged_arp",
+            frames::vlan_tagged(&arp, frames::ETHERTYPE_QINQ, 100),
+            Reason::VlanTagged,
+        ),
+        pass(
+            "vlan_8021q_tagged_ns",
+            frames::vlan_tagged(&ns, frames::ETHERTYPE_VLAN, 7),
+            Reason::VlanTagged,
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------- the tests
+
+#[test]
+fn arp_table() {
+    let mut harness = Harness::new().expect("harness");
+    harness.run_table(&arp_cases());
+}
+
+#[test]
+fn ndp_table() {
+    let mut harness = Harness::new().expect("harness");
+    harness.run_table(&ndp_cases());
+}
+
+#[test]
+fn other_traffic_table() {
+    let mut harness = Harness::new().expect("harness");
+    harness.run_table(&other_cases());
+}
+
+#[test]
+fn tables_cover_enough_cases() {
+    let total = arp_cases().len() + ndp_cases().len() + other_cases().len();
+    assert!(total >= 30, "only {total} cases");
+}
+
+/// The dead-man switch: a stale heartbeat stops answers (after every other
+/// check, so the reason is still precise), a fresh one or a zero limit
+/// restores them.
+#[test]
+fn heartbeat_stale_stops_answers() {
+    let mut harness = Harness::new().expect("harness");
+    let arp = frames::arp_request(PEER_MAC, PEER4, VIP4);
+    let ns = frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6, None);
+
+    harness
+        .maps
+        .heartbeat(Some(Duration::from_nanos(1)))
+        .expect("heartbeat");
+    std::thread::sleep(Duration::from_millis(1));
+    assert!(harness.maps.watchdog().expect("watchdog").stale());
+    harness.run_table(&[
+        pass("stale_arp_request", arp.clone(), Reason::HeartbeatStale),
+        pass("stale_ns", ns.clone(), Reason::HeartbeatStale),
+        pass(
+            "stale_dad",
+            frames::dad_solicitation(PEER_MAC, VIP6),
+            Reason::HeartbeatStale,
+        ),
+        pass(
+            "stale_arp_not_owned",
+            frames::arp_request(PEER_MAC, PEER4, NOT_OWNED4),
+            Reason::NotOwned,
+        ),
+        pass(
+            "stale_gratuitous_conflict",
+            frames::gratuitous_arp(OTHER_MAC, VIP4, 1),
+            Reason::Conflict,
+        ),
+        pass(
+            "stale_arp_wrong_destination",
+            frames::arp_unicast_request(OTHER_MAC, PEER_MAC, PEER4, VIP4),
+            Reason::WrongEthDestination,
+        ),
+        pass(
+            "stale_ns_bad_checksum",
+            frames::mutated(&ns, |f| f[offset::ICMPV6_CHECKSUM] ^= 0x10),
+            Reason::BadChecksum,
+        ),
+    ]);
+
+    // Zero disables the switch.
+    harness
+        .maps
+        .heartbeat(Some(Duration::ZERO))
+        .expect("heartbeat");
+    harness.run_table(&[
+        arp_answer("disabled_arp_request", arp.clone(), VIP4, OUR_MAC),
+        ns_answer("disabled_ns", ns.clone(), VIP6, OUR_MAC),
+    ]);
+
+    // A fresh heartbeat within a generous limit answers too.
+    harness
+        .maps
+        .heartbeat(Some(Duration::from_secs(3600)))
+        .expect("heartbeat");
+    assert!(!harness.maps.watchdog().expect("watchdog").stale());
+    harness.run_table(&[
+        arp_answer("fresh_arp_request", arp, VIP4, OUR_MAC),
+        ns_answer("fresh_ns", ns, VIP6, OUR_MAC),
+    ]);
+}
+
+/// Removing a VIP stops answers for it; adding it back with another MAC
+/// answers from the new MAC.
+#[test]
+fn vip_removal_and_mac_change() {
+    let mut harness = Harness::new().expect("harness");
+    let arp = frames::arp_request(PEER_MAC, PEER4, VIP4);
+    let ns = frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6, Some(PEER_MAC));
+    assert!(harness.maps.remove_vip(VIP4.into(), IFINDEX).unwrap());
+    assert!(harness.maps.remove_vip(VIP6.into(), IFINDEX).unwrap());
+    harness.run_table(&[
+        pass("removed_arp", arp.clone(), Reason::NotOwned),
+        pass("removed_ns", ns.clone(), Reason::NotOwned),
+        // The other VIP on the interface is unaffected.
+        arp_answer(
+            "remaining_vip",
+            frames::arp_request(PEER_MAC, PEER4, VIP4_B),
+            VIP4_B,
+            OUR_MAC_B,
+        ),
+    ]);
+    let new_mac: Mac = [0x02, 0x5e, 0x00, 0x00, 0x00, 0x21];
+    harness.maps.add_vip(VIP4.into(), IFINDEX, new_mac).unwrap();
+    harness.maps.add_vip(VIP6.into(), IFINDEX, new_mac).unwrap();
+    harness.run_table(&[
+        arp_answer("readded_arp", arp, VIP4, new_mac),
+        ns_answer("readded_ns", ns, VIP6, new_mac),
+        pass(
+            "readded_arp_to_old_mac",
+            frames::arp_unicast_request(OUR_MAC, PEER_MAC, PEER4, VIP4),
+            Reason::WrongEthDestination,
+        ),
+    ]);
+    let answered = harness.answered().unwrap();
+    assert_eq!(
+        answered[&(IpAddr::V4(VIP4), IFINDEX)],
+        1,
+        "a re-added VIP starts counting from zero"
+    );
+}
