@@ -48,9 +48,10 @@ pub use selector::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Answer for the service's IPs on these interfaces; empty = on every
-    /// interface the responder uses. The union of the `interfaces` of the
-    /// service's advertisements that select this node. Interfaces play no part
-    /// in the election: if none of them exists here, nobody else takes over.
+    /// interface the responder uses. The union (sorted) of the `interfaces` of
+    /// the service's advertisements that select this node; empty as soon as
+    /// one of them lists none. Interfaces play no part in the election: if
+    /// none of them exists here, nobody else takes over.
     Announce {
         interfaces: Vec<String>,
     },
@@ -223,6 +224,33 @@ pub fn elect(
     Election { winner, per_node }
 }
 
+/// The pool's advertisements whose `serviceSelectors` are empty or match.
+fn advertisements_for_service(cluster: &ClusterView, pool: usize, service: &Service) -> Vec<usize> {
+    let applies = |&ad: &usize| {
+        let selectors = &cluster.advertisement(ad).service_selectors;
+        selectors.is_empty() || matches_any(selectors, &service.labels)
+    };
+    cluster
+        .pool_advertisement_indices(pool)
+        .iter()
+        .copied()
+        .filter(applies)
+        .collect()
+}
+
+/// Per cached node: hosts an endpoint that can serve (by `nodeName`).
+fn nodes_with_serving_endpoint(cluster: &ClusterView, endpoints: &[Endpoint]) -> Vec<bool> {
+    let mut hosts = vec![false; cluster.nodes().len()];
+    let serving = endpoints
+        .iter()
+        .filter(|e| e.can_serve())
+        .filter_map(|e| e.node_name.as_deref());
+    for index in serving.filter_map(|name| cluster.node_index(name)) {
+        hosts[index] = true;
+    }
+    hosts
+}
+
 /// The per-service part of the election, computed once and then read for
 /// any number of nodes.
 struct Tally<'c> {
@@ -255,31 +283,13 @@ impl<'c> Tally<'c> {
             return Err(Reason::NotOwner(NotOwnerCause::NoServingEndpoint));
         }
 
-        let service_advertisements: Vec<usize> = cluster
-            .pool_advertisement_indices(pool)
-            .iter()
-            .copied()
-            .filter(|&ad| {
-                let selectors = &cluster.advertisement(ad).service_selectors;
-                selectors.is_empty() || matches_any(selectors, &service.labels)
-            })
-            .collect();
+        let service_advertisements = advertisements_for_service(cluster, pool, service);
 
         let nodes = cluster.nodes();
         let facts = cluster.node_facts();
         let local_endpoint_nodes = match service.external_traffic_policy {
             ExternalTrafficPolicy::Cluster => None,
-            ExternalTrafficPolicy::Local => {
-                let mut hosts = vec![false; nodes.len()];
-                let serving_nodes = endpoints
-                    .iter()
-                    .filter(|e| e.can_serve())
-                    .filter_map(|e| e.node_name.as_deref());
-                for index in serving_nodes.filter_map(|name| cluster.node_index(name)) {
-                    hosts[index] = true;
-                }
-                Some(hosts)
-            }
+            ExternalTrafficPolicy::Local => Some(nodes_with_serving_endpoint(cluster, endpoints)),
         };
         let require_ready = options.require_node_ready && *membership == Membership::Disabled;
         let eligible = |i: usize| {

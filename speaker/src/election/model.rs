@@ -72,6 +72,8 @@ pub struct Service {
     pub namespace: String,
     pub name: String,
     pub labels: Labels,
+    /// Carried for the allocation annotations (`metallb.io/address-pool`,
+    /// `metallb.io/loadBalancerIPs`, ...); the election reads none of them.
     pub annotations: Labels,
     /// `spec.loadBalancerClass`.
     pub lb_class: Option<String>,

@@ -4,7 +4,6 @@
 
 mod properties;
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::*;
@@ -64,6 +63,20 @@ fn pool(name: &str, namespace: &str, tier: &str, addresses: &[&str]) -> IpAddres
     IpAddressPool::new(name, namespace, labels(&[("tier", tier)]), addresses).unwrap()
 }
 
+fn view_of(
+    options: &ElectionOptions,
+    nodes: &[Node],
+    pools: &[IpAddressPool],
+    advertisements: &[L2Advertisement],
+) -> ClusterView {
+    ClusterView::new(
+        options.clone(),
+        nodes.to_vec(),
+        pools.to_vec(),
+        advertisements.to_vec(),
+    )
+}
+
 fn members(names: &[&str]) -> Membership {
     Membership::Members(names.iter().map(|n| (*n).to_owned()).collect())
 }
@@ -109,11 +122,11 @@ impl Default for Fixture {
 
 impl Fixture {
     fn view(&self) -> ClusterView {
-        ClusterView::new(
-            self.options.clone(),
-            self.nodes.clone(),
-            self.pools.clone(),
-            self.advertisements.clone(),
+        view_of(
+            &self.options,
+            &self.nodes,
+            &self.pools,
+            &self.advertisements,
         )
     }
 
@@ -948,43 +961,4 @@ fn ip_text_is_go_net_ip_string() {
     for (input, go) in table {
         assert_eq!(go_ip_text(ip(input)), go, "{input}");
     }
-}
-
-/// Run with `cargo test --release -p speaker --lib election -- --ignored
-/// --nocapture` to see the cost of one election over 1,000 nodes.
-#[test]
-#[ignore = "timing, run by hand in release mode"]
-fn elect_over_a_thousand_nodes_timing() {
-    let nodes: Vec<Node> = (0..1000)
-        .map(|i| node(&format!("worker-{i:04}"), "a"))
-        .collect();
-    let view = ClusterView::new(
-        ElectionOptions::default(),
-        nodes,
-        [pool("all", NS, "all", &["10.0.0.0/8"])],
-        [advertisement("l2")],
-    );
-    let services: Vec<Service> = (0..2000u32)
-        .map(|i| Service {
-            ingress_ips: vec![IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8])],
-            ..Service::default()
-        })
-        .collect();
-    let endpoints = [ready_on("worker-0001")];
-    let start = std::time::Instant::now();
-    let mut owners = BTreeSet::new();
-    for service in &services {
-        owners.insert(owner(service, &endpoints, &view, &Membership::Disabled).unwrap());
-    }
-    let owner_time = start.elapsed() / services.len() as u32;
-    let start = std::time::Instant::now();
-    for service in &services {
-        let election = elect(service, &endpoints, &view, &Membership::Disabled);
-        assert_eq!(election.per_node.len(), 1000);
-    }
-    let elect_time = start.elapsed() / services.len() as u32;
-    println!(
-        "owner: {owner_time:?}/service, elect: {elect_time:?}/service, {} distinct owners",
-        owners.len()
-    );
 }

@@ -258,11 +258,11 @@ struct World {
 
 impl World {
     fn view(&self) -> ClusterView {
-        ClusterView::new(
-            self.options.clone(),
-            self.nodes.clone(),
-            self.pools.clone(),
-            self.advertisements.clone(),
+        view_of(
+            &self.options,
+            &self.nodes,
+            &self.pools,
+            &self.advertisements,
         )
     }
 
