@@ -29,7 +29,13 @@ fn main() {
     let workspace = manifest.parent().unwrap().to_path_buf();
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|dir| if dir.is_relative() { workspace.join(dir) } else { dir })
+        .map(|dir| {
+            if dir.is_relative() {
+                workspace.join(dir)
+            } else {
+                dir
+            }
+        })
         .unwrap_or_else(|| workspace.join("target"));
     let object = target_dir.join("bpfel-unknown-none/release/speaker-ebpf");
     let sources = [

@@ -65,7 +65,11 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
     if gratuitous {
         // Someone announces one of our VIPs: answering would not settle it (the
         // kernel would not either, RFC 5227 §2.4); count it so it can be seen.
-        let reason = if same_mac(sha, our_mac) { Reason::Looped } else { Reason::Conflict };
+        let reason = if same_mac(sha, our_mac) {
+            Reason::Looped
+        } else {
+            Reason::Conflict
+        };
         return Verdict::pass(reason);
     }
     let eth_dst = arp.get::<Mac, { ethernet::field::DESTINATION }>();

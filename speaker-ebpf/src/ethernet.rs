@@ -20,7 +20,11 @@ pub const BROADCAST: Mac = [0xffff; 3];
 /// The EtherType, or `None` when the frame is shorter than a header.
 #[inline(always)]
 pub fn ether_type(frame: &Frame) -> Option<u16> {
-    Some(frame.bounded::<HEADER_LEN>()?.get_be16::<{ field::ETHERTYPE }>())
+    Some(
+        frame
+            .bounded::<HEADER_LEN>()?
+            .get_be16::<{ field::ETHERTYPE }>(),
+    )
 }
 
 /// Group bit (I/G) of a MAC address: set for multicast and broadcast.
@@ -40,5 +44,9 @@ pub fn ipv6_multicast_mac(addr: Ipv6) -> Mac {
 /// The MAC as the maps store it (bytes), as words.
 #[inline(always)]
 pub fn mac_words(mac: [u8; 6]) -> Mac {
-    [wire16(mac[0], mac[1]), wire16(mac[2], mac[3]), wire16(mac[4], mac[5])]
+    [
+        wire16(mac[0], mac[1]),
+        wire16(mac[2], mac[3]),
+        wire16(mac[4], mac[5]),
+    ]
 }

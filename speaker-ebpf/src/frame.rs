@@ -29,7 +29,10 @@ pub struct Frame {
 impl Frame {
     #[inline(always)]
     pub fn new(ctx: &XdpContext) -> Self {
-        Frame { start: ctx.data(), end: ctx.data_end() }
+        Frame {
+            start: ctx.data(),
+            end: ctx.data_end(),
+        }
     }
 
     #[inline(always)]
@@ -81,7 +84,12 @@ pub struct Bounded<const LEN: usize> {
 impl<const LEN: usize> Bounded<LEN> {
     #[inline(always)]
     fn at<T, const OFFSET: usize>(&self) -> *mut T {
-        const { assert!(OFFSET + size_of::<T>() <= LEN, "access past the bounded length") };
+        const {
+            assert!(
+                OFFSET + size_of::<T>() <= LEN,
+                "access past the bounded length"
+            )
+        };
         (self.start + OFFSET) as *mut T
     }
 

@@ -60,7 +60,12 @@ const SOLICITED_NODE_PREFIX: [u32; 3] = [
     0,
     u32::from_ne_bytes([0, 0, 0, 0x01]),
 ];
-const ALL_NODES: Ipv6 = [u32::from_ne_bytes([0xff, 0x02, 0, 0]), 0, 0, u32::from_ne_bytes([0, 0, 0, 1])];
+const ALL_NODES: Ipv6 = [
+    u32::from_ne_bytes([0xff, 0x02, 0, 0]),
+    0,
+    0,
+    u32::from_ne_bytes([0, 0, 0, 1]),
+];
 
 #[inline(always)]
 fn is_multicast(addr: Ipv6) -> bool {
@@ -126,7 +131,7 @@ fn parse(frame: &Frame) -> Result<Solicitation, Reason> {
     if !frame.has(field::L4 + icmp_len) {
         return Err(Reason::Truncated);
     }
-    if icmp_len < NS_MIN_LEN || icmp_len > NS_MAX_LEN || icmp_len % 8 != 0 {
+    if !(NS_MIN_LEN..=NS_MAX_LEN).contains(&icmp_len) || !icmp_len.is_multiple_of(8) {
         return Err(Reason::Malformed);
     }
     if hop_limit != HOP_LIMIT_LINK_LOCAL || code != 0 {
@@ -150,7 +155,11 @@ fn parse(frame: &Frame) -> Result<Solicitation, Reason> {
         target,
         eth_src,
         icmp_len,
-        group_mac: if to_group { Some(ipv6_multicast_mac(destination)) } else { None },
+        group_mac: if to_group {
+            Some(ipv6_multicast_mac(destination))
+        } else {
+            None
+        },
     })
 }
 
@@ -267,7 +276,10 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
     // Version 6; traffic class and flow label cleared.
     na.set::<u32, { field::VERSION }>(u32::from_ne_bytes([0x60, 0, 0, 0]));
     na.set::<u16, { field::PAYLOAD_LEN }>((NA_LEN as u16).to_be());
-    na.set::<u16, { field::NEXT_HEADER_HOP_LIMIT }>(wire16(NEXT_HEADER_ICMPV6, HOP_LIMIT_LINK_LOCAL));
+    na.set::<u16, { field::NEXT_HEADER_HOP_LIMIT }>(wire16(
+        NEXT_HEADER_ICMPV6,
+        HOP_LIMIT_LINK_LOCAL,
+    ));
     na.set::<Ipv6, { field::SOURCE }>(ns.target);
     na.set::<Ipv6, { field::DESTINATION }>(ip_dst);
     na.set::<[u16; 2], { field::ICMP_TYPE_CODE }>([wire16(ICMP_NEIGHBOR_ADVERTISEMENT, 0), 0]);

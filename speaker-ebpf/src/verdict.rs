@@ -11,11 +11,17 @@ pub struct Verdict {
 impl Verdict {
     #[inline(always)]
     pub const fn pass(reason: Reason) -> Self {
-        Verdict { action: xdp_action::XDP_PASS, reason }
+        Verdict {
+            action: xdp_action::XDP_PASS,
+            reason,
+        }
     }
 
     #[inline(always)]
     pub const fn transmit(reason: Reason) -> Self {
-        Verdict { action: xdp_action::XDP_TX, reason }
+        Verdict {
+            action: xdp_action::XDP_TX,
+            reason,
+        }
     }
 }

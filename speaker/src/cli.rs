@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::dataplane::{AttachMode, DEFAULT_PIN_DIR};
 
 #[derive(Parser, Debug)]
-#[command(name = "speaker", version, about = "xdp-speaker: Layer-2 load-balancer speaker with an XDP data plane")]
+#[command(
+    name = "speaker",
+    version,
+    about = "xdp-speaker: Layer-2 load-balancer speaker with an XDP data plane"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -40,7 +44,7 @@ pub enum Command {
     /// Refresh the dead-man switch's heartbeat, optionally setting its limit.
     Heartbeat {
         /// Stop answering when the heartbeat is older than this many seconds; 0 disables.
-        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, allow_negative_numbers = true)]
         max_age: Option<Duration>,
         #[command(flatten)]
         pins: PinArgs,

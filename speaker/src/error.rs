@@ -11,10 +11,7 @@ pub enum Error {
     NoMacAddress(String),
     #[error("{0:?} is not an IPv4 or IPv6 address")]
     BadAddress(String),
-    #[error(
-        "{0} is not on a BPF filesystem: mount one with `mount -t bpf bpf {0}` \
-         or pick another --pin-dir"
-    )]
+    #[error("pin directory {0} is not on a BPF filesystem: {hint}", hint = bpffs_hint(.0))]
     NoBpffs(PathBuf),
     #[error("nothing is pinned under {0}: run `speaker xdp attach --interface IF` first")]
     NotAttached(PathBuf),
@@ -24,7 +21,12 @@ pub enum Error {
         "pinned map {name} has a different layout (key {key} B, value {value} B) than this \
          speaker expects: detach and remove {dir} before upgrading"
     )]
-    LayoutMismatch { name: &'static str, key: u32, value: u32, dir: PathBuf },
+    LayoutMismatch {
+        name: &'static str,
+        key: u32,
+        value: u32,
+        dir: PathBuf,
+    },
     #[error("the VIP table is full ({0} entries)")]
     TableFull(u32),
     #[error("{0} is not configured on interface {1:?}")]
@@ -39,6 +41,19 @@ pub enum Error {
     Bpf { context: String, message: String },
 }
 
+/// The usual bpffs is /sys/fs/bpf; anywhere else, mount one at the pin dir.
+fn bpffs_hint(pin_dir: &std::path::Path) -> String {
+    let usual = std::path::Path::new("/sys/fs/bpf");
+    if pin_dir.starts_with(usual) {
+        format!("mount it with `mount -t bpf bpf {}`", usual.display())
+    } else {
+        let dir = pin_dir.display();
+        format!(
+            "mount one with `mkdir -p {dir} && mount -t bpf bpf {dir}`, or pick another --pin-dir"
+        )
+    }
+}
+
 impl Error {
     /// Wraps an aya or I/O failure, turning EPERM into the one-line hint.
     pub fn bpf(context: impl Into<String>, err: impl std::error::Error + 'static) -> Self {
@@ -47,7 +62,8 @@ impl Error {
         let mut message = err.to_string();
         while let Some(e) = source {
             if let Some(io) = e.downcast_ref::<io::Error>() {
-                if io.raw_os_error() == Some(libc::EPERM) || io.raw_os_error() == Some(libc::EACCES) {
+                if io.raw_os_error() == Some(libc::EPERM) || io.raw_os_error() == Some(libc::EACCES)
+                {
                     return Error::PermissionDenied(context);
                 }
             }
@@ -61,7 +77,10 @@ impl Error {
 
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         let context = context.into();
-        if matches!(source.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+        if matches!(
+            source.raw_os_error(),
+            Some(libc::EPERM) | Some(libc::EACCES)
+        ) {
             return Error::PermissionDenied(context);
         }
         Error::Io { context, source }

@@ -16,7 +16,11 @@ impl Interface {
     pub fn by_name(name: &str) -> Result<Self> {
         let index = index_of(name)?;
         let mac = mac_of(name)?;
-        Ok(Interface { name: name.to_owned(), index, mac })
+        Ok(Interface {
+            name: name.to_owned(),
+            index,
+            mac,
+        })
     }
 }
 
@@ -54,7 +58,10 @@ fn mac_of(name: &str) -> Result<[u8; 6]> {
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// The Ethernet address of the solicited-node group of `addr` (RFC 4291
@@ -93,7 +100,11 @@ pub fn set_multicast_mac(interface: &str, mac: [u8; 6], join: bool) -> Result<()
             *dst = src as libc::c_char;
         }
     }
-    let op = if join { libc::SIOCADDMULTI } else { libc::SIOCDELMULTI };
+    let op = if join {
+        libc::SIOCADDMULTI
+    } else {
+        libc::SIOCDELMULTI
+    };
     // SAFETY: a valid socket and a fully initialised ifreq.
     let ret = unsafe { libc::ioctl(socket.as_raw_fd(), op as _, &request) };
     if ret != 0 {
@@ -102,7 +113,10 @@ pub fn set_multicast_mac(interface: &str, mac: [u8; 6], join: bool) -> Result<()
         if !join && err.raw_os_error() == Some(libc::ENOENT) {
             return Ok(());
         }
-        return Err(Error::io(format!("updating the multicast filter of {interface}"), err));
+        return Err(Error::io(
+            format!("updating the multicast filter of {interface}"),
+            err,
+        ));
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::{net::IpAddr, process::ExitCode};
 
-use clap::Parser;
+use clap::Parser as _;
 use speaker::{
     cli::{Cli, Command, VipAction, XdpAction},
     dataplane::{self, Attached, DataplaneMaps, PinDir},
@@ -15,7 +15,17 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // One line, like every other error: clap's first line names the problem.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!("speaker: {first}");
+            return ExitCode::FAILURE;
+        }
+    };
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -30,8 +40,16 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Xdp { action, pins } => {
             let pins = PinDir::new(pins.pin_dir);
             match action {
-                XdpAction::Attach { interface, mode, pass_through } => {
-                    let program = if pass_through { dataplane::PASS } else { dataplane::RESPONDER };
+                XdpAction::Attach {
+                    interface,
+                    mode,
+                    pass_through,
+                } => {
+                    let program = if pass_through {
+                        dataplane::PASS
+                    } else {
+                        dataplane::RESPONDER
+                    };
                     match dataplane::attach(&pins, &interface, mode.into(), program)? {
                         Attached::New { native } => println!(
                             "attached {program} to {interface} in {} mode",
@@ -95,7 +113,10 @@ fn run(command: Command) -> Result<(), Error> {
             let maps = DataplaneMaps::from_pins(&pins)?;
             let report = MapsReport::read(&pins, &maps)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("plain data"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("plain data")
+                );
             } else {
                 print!("{}", report.to_table());
             }

@@ -53,7 +53,10 @@ impl MapsReport {
         let reasons = maps
             .reasons()?
             .into_iter()
-            .map(|(reason, count)| ReasonRow { reason: reason.name(), count })
+            .map(|(reason, count)| ReasonRow {
+                reason: reason.name(),
+                count,
+            })
             .collect();
         Ok(MapsReport {
             pin_dir: pins.root().display().to_string(),
@@ -67,15 +70,21 @@ impl MapsReport {
     pub fn to_table(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!("pin dir: {}\n", self.pin_dir));
-        let links = if self.links.is_empty() { "(none)".to_owned() } else { self.links.join(", ") };
+        let links = if self.links.is_empty() {
+            "(none)".to_owned()
+        } else {
+            self.links.join(", ")
+        };
         out.push_str(&format!("attached: {links}\n\n"));
         out.push_str(&format!(
             "{:<40} {:<16} {:<17} {:>12}\n",
             "VIP", "INTERFACE", "MAC", "ANSWERED"
         ));
         for vip in &self.vips {
-            let interface =
-                vip.interface.clone().unwrap_or_else(|| format!("(ifindex {})", vip.ifindex));
+            let interface = vip
+                .interface
+                .clone()
+                .unwrap_or_else(|| format!("(ifindex {})", vip.ifindex));
             out.push_str(&format!(
                 "{:<40} {:<16} {:<17} {:>12}\n",
                 vip.address, interface, vip.mac, vip.answered
@@ -94,7 +103,11 @@ impl MapsReport {
             (Some(max), None) => format!("no heartbeat yet (limit {max:.3} s): NOT answering"),
             (Some(max), Some(age)) => format!(
                 "heartbeat {age:.3} s ago (limit {max:.3} s){}",
-                if w.stale { ": STALE, NOT answering" } else { "" }
+                if w.stale {
+                    ": STALE, NOT answering"
+                } else {
+                    ""
+                }
             ),
         };
         out.push_str(&format!("\nwatchdog: {heartbeat}\n"));
@@ -105,7 +118,11 @@ impl MapsReport {
 fn vip_row(record: VipRecord) -> VipRow {
     VipRow {
         address: record.address.to_string(),
-        family: if record.address.is_ipv4() { "ipv4" } else { "ipv6" },
+        family: if record.address.is_ipv4() {
+            "ipv4"
+        } else {
+            "ipv6"
+        },
         interface: name_of(record.ifindex),
         ifindex: record.ifindex,
         mac: format_mac(&record.mac),

@@ -15,8 +15,14 @@ const LLVM_FEATURE: &str = "llvm-22";
 const EBPF_RUSTFLAGS: [&str; 3] = ["-Cpanic=abort", "-Cdebuginfo=2", "-Clink-arg=--btf"];
 
 /// Variables the outer (stable) cargo sets that must not leak into the nightly build.
-const OUTER_ENV: [&str; 6] =
-    ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO"];
+const OUTER_ENV: [&str; 6] = [
+    "RUSTUP_TOOLCHAIN",
+    "RUSTC",
+    "RUSTDOC",
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "CARGO",
+];
 
 fn nightly(args: &[&str]) -> Command {
     let mut command = Command::new("rustup");
@@ -32,12 +38,22 @@ fn ensure_nightly() -> Result<()> {
         bail!("the nightly toolchain is missing (`rustup toolchain install nightly`)");
     }
     let installed = run::output(Command::new("rustup").args([
-        "component", "list", "--installed", "--toolchain", "nightly",
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
     ]))
     .unwrap_or_default();
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         run::step("adding rust-src to the nightly toolchain (needed for -Z build-std)")?;
-        run::status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run::status(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     Ok(())
 }
@@ -47,7 +63,10 @@ fn home() -> PathBuf {
 }
 
 fn bpf_linker_bin() -> PathBuf {
-    env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| home().join(".cargo")).join("bin/bpf-linker")
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cargo"))
+        .join("bin/bpf-linker")
 }
 
 /// bpf-linker must use the same LLVM as the nightly rustc. Its RUNPATH points
@@ -89,7 +108,12 @@ fn ensure_bpf_linker() -> Result<()> {
     std::os::unix::fs::symlink(main_lib, link)?;
     let mut install = Command::new("cargo");
     install
-        .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--force"])
+        .args([
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--locked",
+            "--force",
+        ])
         .args(["--no-default-features", "--features", LLVM_FEATURE])
         .env("LLVM_PREFIX", &prefix);
     for var in OUTER_ENV {
@@ -115,7 +139,15 @@ pub fn build() -> Result<()> {
 pub fn clippy() -> Result<()> {
     run::status(
         nightly(&["cargo", "clippy", "-p", "speaker-ebpf", "--release"])
-            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings"])
+            .args([
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--",
+                "-D",
+                "warnings",
+            ])
             .env("CARGO_ENCODED_RUSTFLAGS", EBPF_RUSTFLAGS.join("\x1f"))
             .current_dir(run::workspace_root()),
     )

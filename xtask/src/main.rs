@@ -67,7 +67,7 @@ fn run(task: Task) -> Result<()> {
             args.extend(cargo_args);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             run::step("running the test suite")?;
-            run::cargo(&args)
+            run::cargo_test(&args)
         }
         Task::Demo => {
             packages::ensure_test_tools()?;
@@ -75,10 +75,20 @@ fn run(task: Task) -> Result<()> {
             run::cargo(&["build", "-p", "speaker"])?;
             run::cargo(&["run", "--quiet", "-p", "speaker-tests", "--bin", "lab_demo"])
         }
-        Task::Bench { what: Bench::Dataplane, json } => {
+        Task::Bench {
+            what: Bench::Dataplane,
+            json,
+        } => {
             ebpf::build()?;
-            let mut args =
-                vec!["run", "--quiet", "--release", "-p", "speaker-tests", "--bin", "bench_dataplane"];
+            let mut args = vec![
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "speaker-tests",
+                "--bin",
+                "bench_dataplane",
+            ];
             if json {
                 args.extend(["--", "--json"]);
             }
@@ -88,7 +98,13 @@ fn run(task: Task) -> Result<()> {
             ebpf::build()?;
             run::cargo(&["fmt", "--all", "--", "--check"])?;
             run::cargo(&[
-                "clippy", "--workspace", "--exclude", "speaker-ebpf", "--all-targets", "--", "-D",
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "speaker-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
                 "warnings",
             ])?;
             ebpf::clippy()

@@ -21,8 +21,11 @@ fn present(command: &str) -> bool {
 }
 
 pub fn ensure_test_tools() -> Result<()> {
-    let missing: Vec<&str> =
-        TEST_TOOLS.iter().filter(|(cmd, _)| !present(cmd)).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|(cmd, _)| !present(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }

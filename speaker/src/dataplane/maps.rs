@@ -93,7 +93,10 @@ impl DataplaneMaps {
                 map_names::VIP_ANSWERED,
                 Map::PerCpuArray(open(map_names::VIP_ANSWERED)?),
             )?,
-            reasons: typed(map_names::REASONS, Map::PerCpuArray(open(map_names::REASONS)?))?,
+            reasons: typed(
+                map_names::REASONS,
+                Map::PerCpuArray(open(map_names::REASONS)?),
+            )?,
             watchdog: typed(map_names::WATCHDOG, Map::Array(open(map_names::WATCHDOG)?))?,
         })
     }
@@ -116,10 +119,28 @@ impl DataplaneMaps {
                 slot
             }
         };
-        let entry = VipEntry { mac, _pad: [0; 2], slot };
+        let entry = VipEntry {
+            mac,
+            _pad: [0; 2],
+            slot,
+        };
         let result = match address {
-            IpAddr::V4(a) => self.vips_v4.insert(VipKeyV4 { addr: a.octets(), ifindex }, entry, 0),
-            IpAddr::V6(a) => self.vips_v6.insert(VipKeyV6 { addr: a.octets(), ifindex }, entry, 0),
+            IpAddr::V4(a) => self.vips_v4.insert(
+                VipKeyV4 {
+                    addr: a.octets(),
+                    ifindex,
+                },
+                entry,
+                0,
+            ),
+            IpAddr::V6(a) => self.vips_v6.insert(
+                VipKeyV6 {
+                    addr: a.octets(),
+                    ifindex,
+                },
+                entry,
+                0,
+            ),
         };
         result.map_err(|e| Error::bpf(format!("adding {address}"), e))
     }
@@ -127,8 +148,14 @@ impl DataplaneMaps {
     /// Removes `address` from interface `ifindex`; false when it was not there.
     pub fn remove_vip(&mut self, address: IpAddr, ifindex: u32) -> Result<bool> {
         let result = match address {
-            IpAddr::V4(a) => self.vips_v4.remove(&VipKeyV4 { addr: a.octets(), ifindex }),
-            IpAddr::V6(a) => self.vips_v6.remove(&VipKeyV6 { addr: a.octets(), ifindex }),
+            IpAddr::V4(a) => self.vips_v4.remove(&VipKeyV4 {
+                addr: a.octets(),
+                ifindex,
+            }),
+            IpAddr::V6(a) => self.vips_v6.remove(&VipKeyV6 {
+                addr: a.octets(),
+                ifindex,
+            }),
         };
         match result {
             Ok(()) => Ok(true),
@@ -139,8 +166,20 @@ impl DataplaneMaps {
 
     fn entry(&self, address: IpAddr, ifindex: u32) -> Result<Option<VipEntry>> {
         let result = match address {
-            IpAddr::V4(a) => self.vips_v4.get(&VipKeyV4 { addr: a.octets(), ifindex }, 0),
-            IpAddr::V6(a) => self.vips_v6.get(&VipKeyV6 { addr: a.octets(), ifindex }, 0),
+            IpAddr::V4(a) => self.vips_v4.get(
+                &VipKeyV4 {
+                    addr: a.octets(),
+                    ifindex,
+                },
+                0,
+            ),
+            IpAddr::V6(a) => self.vips_v6.get(
+                &VipKeyV6 {
+                    addr: a.octets(),
+                    ifindex,
+                },
+                0,
+            ),
         };
         match result {
             Ok(entry) => Ok(Some(entry)),
@@ -164,22 +203,27 @@ impl DataplaneMaps {
 
     fn free_slot(&self) -> Result<u32> {
         let used: BTreeSet<u32> = self.entries()?.iter().map(|(_, _, e)| e.slot).collect();
-        (0..MAX_VIPS).find(|s| !used.contains(s)).ok_or(Error::TableFull(MAX_VIPS))
+        (0..MAX_VIPS)
+            .find(|s| !used.contains(s))
+            .ok_or(Error::TableFull(MAX_VIPS))
     }
 
     /// Every (VIP, interface) with its answered count, sorted by address.
     pub fn vips(&self) -> Result<Vec<VipRecord>> {
         let mut records = Vec::new();
         for (address, ifindex, entry) in self.entries()? {
-            let answered = sum(
-                &self
-                    .vip_answered
-                    .get(&entry.slot, 0)
-                    .map_err(|e| Error::bpf("reading VIP_ANSWERED", e))?,
-            );
-            records.push(VipRecord { address, ifindex, mac: entry.mac, answered });
+            let answered = sum(&self
+                .vip_answered
+                .get(&entry.slot, 0)
+                .map_err(|e| Error::bpf("reading VIP_ANSWERED", e))?);
+            records.push(VipRecord {
+                address,
+                ifindex,
+                mac: entry.mac,
+                answered,
+            });
         }
-        records.sort_by(|a, b| (a.address, a.ifindex).cmp(&(b.address, b.ifindex)));
+        records.sort_by_key(|r| (r.address, r.ifindex));
         Ok(records)
     }
 
@@ -198,24 +242,34 @@ impl DataplaneMaps {
     }
 
     pub fn reason(&self, reason: Reason) -> Result<u64> {
-        let values =
-            self.reasons.get(&(reason as u32), 0).map_err(|e| Error::bpf("reading REASONS", e))?;
+        let values = self
+            .reasons
+            .get(&(reason as u32), 0)
+            .map_err(|e| Error::bpf("reading REASONS", e))?;
         Ok(sum(&values))
     }
 
     /// Refreshes the heartbeat now; `max_age` replaces the limit when given
     /// (zero disables the switch).
     pub fn heartbeat(&mut self, max_age: Option<Duration>) -> Result<()> {
-        let current = self.watchdog.get(&0, 0).map_err(|e| Error::bpf("reading WATCHDOG", e))?;
+        let current = self
+            .watchdog
+            .get(&0, 0)
+            .map_err(|e| Error::bpf("reading WATCHDOG", e))?;
         let watchdog = Watchdog {
             heartbeat_ns: monotonic_now().as_nanos() as u64,
             max_age_ns: max_age.map_or(current.max_age_ns, |d| d.as_nanos() as u64),
         };
-        self.watchdog.set(0, watchdog, 0).map_err(|e| Error::bpf("writing WATCHDOG", e))
+        self.watchdog
+            .set(0, watchdog, 0)
+            .map_err(|e| Error::bpf("writing WATCHDOG", e))
     }
 
     pub fn watchdog(&self) -> Result<WatchdogState> {
-        let w = self.watchdog.get(&0, 0).map_err(|e| Error::bpf("reading WATCHDOG", e))?;
+        let w = self
+            .watchdog
+            .get(&0, 0)
+            .map_err(|e| Error::bpf("reading WATCHDOG", e))?;
         let now = monotonic_now().as_nanos() as u64;
         Ok(WatchdogState {
             heartbeat_age: (w.heartbeat_ns != 0)
@@ -236,7 +290,9 @@ fn cpu_count() -> Result<usize> {
 /// Refuses pinned maps left by a speaker whose map types differ: the program
 /// would read garbage from them.
 fn check_layout(name: &'static str, data: &MapData, pins: &PinDir) -> Result<()> {
-    let info = data.info().map_err(|e| Error::bpf(format!("inspecting map {name}"), e))?;
+    let info = data
+        .info()
+        .map_err(|e| Error::bpf(format!("inspecting map {name}"), e))?;
     let expected: (usize, usize) = match name {
         map_names::VIPS_V4 => (size_of::<VipKeyV4>(), size_of::<VipEntry>()),
         map_names::VIPS_V6 => (size_of::<VipKeyV6>(), size_of::<VipEntry>()),

@@ -67,14 +67,19 @@ impl Object {
         let paths: Vec<_> = match pins {
             Some(pins) => {
                 pins.create()?;
-                map_names::ALL.iter().map(|name| (*name, pins.map(name))).collect()
+                map_names::ALL
+                    .iter()
+                    .map(|name| (*name, pins.map(name)))
+                    .collect()
             }
             None => Vec::new(),
         };
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let ebpf = loader.load(OBJECT).map_err(|e| Error::bpf("loading the eBPF object", e))?;
+        let ebpf = loader
+            .load(OBJECT)
+            .map_err(|e| Error::bpf("loading the eBPF object", e))?;
         Ok(Object { ebpf })
     }
 
@@ -90,7 +95,9 @@ impl Object {
             .try_into()
             .map_err(|e| Error::bpf(format!("program {name}"), e))?;
         if program.fd().is_err() {
-            program.load().map_err(|e| Error::bpf(format!("verifying program {name}"), e))?;
+            program
+                .load()
+                .map_err(|e| Error::bpf(format!("verifying program {name}"), e))?;
         }
         Ok(program)
     }
@@ -115,7 +122,10 @@ pub fn attach(pins: &PinDir, interface: &str, mode: AttachMode, program: &str) -
             Err(reason) => {
                 // The interface it was attached to is gone (the link is
                 // defunct) or the pin is not a link: start afresh.
-                warn!("pinned link {} not reusable ({reason}); attaching anew", link_path.display());
+                warn!(
+                    "pinned link {} not reusable ({reason}); attaching anew",
+                    link_path.display()
+                );
                 fs::remove_file(&link_path)
                     .map_err(|e| Error::io(format!("removing {}", link_path.display()), e))?;
             }
@@ -132,23 +142,33 @@ pub fn attach(pins: &PinDir, interface: &str, mode: AttachMode, program: &str) -
             }
         },
     };
-    let link = xdp.take_link(link_id).map_err(|e| Error::bpf("taking the XDP link", e))?;
+    let link = xdp
+        .take_link(link_id)
+        .map_err(|e| Error::bpf("taking the XDP link", e))?;
     let link = FdLink::try_from(link).map_err(|e| Error::Bpf {
         context: format!("pinning the XDP link of {interface}"),
-        message: format!("the kernel attached it without bpf_link ({e}); XDP links need Linux 5.9+"),
+        message: format!(
+            "the kernel attached it without bpf_link ({e}); XDP links need Linux 5.9+"
+        ),
     })?;
-    link.pin(&link_path).map_err(|e| Error::bpf(format!("pinning {}", link_path.display()), e))?;
-    debug!("attached {program} to {interface} ({} mode)", if native { "native" } else { "generic" });
+    link.pin(&link_path)
+        .map_err(|e| Error::bpf(format!("pinning {}", link_path.display()), e))?;
+    debug!(
+        "attached {program} to {interface} ({} mode)",
+        if native { "native" } else { "generic" }
+    );
     Ok(Attached::New { native })
 }
 
 fn attach_in(xdp: &mut Xdp, ifindex: u32, mode: XdpMode) -> Result<aya::programs::xdp::XdpLinkId> {
-    xdp.attach_to_if_index(ifindex, mode).map_err(|e| Error::bpf("attaching XDP", e))
+    xdp.attach_to_if_index(ifindex, mode)
+        .map_err(|e| Error::bpf("attaching XDP", e))
 }
 
 fn replace_pinned(xdp: &mut Xdp, path: &std::path::Path) -> std::result::Result<(), String> {
     let pinned = aya::programs::links::PinnedLink::from_pin(path).map_err(|e| e.to_string())?;
-    let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())?;
+    let link =
+        aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())?;
     let id = xdp.attach_to_link(link).map_err(|e| e.to_string())?;
     // Keep the link out of the program's care: dropping it there would detach
     // it. The pin already refers to this same link.
@@ -160,7 +180,10 @@ fn replace_pinned(xdp: &mut Xdp, path: &std::path::Path) -> std::result::Result<
 pub fn detach(pins: &PinDir, interface: &str) -> Result<()> {
     let path = pins.link(interface);
     if !path.exists() {
-        return Err(Error::NoLink(interface.to_owned(), pins.root().to_path_buf()));
+        return Err(Error::NoLink(
+            interface.to_owned(),
+            pins.root().to_path_buf(),
+        ));
     }
     fs::remove_file(&path).map_err(|e| Error::io(format!("removing {}", path.display()), e))
 }

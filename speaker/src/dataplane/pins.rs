@@ -15,7 +15,6 @@ use std::{
 use crate::error::{Error, Result};
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xdp-speaker";
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 #[derive(Clone, Debug)]
 pub struct PinDir {
@@ -48,7 +47,7 @@ impl PinDir {
     pub fn create(&self) -> Result<()> {
         let mount = self.nearest_existing();
         if !is_bpffs(&mount) {
-            return Err(Error::NoBpffs(mount));
+            return Err(Error::NoBpffs(self.root.clone()));
         }
         fs::create_dir_all(self.links())
             .map_err(|e| Error::io(format!("creating {}", self.links().display()), e))
@@ -56,8 +55,9 @@ impl PinDir {
 
     /// Checks that maps are pinned here, for commands that only use them.
     pub fn require_pinned(&self) -> Result<()> {
-        if !is_bpffs(&self.nearest_existing()) {
-            return Err(Error::NoBpffs(self.nearest_existing()));
+        let mount = self.nearest_existing();
+        if !is_bpffs(&mount) {
+            return Err(Error::NoBpffs(self.root.clone()));
         }
         if !self.map(speaker_common::map_names::VIPS_V4).exists() {
             return Err(Error::NotAttached(self.root.clone()));
@@ -90,6 +90,6 @@ impl PinDir {
 
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
         .unwrap_or(false)
 }

@@ -116,7 +116,12 @@ fn cases() -> Vec<Case> {
             "NS, non-owned target",
             Some(Reason::NotOwned),
             XDP_PASS,
-            frames::neighbor_solicitation(peer, client6, "2001:db8::101".parse().unwrap(), Some(peer)),
+            frames::neighbor_solicitation(
+                peer,
+                client6,
+                "2001:db8::101".parse().unwrap(),
+                Some(peer),
+            ),
             None,
             None,
         ),
@@ -149,7 +154,11 @@ fn run_once(program: &Xdp, frame: &[u8], out: &mut [u8]) -> Result<(u32, u32)> {
 }
 
 fn answered(maps: &DataplaneMaps, vip: IpAddr) -> Result<u64> {
-    Ok(maps.vips()?.into_iter().find(|v| v.address == vip).map_or(0, |v| v.answered))
+    Ok(maps
+        .vips()?
+        .into_iter()
+        .find(|v| v.address == vip)
+        .map_or(0, |v| v.answered))
 }
 
 fn median(samples: &mut [u32]) -> f64 {
@@ -192,7 +201,11 @@ fn main() -> Result<()> {
     let mut calls = vec![0u64; cases.len()];
     for _ in 0..ROUNDS {
         for (i, case) in cases.iter_mut().enumerate() {
-            let program = object.program(if case.reason.is_some() { RESPONDER } else { PASS })?;
+            let program = object.program(if case.reason.is_some() {
+                RESPONDER
+            } else {
+                PASS
+            })?;
             for _ in 0..CALLS_PER_ROUND {
                 let (action, ns) = run_once(program, &case.frame, &mut out)?;
                 if action != case.action {
@@ -213,7 +226,12 @@ fn main() -> Result<()> {
             .map(|(j, _)| calls[j])
             .sum();
         let moved = maps.reason(reason)? - before[i].0;
-        ensure!(moved == expected, "{}: {} moved by {moved}, expected {expected}", case.name, reason.name());
+        ensure!(
+            moved == expected,
+            "{}: {} moved by {moved}, expected {expected}",
+            case.name,
+            reason.name()
+        );
         if let Some(vip) = case.answers {
             let expected: u64 = cases
                 .iter()
@@ -222,7 +240,11 @@ fn main() -> Result<()> {
                 .map(|(j, _)| calls[j])
                 .sum();
             let moved = answered(&maps, vip)? - before[i].1;
-            ensure!(moved == expected, "{}: answered for {vip} moved by {moved}, expected {expected}", case.name);
+            ensure!(
+                moved == expected,
+                "{}: answered for {vip} moved by {moved}, expected {expected}",
+                case.name
+            );
         }
     }
 
@@ -234,7 +256,11 @@ fn main() -> Result<()> {
             if case.action != XDP_PASS {
                 continue;
             }
-            let program = object.program(if case.reason.is_some() { RESPONDER } else { PASS })?;
+            let program = object.program(if case.reason.is_some() {
+                RESPONDER
+            } else {
+                PASS
+            })?;
             let before = case.reason.map_or(Ok(0), |r| maps.reason(r))?;
             let result = program.test_run(TestRunOptions {
                 data_in: Some(&case.frame),
@@ -245,10 +271,20 @@ fn main() -> Result<()> {
             // The kernel's figure: its timer stops while the loop yields the
             // CPU, so other load on the machine does not count (whole ns).
             let elapsed = result.duration.as_nanos() as f64;
-            ensure!(result.return_value == XDP_PASS, "{} (repeat): returned {}", case.name, result.return_value);
+            ensure!(
+                result.return_value == XDP_PASS,
+                "{} (repeat): returned {}",
+                case.name,
+                result.return_value
+            );
             if let Some(reason) = case.reason {
                 let moved = maps.reason(reason)? - before;
-                ensure!(moved == REPEAT as u64, "{} (repeat): {} moved by {moved}", case.name, reason.name());
+                ensure!(
+                    moved == REPEAT as u64,
+                    "{} (repeat): {} moved by {moved}",
+                    case.name,
+                    reason.name()
+                );
             }
             trials[i].push(elapsed);
         }
@@ -304,10 +340,23 @@ fn main() -> Result<()> {
         println!("mean = 1%-trimmed mean of single runs; corrected = (mean - empty mean + empty repeat) / empty repeat,");
         println!("repeat = {REPEAT} runs in one call ({REPEAT_TRIALS} trials), for inputs that stay valid;");
         println!("targets are judged on the repeat ratio where there is one, else on the corrected ratio)");
-        println!("machine: {} | {} | {} CPUs", machine["kernel"], machine["cpu"].as_str().unwrap_or("?"), machine["cpus"]);
+        println!(
+            "machine: {} | {} | {} CPUs",
+            machine["kernel"],
+            machine["cpu"].as_str().unwrap_or("?"),
+            machine["cpus"]
+        );
         println!(
             "{:<42} {:>7} {:>6} {:>6} {:>9} {:>8} {:>4} | {:>9} {:>6}",
-            "case", "mean ns", "median", "ratio", "corrected", "target", "met", "repeat ns", "ratio"
+            "case",
+            "mean ns",
+            "median",
+            "ratio",
+            "corrected",
+            "target",
+            "met",
+            "repeat ns",
+            "ratio"
         );
         for row in &rows {
             println!(
@@ -317,14 +366,26 @@ fn main() -> Result<()> {
                 row["median_ns"].as_f64().unwrap(),
                 row["ratio"].as_f64().unwrap(),
                 row["corrected_ratio"].as_f64().unwrap(),
-                row["target_ratio"].as_f64().map_or("-".into(), |t| format!("<={t}x")),
-                row["meets_target"].as_bool().map_or("-", |m| if m { "yes" } else { "NO" }),
-                row["repeat_ns"].as_f64().map_or("-".into(), |r| format!("{r:.2}")),
-                row["repeat_ratio"].as_f64().map_or("-".into(), |r| format!("{r:.2}x")),
+                row["target_ratio"]
+                    .as_f64()
+                    .map_or("-".into(), |t| format!("<={t}x")),
+                row["meets_target"]
+                    .as_bool()
+                    .map_or("-", |m| if m { "yes" } else { "NO" }),
+                row["repeat_ns"]
+                    .as_f64()
+                    .map_or("-".into(), |r| format!("{r:.2}")),
+                row["repeat_ratio"]
+                    .as_f64()
+                    .map_or("-".into(), |r| format!("{r:.2}x")),
             );
         }
         println!("every run took its intended path: return values checked, counters moved by exactly the run count");
-        println!("all targets met: {}  ({:.1} s)", if all_met { "yes" } else { "NO" }, started.elapsed().as_secs_f64());
+        println!(
+            "all targets met: {}  ({:.1} s)",
+            if all_met { "yes" } else { "NO" },
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }
