@@ -49,6 +49,23 @@ pub enum Command {
         #[command(flatten)]
         pins: PinArgs,
     },
+    /// Dry-run the layer-2 election over a cluster described in YAML: for every
+    /// LoadBalancer IP, the elected node and every other node's reason.
+    Election {
+        /// A multi-document YAML file, or a directory of them.
+        #[arg(long, value_name = "PATH")]
+        cluster_state: PathBuf,
+        /// Machine-readable output (schema in docs/election-json.md).
+        #[arg(long)]
+        json: bool,
+        /// Simulate memberlist: only these nodes are alive (comma-separated;
+        /// an empty value means none). Without it, membership is disabled and
+        /// every node is a candidate.
+        #[arg(long, value_name = "NODES", value_delimiter = ',')]
+        members: Option<Vec<String>>,
+        #[command(flatten)]
+        election: ElectionArgs,
+    },
     /// Print the pinned maps: VIPs with their counters, verdict counters, heartbeat.
     Maps {
         /// Machine-readable output (schema in docs/maps-json.md).
@@ -57,6 +74,34 @@ pub enum Command {
         #[command(flatten)]
         pins: PinArgs,
     },
+}
+
+/// The election's knobs, named as in MetalLB's speaker.
+#[derive(Args, Debug, Clone)]
+pub struct ElectionArgs {
+    /// Namespace whose IPAddressPools and L2Advertisements count.
+    #[arg(long, default_value = "metallb-system", env = "METALLB_NAMESPACE")]
+    pub namespace: String,
+    /// Handle only Services with this spec.loadBalancerClass (default: only those without).
+    #[arg(long)]
+    pub lb_class: Option<String>,
+    /// Keep nodes labelled node.kubernetes.io/exclude-from-external-load-balancers.
+    #[arg(long)]
+    pub ignore_exclude_lb: bool,
+    /// With membership disabled, drop nodes whose Ready condition is not True.
+    #[arg(long)]
+    pub require_node_ready: bool,
+}
+
+impl ElectionArgs {
+    pub fn options(&self) -> crate::election::ElectionOptions {
+        crate::election::ElectionOptions {
+            metallb_namespace: self.namespace.clone(),
+            lb_class: self.lb_class.clone(),
+            ignore_exclude_lb: self.ignore_exclude_lb,
+            require_node_ready: self.require_node_ready,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -35,6 +35,8 @@ pub enum Error {
     NoObject,
     #[error("permission denied while {0}: run as root (CAP_BPF, CAP_NET_ADMIN)")]
     PermissionDenied(String),
+    #[error("cluster state: {0}")]
+    Cluster(String),
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
     #[error("{context}: {message}")]
@@ -73,6 +75,10 @@ impl Error {
             source = e.source();
         }
         Error::Bpf { context, message }
+    }
+
+    pub fn cluster(err: crate::cluster::ClusterError) -> Self {
+        Error::Cluster(err.to_string())
     }
 
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {

@@ -3,6 +3,7 @@
 //! program, keeps the pinned maps, and gives operators a view into them.
 
 pub mod cli;
+pub mod cluster;
 pub mod dataplane;
 pub mod election;
 pub mod error;

@@ -5,7 +5,9 @@ use std::{net::IpAddr, process::ExitCode};
 use clap::Parser as _;
 use speaker::{
     cli::{Cli, Command, VipAction, XdpAction},
+    cluster,
     dataplane::{self, Attached, DataplaneMaps, PinDir},
+    election::Membership,
     interfaces::{self, Interface},
     report::MapsReport,
     Error,
@@ -108,19 +110,41 @@ fn run(command: Command) -> Result<(), Error> {
             let mut maps = DataplaneMaps::from_pins(&PinDir::new(pins.pin_dir))?;
             maps.heartbeat(max_age)?;
         }
+        Command::Election {
+            cluster_state,
+            json,
+            members,
+            election,
+        } => {
+            let state = cluster::load(&cluster_state).map_err(Error::cluster)?;
+            let membership = match members {
+                // `--members ""` gives one empty name: nobody is alive.
+                Some(names) => {
+                    Membership::Members(names.into_iter().filter(|n| !n.is_empty()).collect())
+                }
+                None => Membership::Disabled,
+            };
+            let report = cluster::dry_run(&state, election.options(), &membership);
+            print_report(&report, json, || report.to_table());
+        }
         Command::Maps { json, pins } => {
             let pins = PinDir::new(pins.pin_dir);
             let maps = DataplaneMaps::from_pins(&pins)?;
             let report = MapsReport::read(&pins, &maps)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("plain data")
-                );
-            } else {
-                print!("{}", report.to_table());
-            }
+            print_report(&report, json, || report.to_table());
         }
     }
     Ok(())
+}
+
+/// Reports print as JSON for scripts or as a table for people.
+fn print_report(report: &impl serde::Serialize, json: bool, table: impl FnOnce() -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("plain data")
+        );
+    } else {
+        print!("{}", table());
+    }
 }
