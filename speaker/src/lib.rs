@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod daemon;
 pub mod dataplane;
 pub mod election;
 pub mod error;

@@ -1,0 +1,9 @@
+//! `speaker run`: the control plane. Sources feed [`change::Change`]s to the
+//! [`reconciler::Reconciler`]; the daemon turns its decisions into map
+//! updates, announcements and status.
+
+pub mod change;
+pub mod reconciler;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+//! The node-local decision core: keeps the cluster as the sources describe it
+//! and this node's election decision for every Service, re-electing only what a
+//! change can affect. No I/O: the daemon turns its output into map updates,
+//! announcements and status.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
+
+use super::change::{Change, ServiceKey};
+use crate::{
+    cluster::ClusterState,
+    election::{
+        should_announce, ClusterView, Decision, ElectionOptions, Endpoint, Membership, Service,
+    },
+};
+
+/// Where an owned IP is to be answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InterfaceSelection {
+    /// Every interface the speaker announces on (no advertisement lists any).
+    All,
+    /// Only these names (the union of the advertisements' `interfaces`).
+    Named(BTreeSet<String>),
+}
+
+/// An IP this node answers for, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedIp {
+    pub services: BTreeSet<ServiceKey>,
+    pub interfaces: InterfaceSelection,
+}
+
+/// A Service whose decision on this node changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionChange {
+    pub service: ServiceKey,
+    /// `None`: the service was not known before / is gone now.
+    pub before: Option<Decision>,
+    pub after: Option<Decision>,
+}
+
+pub struct Reconciler {
+    node: String,
+    options: ElectionOptions,
+    membership: Membership,
+    /// Nodes, pools and advertisements (its `services` stay empty).
+    base: ClusterState,
+    view: ClusterView,
+    services: HashMap<ServiceKey, Service>,
+    endpoints: HashMap<ServiceKey, Vec<Endpoint>>,
+    decisions: HashMap<ServiceKey, Decision>,
+}
+
+impl Reconciler {
+    pub fn new(node: impl Into<String>, options: ElectionOptions, membership: Membership) -> Self {
+        let base = ClusterState::default();
+        let view = base.view(options.clone());
+        Reconciler {
+            node: node.into(),
+            options,
+            membership,
+            base,
+            view,
+            services: HashMap::new(),
+            endpoints: HashMap::new(),
+            decisions: HashMap::new(),
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn view(&self) -> &ClusterView {
+        &self.view
+    }
+
+    /// Applies one change and returns the services whose decision changed.
+    pub fn apply(&mut self, change: Change) -> Vec<DecisionChange> {
+        match change {
+            Change::Reset(mut state) => {
+                let services = std::mem::take(&mut state.services);
+                self.base = ClusterState {
+                    problems: Vec::new(),
+                    ..state
+                };
+                self.services.clear();
+                self.endpoints.clear();
+                for entry in services {
+                    let key = ServiceKey::of(&entry.service);
+                    self.endpoints.insert(key.clone(), entry.endpoints);
+                    self.services.insert(key, entry.service);
+                }
+                self.rebuild_view();
+                self.reelect_all()
+            }
+            Change::Nodes(nodes) => {
+                self.base.nodes = nodes;
+                self.rebuild_view();
+                self.reelect_all()
+            }
+            Change::Pools(pools) => {
+                self.base.pools = pools;
+                self.rebuild_view();
+                self.reelect_all()
+            }
+            Change::Advertisements(advertisements) => {
+                self.base.advertisements = advertisements;
+                self.rebuild_view();
+                self.reelect_all()
+            }
+            Change::Membership(membership) => {
+                self.membership = membership;
+                self.reelect_all()
+            }
+            Change::ServiceApplied(service) => {
+                let key = ServiceKey::of(&service);
+                self.services.insert(key.clone(), service);
+                self.reelect(&key).into_iter().collect()
+            }
+            Change::ServiceDeleted(key) => {
+                self.services.remove(&key);
+                self.reelect(&key).into_iter().collect()
+            }
+            Change::Endpoints(key, endpoints) => {
+                self.endpoints.insert(key.clone(), endpoints);
+                self.reelect(&key).into_iter().collect()
+            }
+        }
+    }
+
+    fn rebuild_view(&mut self) {
+        self.view = self.base.view(self.options.clone());
+    }
+
+    /// Re-elects one service; `Some` when its decision changed.
+    fn reelect(&mut self, key: &ServiceKey) -> Option<DecisionChange> {
+        let after = self.services.get(key).map(|service| {
+            let endpoints = self.endpoints.get(key).map_or(&[][..], Vec::as_slice);
+            should_announce(&self.node, service, endpoints, &self.view, &self.membership)
+        });
+        let before = match &after {
+            Some(decision) => self.decisions.insert(key.clone(), decision.clone()),
+            None => self.decisions.remove(key),
+        };
+        (before != after).then(|| DecisionChange {
+            service: key.clone(),
+            before,
+            after,
+        })
+    }
+
+    fn reelect_all(&mut self) -> Vec<DecisionChange> {
+        let mut keys: BTreeSet<ServiceKey> = self.services.keys().cloned().collect();
+        keys.extend(self.decisions.keys().cloned());
+        keys.iter().filter_map(|key| self.reelect(key)).collect()
+    }
+
+    /// This node's current decision for a service.
+    pub fn decision(&self, key: &ServiceKey) -> Option<&Decision> {
+        self.decisions.get(key)
+    }
+
+    pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
+        self.services.get(key)
+    }
+
+    /// Every IP this node announces, from every service that elected it.
+    /// Dual-stack services and services sharing an IP elect one node for all
+    /// their IPs, so the union is consistent across nodes.
+    pub fn owned(&self) -> BTreeMap<IpAddr, OwnedIp> {
+        let mut owned: BTreeMap<IpAddr, OwnedIp> = BTreeMap::new();
+        for (key, decision) in &self.decisions {
+            let Decision::Announce { interfaces } = decision else {
+                continue;
+            };
+            let Some(service) = self.services.get(key) else {
+                continue;
+            };
+            for ip in &service.ingress_ips {
+                let ip = ip.to_canonical();
+                let entry = owned.entry(ip).or_insert_with(|| OwnedIp {
+                    services: BTreeSet::new(),
+                    interfaces: InterfaceSelection::Named(BTreeSet::new()),
+                });
+                entry.services.insert(key.clone());
+                match (&mut entry.interfaces, interfaces.is_empty()) {
+                    (InterfaceSelection::All, _) => {}
+                    (selection, true) => *selection = InterfaceSelection::All,
+                    (InterfaceSelection::Named(names), false) => {
+                        names.extend(interfaces.iter().cloned())
+                    }
+                }
+            }
+        }
+        owned
+    }
+}
