@@ -49,6 +49,8 @@ pub enum Command {
         #[command(flatten)]
         pins: PinArgs,
     },
+    /// The speaker daemon: watch the cluster, elect, keep the maps in sync, announce.
+    Run(RunArgs),
     /// Dry-run the layer-2 election over a cluster described in YAML: for every
     /// LoadBalancer IP, the elected node and every other node's reason.
     Election {
@@ -74,6 +76,42 @@ pub enum Command {
         #[command(flatten)]
         pins: PinArgs,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// This node's name, as in its Node object (the downward API's spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Read the cluster from YAML (a file or a directory) instead of the
+    /// Kubernetes API; re-read when it changes.
+    #[arg(long, value_name = "PATH")]
+    pub cluster_state: Option<PathBuf>,
+    /// kubeconfig for the Kubernetes API (default: in-cluster, then KUBECONFIG, then ~/.kube/config).
+    #[arg(long, value_name = "PATH", conflicts_with = "cluster_state")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Use memberlist to know which speakers are alive. `false`: membership is
+    /// disabled and every node with a Node object is a candidate.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub memberlist: bool,
+    /// Interfaces never announced on (comma-separated regular expressions);
+    /// the default is MetalLB's list. An empty value excludes nothing.
+    #[arg(long, value_name = "REGEXES", value_delimiter = ',')]
+    pub exclude_interfaces: Option<Vec<String>>,
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    pub mode: ModeArg,
+    /// Re-announce held IPs with gratuitous ARP / unsolicited NA this often
+    /// (seconds; 0 = only on takeover, as MetalLB).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "0")]
+    pub gratuitous_interval: Duration,
+    /// Stop answering when the daemon has not refreshed its heartbeat for this
+    /// long (seconds; 0 disables the dead-man switch).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "10")]
+    pub dead_man_timeout: Duration,
+    #[command(flatten)]
+    pub election: ElectionArgs,
+    #[command(flatten)]
+    pub pins: PinArgs,
 }
 
 /// The election's knobs, named as in MetalLB's speaker.

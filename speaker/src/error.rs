@@ -35,6 +35,8 @@ pub enum Error {
     NoObject,
     #[error("permission denied while {0}: run as root (CAP_BPF, CAP_NET_ADMIN)")]
     PermissionDenied(String),
+    #[error("{0}")]
+    Config(String),
     #[error("cluster state: {0}")]
     Cluster(String),
     #[error("{context}: {source}")]

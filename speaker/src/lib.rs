@@ -2,6 +2,7 @@
 //! an XDP program. This crate is the userspace side: it loads and attaches the
 //! program, keeps the pinned maps, and gives operators a view into them.
 
+pub mod announce;
 pub mod cli;
 pub mod cluster;
 pub mod daemon;
@@ -10,5 +11,7 @@ pub mod election;
 pub mod error;
 pub mod interfaces;
 pub mod report;
+pub mod sources;
+pub mod status;
 
 pub use error::Error;

@@ -90,17 +90,13 @@ fn run(command: Command) -> Result<(), Error> {
                         return Err(Error::NoSuchVip(address, interface));
                     }
                     if let IpAddr::V6(v6) = address {
-                        // Another VIP on this interface may share the group
-                        // (same low 24 bits); keep it joined for that one.
-                        let group = interfaces::solicited_node_mac(&v6);
-                        let shared = maps.vips()?.iter().any(|vip| {
-                            vip.ifindex == ifindex
-                                && matches!(vip.address, IpAddr::V6(other)
-                                    if interfaces::solicited_node_mac(&other) == group)
-                        });
-                        if !shared {
-                            interfaces::set_multicast_mac(&interface, group, false)?;
-                        }
+                        let remaining = maps.vips()?;
+                        dataplane::sync::leave_group_unless_shared(
+                            &interface,
+                            ifindex,
+                            &v6,
+                            remaining.iter().map(|vip| (vip.address, vip.ifindex)),
+                        )?;
                     }
                     println!("no longer answering for {address} on {interface}");
                 }
@@ -110,6 +106,7 @@ fn run(command: Command) -> Result<(), Error> {
             let mut maps = DataplaneMaps::from_pins(&PinDir::new(pins.pin_dir))?;
             maps.heartbeat(max_age)?;
         }
+        Command::Run(args) => run_daemon(args)?,
         Command::Election {
             cluster_state,
             json,
@@ -147,4 +144,56 @@ fn print_report(report: &impl serde::Serialize, json: bool, table: impl FnOnce()
     } else {
         print!("{}", table());
     }
+}
+
+fn run_daemon(args: speaker::cli::RunArgs) -> Result<(), Error> {
+    use speaker::{
+        announce::AnnounceConfig,
+        daemon::run::{RunConfig, Source},
+        interfaces::discovery::ExcludeList,
+    };
+    let exclude = match &args.exclude_interfaces {
+        None => ExcludeList::metallb_default(),
+        Some(patterns) => {
+            let patterns: Vec<&String> = patterns.iter().filter(|p| !p.is_empty()).collect();
+            ExcludeList::new(patterns.iter().map(|p| p.as_str()))
+                .map_err(|e| Error::Config(format!("--exclude-interfaces: {e}")))?
+        }
+    };
+    if args.memberlist {
+        log::warn!(
+            "memberlist is not implemented yet: running with membership disabled \
+             (every node with a Node object is a candidate)"
+        );
+    }
+    let heartbeat_interval = (args.dead_man_timeout / 4).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(1),
+    );
+    let config = RunConfig {
+        node_name: args.node_name,
+        source: match args.cluster_state {
+            Some(path) => Source::File(path),
+            None => Source::Kubernetes {
+                kubeconfig: args.kubeconfig,
+            },
+        },
+        pins: PinDir::new(args.pins.pin_dir),
+        options: args.election.options(),
+        membership: Membership::Disabled,
+        exclude,
+        xdp_mode: args.mode.into(),
+        announce: AnnounceConfig {
+            periodic: (!args.gratuitous_interval.is_zero()).then_some(args.gratuitous_interval),
+            ..AnnounceConfig::default()
+        },
+        dead_man: args.dead_man_timeout,
+        heartbeat_interval,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the runtime", e))?;
+    runtime.block_on(speaker::daemon::run::run(config))
 }

@@ -42,7 +42,10 @@ enum Task {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Bench {
+    /// Per-packet cost of the XDP responder (BPF_PROG_TEST_RUN).
     Dataplane,
+    /// Election and map sync at 10,000 services x 1,000 nodes.
+    Election,
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,11 +78,12 @@ fn run(task: Task) -> Result<()> {
             run::cargo(&["build", "-p", "speaker"])?;
             run::cargo(&["run", "--quiet", "-p", "speaker-tests", "--bin", "lab_demo"])
         }
-        Task::Bench {
-            what: Bench::Dataplane,
-            json,
-        } => {
+        Task::Bench { what, json } => {
             ebpf::build()?;
+            let bin = match what {
+                Bench::Dataplane => "bench_dataplane",
+                Bench::Election => "bench_election",
+            };
             let mut args = vec![
                 "run",
                 "--quiet",
@@ -87,7 +91,7 @@ fn run(task: Task) -> Result<()> {
                 "-p",
                 "speaker-tests",
                 "--bin",
-                "bench_dataplane",
+                bin,
             ];
             if json {
                 args.extend(["--", "--json"]);

@@ -12,7 +12,7 @@
 
 mod dry_run;
 mod file;
-mod objects;
+pub(crate) mod objects;
 #[cfg(test)]
 mod tests;
 
@@ -246,7 +246,7 @@ impl fmt::Display for ObjectName {
 
 /// The kinds we read, by API group (`""` = core) and kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Node,
     Service,
     EndpointSlice,
@@ -263,7 +263,7 @@ impl Kind {
         Kind::L2Advertisement,
     ];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Node => "Node",
             Self::Service => "Service",

@@ -4,6 +4,7 @@
 
 pub mod change;
 pub mod reconciler;
+pub mod run;
 
 #[cfg(test)]
 mod tests;

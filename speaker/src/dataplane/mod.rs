@@ -5,6 +5,7 @@
 pub mod clock;
 mod maps;
 mod pins;
+pub mod sync;
 
 use std::fs;
 

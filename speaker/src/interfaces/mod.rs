@@ -1,7 +1,22 @@
-//! Network interfaces of the current network namespace: index and MAC by name.
+//! Network interfaces of the current network namespace: index and MAC by
+//! name, which of them to announce on ([`discovery`]), and noticing when they
+//! change ([`watch`]).
+//!
+//! Everything here answers for the network namespace of the calling thread:
+//! the kernel is asked through sockets (netlink, ioctl) created by that
+//! thread, never through /sys, whose view is that of the namespace it was
+//! mounted from.
+
+pub mod discovery;
+mod netlink;
+pub mod watch;
 
 use std::ffi::CString;
 
+pub use self::{
+    discovery::{announce_interfaces, select, ExcludeList},
+    watch::LinkWatcher,
+};
 use crate::error::{Error, Result};
 
 /// An interface as the responder needs it.

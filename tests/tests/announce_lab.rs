@@ -1,0 +1,584 @@
+//! Userspace announcements on a real wire: a `speaker::announce` announcer
+//! runs in a "node" network namespace and sends over AF_PACKET; `tcpdump` in
+//! a "client" namespace, joined to it by a veth pair, records what arrives,
+//! and the client kernel's neighbour table shows what the announcements
+//! achieved.
+//!
+//! Frames are parsed with smoltcp (which shares no code with the speaker's
+//! emitter), checksums included.
+//!
+//! Linux behaviour the tests pin down (client sysctls at their defaults unless
+//! said otherwise):
+//! - IPv4: an *existing* entry is overridden by a gratuitous request or reply
+//!   from a new MAC whatever `arp_accept` says, even within `locktime` of its
+//!   last update, because `arp_is_garp` forces the override (a reply counts
+//!   only when its THA equals its SHA). It ends up STALE (broadcast frames
+//!   do not confirm reachability). No entry is *created* unless
+//!   `arp_accept=1`.
+//! - IPv6: an unsolicited NA with O=1 overrides an existing entry (to STALE,
+//!   RFC 4861 §7.2.5); none is created while `accept_untracked_na=0`.
+//! - Neither family touches a PERMANENT entry, which is what
+//!   `ip neigh replace ... lladdr ...` creates when no `nud` is given: the
+//!   tests seed with `nud reachable` to model a cache that learnt the old
+//!   owner's MAC.
+//!
+//! Needs root, tcpdump and the tools `Lab::new` checks for (it also builds
+//! the speaker binary once); fails, not skips, without them. Run:
+//! `cargo test -p speaker-tests --test announce_lab`.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::{fd::AsRawFd, raw::c_int},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, EthernetRepr,
+};
+use speaker::{
+    announce::{AnnounceConfig, AnnouncerThread},
+    interfaces::Interface,
+};
+use speaker_tests::{
+    frames::{parse_neighbor_advertisement, Advertisement, ALL_NODES, ALL_NODES_MAC, BROADCAST},
+    netns::{require_root, run, Lab, Side},
+};
+
+/// Announced; the client caches a wrong MAC for them beforehand.
+const VIP_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const VIP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+/// Announced; the client holds a PERMANENT entry for them.
+const PINNED_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 102);
+const PINNED_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x102);
+/// Announced; the client has no entry for them.
+const UNKNOWN_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 103);
+const UNKNOWN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x103);
+/// Announced on an interface that is deleted mid-burst.
+const DOOMED_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
+const WRONG_MAC: &str = "02:00:00:00:00:99";
+
+const COMMAND_LIMIT: Duration = Duration::from_secs(30);
+/// Leeway for the arrival instant of a round on a loaded test machine.
+const JITTER: Duration = Duration::from_millis(250);
+
+// ---------------------------------------------------------------- the lab
+
+/// The lab of `speaker_tests::netns` (two namespaces, a veth pair, removed
+/// in `Drop`), without any XDP program: only the announcer sends.
+fn lab() -> Lab {
+    require_root();
+    Lab::new()
+}
+
+/// `ip neigh replace ip lladdr mac dev <client veth> [nud state]`.
+fn seed_client_neighbour(lab: &Lab, ip: IpAddr, mac: &str, nud: Option<&str>) {
+    let ip = ip.to_string();
+    let mut args = vec![
+        "neigh",
+        "replace",
+        &ip,
+        "lladdr",
+        mac,
+        "dev",
+        &lab.client_if,
+    ];
+    if let Some(state) = nud {
+        args.extend(["nud", state]);
+    }
+    lab.exec(Side::Client, "ip", &args).assert_success();
+}
+
+/// `ip link ...` in the node namespace, which must succeed.
+fn node_link(lab: &Lab, args: &[&str]) {
+    let mut all = vec!["link"];
+    all.extend(args);
+    lab.exec(Side::Node, "ip", &all).assert_success();
+}
+
+/// Interface `name` of the node, looked up from inside its namespace.
+fn node_interface(lab: &Lab, name: &str) -> Interface {
+    let name = name.to_owned();
+    in_namespace(&lab.node_ns, move || Interface::by_name(&name))
+        .unwrap_or_else(|e| panic!("looking up a node interface: {e}"))
+}
+
+/// An announcer whose thread (and so every socket) lives in the node
+/// namespace.
+fn node_announcer(lab: &Lab, config: AnnounceConfig) -> AnnouncerThread {
+    in_namespace(&lab.node_ns, move || AnnouncerThread::spawn(config))
+        .unwrap_or_else(|e| panic!("starting the announcer thread: {e}"))
+}
+
+extern "C" {
+    /// setns(2), from the C library std links anyway (this crate has no libc
+    /// or nix dependency).
+    fn setns(fd: c_int, nstype: c_int) -> c_int;
+}
+
+const CLONE_NEWNET: c_int = 0x4000_0000;
+
+/// Runs `f` on a new thread that first joins network namespace `ns`; threads
+/// it spawns stay there. The calling thread is untouched.
+fn in_namespace<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = Path::new("/run/netns").join(ns);
+    let joined = thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // SAFETY: a valid descriptor of a network namespace file.
+        let ret = unsafe { setns(file.as_raw_fd(), CLONE_NEWNET) };
+        assert_eq!(
+            ret,
+            0,
+            "setns({}): {}",
+            path.display(),
+            io::Error::last_os_error()
+        );
+        f()
+    })
+    .join();
+    joined.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+// ---------------------------------------------------------------- capture
+
+/// `tcpdump -w` of what arrives at the client's veth. Stopped with SIGINT
+/// (tcpdump then flushes and exits); killed in `Drop` if still running.
+struct Capture {
+    child: Child,
+    pcap: PathBuf,
+    log: PathBuf,
+}
+
+impl Capture {
+    fn start(lab: &Lab) -> Capture {
+        let dir = std::env::temp_dir();
+        let stem = format!("announce-lab-{}-{}", std::process::id(), lab.client_if);
+        let pcap = dir.join(format!("{stem}.pcap"));
+        let log = dir.join(format!("{stem}.log"));
+        let log_file = File::create(&log).expect("creating the tcpdump log");
+        let pcap_arg = pcap.to_string_lossy().into_owned();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.client_ns, "tcpdump"])
+            .args(["-i", &lab.client_if, "-Q", "in", "-n", "-U"])
+            .args(["--immediate-mode", "-s", "0", "-w", &pcap_arg])
+            .arg("arp or icmp6")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start tcpdump (apt-get install -y tcpdump): {e}"));
+        let mut capture = Capture { child, pcap, log };
+        // tcpdump says "listening on" once its socket is receiving.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(&capture.log).unwrap_or_default();
+            if log.contains("listening on") {
+                break;
+            }
+            if let Ok(Some(status)) = capture.child.try_wait() {
+                panic!("tcpdump exited ({status}) before capturing:\n{log}");
+            }
+            assert!(Instant::now() < deadline, "tcpdump did not start:\n{log}");
+            thread::sleep(Duration::from_millis(20));
+        }
+        capture
+    }
+
+    /// Stops tcpdump and returns every frame it recorded.
+    fn stop(mut self) -> Vec<Captured> {
+        // Only our own child, by its id; `ip netns exec` exec'd tcpdump.
+        let pid = self.child.id().to_string();
+        let _ = run("kill", &["-INT", &pid], COMMAND_LIMIT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() {
+            assert!(Instant::now() < deadline, "tcpdump ignored SIGINT");
+            thread::sleep(Duration::from_millis(20));
+        }
+        let bytes = std::fs::read(&self.pcap).expect("reading the capture");
+        read_pcap(&bytes)
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_file(&self.pcap);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+struct Captured {
+    at: SystemTime,
+    frame: Vec<u8>,
+}
+
+/// The records of a classic pcap file (either byte order, µs or ns).
+fn read_pcap(bytes: &[u8]) -> Vec<Captured> {
+    assert!(bytes.len() >= 24, "pcap shorter than its header");
+    let magic = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
+    let (swapped, nanos_per_unit) = match magic {
+        0xa1b2_c3d4 => (false, 1000),
+        0xa1b2_3c4d => (false, 1),
+        0xd4c3_b2a1 => (true, 1000),
+        0x4d3c_b2a1 => (true, 1),
+        other => panic!("not a pcap file (magic {other:#x})"),
+    };
+    let u32_at = |at: usize| {
+        let word: [u8; 4] = bytes[at..at + 4].try_into().unwrap();
+        if swapped {
+            u32::from_be_bytes(word)
+        } else {
+            u32::from_le_bytes(word)
+        }
+    };
+    assert_eq!(u32_at(20), 1, "link type is not Ethernet");
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        let (seconds, fraction, length) = (u32_at(at), u32_at(at + 4), u32_at(at + 8) as usize);
+        let start = at + 16;
+        let Some(frame) = bytes.get(start..start + length) else {
+            break; // a record cut short by the stop
+        };
+        records.push(Captured {
+            at: UNIX_EPOCH
+                + Duration::from_secs(seconds.into())
+                + Duration::from_nanos(u64::from(fraction) * nanos_per_unit),
+            frame: frame.to_vec(),
+        });
+        at = start + length;
+    }
+    records
+}
+
+// ---------------------------------------------------------------- frames
+
+/// A gratuitous ARP frame as smoltcp reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Arp {
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    operation: ArpOperation,
+    sha: [u8; 6],
+    spa: Ipv4Addr,
+    tha: [u8; 6],
+    tpa: Ipv4Addr,
+}
+
+fn parse_arp(frame: &[u8]) -> Option<Arp> {
+    let ethernet = EthernetFrame::new_checked(frame).ok()?;
+    let header = EthernetRepr::parse(&ethernet).ok()?;
+    if header.ethertype != EthernetProtocol::Arp {
+        return None;
+    }
+    let packet = ArpPacket::new_checked(ethernet.payload()).ok()?;
+    match ArpRepr::parse(&packet).ok()? {
+        ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_hardware_addr,
+            target_protocol_addr,
+        } => Some(Arp {
+            eth_dst: header.dst_addr.0,
+            eth_src: header.src_addr.0,
+            operation,
+            sha: source_hardware_addr.0,
+            spa: source_protocol_addr,
+            tha: target_hardware_addr.0,
+            tpa: target_protocol_addr,
+        }),
+        _ => None,
+    }
+}
+
+/// The announcement frames for `ip` among `captured`, with their instants
+/// relative to `since`. NAs are parsed (checksum verified) by smoltcp.
+fn frames_for(captured: &[Captured], ip: IpAddr, since: SystemTime) -> Vec<(Duration, Vec<u8>)> {
+    captured
+        .iter()
+        .filter(|c| match ip {
+            IpAddr::V4(ip) => parse_arp(&c.frame).is_some_and(|a| a.spa == ip),
+            IpAddr::V6(ip) => parse_neighbor_advertisement(&c.frame).is_ok_and(|a| a.target == ip),
+        })
+        .map(|c| {
+            let at = c.at.duration_since(since).unwrap_or_else(|_| {
+                panic!("a frame for {ip} was captured before the announcement started")
+            });
+            (at, c.frame.clone())
+        })
+        .collect()
+}
+
+/// Groups frames into rounds: frames less than half an interval apart.
+fn rounds(frames: &[(Duration, Vec<u8>)]) -> Vec<Vec<(Duration, Vec<u8>)>> {
+    let mut rounds: Vec<Vec<(Duration, Vec<u8>)>> = Vec::new();
+    for frame in frames {
+        match rounds.last_mut() {
+            Some(round) if frame.0 - round[0].0 < Duration::from_millis(550) => {
+                round.push(frame.clone())
+            }
+            _ => rounds.push(vec![frame.clone()]),
+        }
+    }
+    rounds
+}
+
+fn assert_round_instants(ip: IpAddr, rounds: &[Vec<(Duration, Vec<u8>)>], expected_ms: &[u64]) {
+    let instants: Vec<Duration> = rounds.iter().map(|r| r[0].0).collect();
+    assert_eq!(
+        instants.len(),
+        expected_ms.len(),
+        "{ip}: rounds at {instants:?}, expected at {expected_ms:?} ms"
+    );
+    for (got, want) in instants.iter().zip(expected_ms) {
+        let want = Duration::from_millis(*want);
+        let off = got.abs_diff(want);
+        assert!(
+            off <= JITTER,
+            "{ip}: rounds at {instants:?}, expected at {expected_ms:?} ms"
+        );
+    }
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    speaker::interfaces::format_mac(&mac)
+}
+
+fn sleep_until(since: Instant, offset: Duration) {
+    if let Some(wait) = (since + offset).checked_duration_since(Instant::now()) {
+        thread::sleep(wait);
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+/// One burst of both families: the exact frames of a round, five rounds at
+/// MetalLB's instants, every round identical, and the client's neighbour
+/// table corrected.
+#[test]
+fn burst_reaches_the_client_and_corrects_its_neighbour_cache() {
+    let lab = lab();
+    let node = node_interface(&lab, &lab.node_if);
+    let node_mac = mac_text(node.mac);
+    for ip in [IpAddr::V4(VIP_V4), IpAddr::V6(VIP_V6)] {
+        seed_client_neighbour(&lab, ip, WRONG_MAC, Some("reachable"));
+    }
+    for ip in [IpAddr::V4(PINNED_V4), IpAddr::V6(PINNED_V6)] {
+        seed_client_neighbour(&lab, ip, WRONG_MAC, None);
+    }
+    let capture = Capture::start(&lab);
+    let announcer = node_announcer(&lab, AnnounceConfig::default());
+
+    let announced: [IpAddr; 6] = [
+        VIP_V4.into(),
+        VIP_V6.into(),
+        PINNED_V4.into(),
+        PINNED_V6.into(),
+        UNKNOWN_V4.into(),
+        UNKNOWN_V6.into(),
+    ];
+    let (started_wall, started) = (SystemTime::now(), Instant::now());
+    for ip in announced {
+        announcer.gained(ip, &node);
+    }
+    sleep_until(started, Duration::from_millis(5500));
+    let captured = capture.stop();
+
+    // The announcer's own account.
+    let expected_sent: BTreeMap<IpAddr, u64> = announced
+        .iter()
+        .map(|ip| (*ip, if ip.is_ipv4() { 10 } else { 5 }))
+        .collect();
+    assert_eq!(announcer.sent(), expected_sent);
+    assert!(
+        announcer.failures().is_empty(),
+        "{:?}",
+        announcer.failures()
+    );
+    assert!(announcer.active().is_empty(), "the burst is over");
+
+    // On the wire: five rounds at 0, 1.1, 2.2, 3.3, 4.4 s, each the same frames.
+    for ip in announced {
+        let frames = frames_for(&captured, ip, started_wall);
+        let rounds = rounds(&frames);
+        assert_round_instants(ip, &rounds, &[0, 1100, 2200, 3300, 4400]);
+        let first: Vec<&Vec<u8>> = rounds[0].iter().map(|f| &f.1).collect();
+        assert_eq!(first.len(), if ip.is_ipv4() { 2 } else { 1 }, "{ip}");
+        for round in &rounds[1..] {
+            let frames: Vec<&Vec<u8>> = round.iter().map(|f| &f.1).collect();
+            assert_eq!(frames, first, "{ip}: every round is the same");
+        }
+        match ip {
+            IpAddr::V4(ip) => {
+                let request = parse_arp(first[0]).unwrap();
+                let reply = parse_arp(first[1]).unwrap();
+                let expected = Arp {
+                    eth_dst: BROADCAST,
+                    eth_src: node.mac,
+                    operation: ArpOperation::Request,
+                    sha: node.mac,
+                    spa: ip,
+                    tha: [0; 6],
+                    tpa: ip,
+                };
+                assert_eq!(request, expected, "{ip}: the request comes first");
+                assert_eq!(
+                    reply,
+                    Arp {
+                        operation: ArpOperation::Reply,
+                        tha: node.mac,
+                        ..expected
+                    },
+                    "{ip}: then the reply"
+                );
+                assert_eq!(first[0].len(), 42);
+            }
+            IpAddr::V6(ip) => {
+                let advert =
+                    parse_neighbor_advertisement(first[0]).unwrap_or_else(|e| panic!("{ip}: {e}"));
+                assert_eq!(
+                    advert,
+                    Advertisement {
+                        eth_dst: ALL_NODES_MAC,
+                        eth_src: node.mac,
+                        src: ip,
+                        dst: ALL_NODES,
+                        hop_limit: 255,
+                        solicited: false,
+                        override_: true,
+                        router: false,
+                        target: ip,
+                        tlla: Some(node.mac),
+                    }
+                );
+            }
+        }
+    }
+
+    // The client kernel: the wrong MAC is replaced, PERMANENT entries are
+    // not, and nothing is created (arp_accept=0, accept_untracked_na=0).
+    for ip in [IpAddr::V4(VIP_V4), IpAddr::V6(VIP_V6)] {
+        let entry = lab.client_neighbour(&ip.to_string());
+        let entry = entry.unwrap_or_else(|| panic!("{ip}: the client entry vanished"));
+        assert_eq!(
+            entry.lladdr.as_deref(),
+            Some(node_mac.as_str()),
+            "{ip}: {entry:?}"
+        );
+        assert!(entry.is("STALE"), "{ip}: {entry:?}");
+    }
+    for ip in [IpAddr::V4(PINNED_V4), IpAddr::V6(PINNED_V6)] {
+        let entry = lab
+            .client_neighbour(&ip.to_string())
+            .expect("a permanent entry stays");
+        assert_eq!(entry.lladdr.as_deref(), Some(WRONG_MAC), "{ip}: {entry:?}");
+        assert!(entry.is("PERMANENT"), "{ip}: {entry:?}");
+    }
+    for ip in [IpAddr::V4(UNKNOWN_V4), IpAddr::V6(UNKNOWN_V6)] {
+        let entry = lab.client_neighbour(&ip.to_string());
+        assert!(entry.is_none(), "{ip}: {entry:?}");
+    }
+}
+
+/// `lost` in the middle of a burst: nothing more for that IP (the other
+/// schedule goes on, so the capture was listening). With `arp_accept=1` the
+/// client creates an entry from the gratuitous ARP it had no entry for.
+#[test]
+fn lost_stops_sending_at_once() {
+    let lab = lab();
+    let arp_accept = format!("net.ipv4.conf.{}.arp_accept=1", lab.client_if);
+    lab.exec(Side::Client, "sysctl", &["-q", "-w", &arp_accept])
+        .assert_success();
+    let node = node_interface(&lab, &lab.node_if);
+    let capture = Capture::start(&lab);
+    let announcer = node_announcer(&lab, AnnounceConfig::default());
+
+    let (started_wall, started) = (SystemTime::now(), Instant::now());
+    announcer.gained(VIP_V4.into(), &node);
+    announcer.gained(VIP_V6.into(), &node);
+    sleep_until(started, Duration::from_millis(1600));
+    announcer.lost(VIP_V4.into(), node.index);
+    let lost_at = started.elapsed();
+    assert_eq!(announcer.active(), [(IpAddr::V6(VIP_V6), node.index)]);
+    sleep_until(started, Duration::from_millis(3600));
+    let captured = capture.stop();
+
+    let v4 = frames_for(&captured, VIP_V4.into(), started_wall);
+    assert_round_instants(VIP_V4.into(), &rounds(&v4), &[0, 1100]);
+    assert!(
+        v4.iter().all(|(at, _)| *at < lost_at),
+        "{VIP_V4} after lost"
+    );
+    assert_eq!(announcer.sent()[&IpAddr::V4(VIP_V4)], 4);
+    let v6 = frames_for(&captured, VIP_V6.into(), started_wall);
+    assert_round_instants(VIP_V6.into(), &rounds(&v6), &[0, 1100, 2200, 3300]);
+
+    let entry = lab
+        .client_neighbour(&VIP_V4.to_string())
+        .expect("arp_accept=1 creates an entry from a gratuitous ARP");
+    assert_eq!(entry.lladdr, Some(mac_text(node.mac)));
+}
+
+/// An interface deleted mid-burst: its sends fail, are counted per IP and
+/// logged, and the burst on the other interface is untouched.
+#[test]
+fn interface_deleted_mid_burst_is_counted_not_fatal() {
+    let lab = lab();
+    let node = node_interface(&lab, &lab.node_if);
+    // A veth pair inside the node (the dummy module may be missing);
+    // deleting one end deletes both. In its own namespace, names cannot clash.
+    let (doomed, peer) = ("doomed0", "doomed1");
+    node_link(&lab, &["add", doomed, "type", "veth", "peer", "name", peer]);
+    node_link(&lab, &["set", peer, "up"]);
+    node_link(&lab, &["set", doomed, "up"]);
+    let doomed_interface = node_interface(&lab, doomed);
+    let announcer = node_announcer(&lab, AnnounceConfig::default());
+
+    let started = Instant::now();
+    announcer.gained(DOOMED_V4.into(), &doomed_interface);
+    announcer.gained(VIP_V4.into(), &node);
+    sleep_until(started, Duration::from_millis(500));
+    node_link(&lab, &["del", doomed]);
+    let deadline = started + Duration::from_secs(8);
+    while !announcer.active().is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    assert!(announcer.active().is_empty(), "both bursts end");
+    let doomed = IpAddr::V4(DOOMED_V4);
+    assert_eq!(announcer.sent().get(&doomed), Some(&2), "round 0 went out");
+    assert_eq!(
+        announcer.failures(),
+        BTreeMap::from([(doomed, 8)]),
+        "rounds 1.1 to 4.4 failed"
+    );
+    assert_eq!(announcer.sent()[&IpAddr::V4(VIP_V4)], 10);
+}
+
+#[test]
+fn pcap_reader_reads_both_resolutions() {
+    let mut file = Vec::new();
+    for word in [0xa1b2_3c4du32, 0x0004_0002, 0, 0, 65535, 1] {
+        file.extend_from_slice(&word.to_le_bytes());
+    }
+    for word in [10u32, 500, 3, 3] {
+        file.extend_from_slice(&word.to_le_bytes());
+    }
+    file.extend_from_slice(&[1, 2, 3]);
+    let records = read_pcap(&file);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].frame, [1, 2, 3]);
+    assert_eq!(
+        records[0].at,
+        UNIX_EPOCH + Duration::from_secs(10) + Duration::from_nanos(500)
+    );
+}
