@@ -108,6 +108,9 @@ pub struct RunArgs {
     /// long (seconds; 0 disables the dead-man switch).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "10")]
     pub dead_man_timeout: Duration,
+    /// Serve /metrics, /healthz and /readyz here (MetalLB's port); empty: off.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:7472")]
+    pub metrics_address: String,
     #[command(flatten)]
     pub election: ElectionArgs,
     #[command(flatten)]

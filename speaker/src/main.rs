@@ -170,7 +170,14 @@ fn run_daemon(args: speaker::cli::RunArgs) -> Result<(), Error> {
         std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(1),
     );
+    let metrics_address = match args.metrics_address.as_str() {
+        "" => None,
+        text => Some(text.parse().map_err(|_| {
+            Error::Config(format!("--metrics-address {text:?} is not ADDRESS:PORT"))
+        })?),
+    };
     let config = RunConfig {
+        metrics_address,
         node_name: args.node_name,
         source: match args.cluster_state {
             Some(path) => Source::File(path),

@@ -22,7 +22,10 @@ use speaker_tests::{
     kube_lab::{
         iris_example, label, vips_on, KubeLab, EVENTS, METALLB, METALLB_NAMESPACE, NODE, OTHER_NODE,
     },
-    netns::{linked_interfaces, require_root, vip_answered, wait_for, Arping, ArpingRun},
+    netns::{
+        linked_interfaces, require_root, speaker_bin, vip_answered, wait_for, Arping, ArpingRun,
+        Side,
+    },
 };
 
 /// The iris example's Service and its address.
@@ -202,6 +205,9 @@ fn withdrawals_since(k: &KubeLab, from: usize) -> Vec<String> {
 fn speaker_run_against_the_kubernetes_api() {
     require_root();
     let mut phases = Phases::new();
+    // Built (or found up to date) once per process; timed apart from the lab.
+    speaker_bin();
+    phases.done("speaker binary up to date");
     let mut k = KubeLab::new(&[iris_example()]);
     phases.done(&format!(
         "lab {} / {} and emulator at {} in the node namespace",
@@ -220,7 +226,7 @@ fn speaker_run_against_the_kubernetes_api() {
         [k.lab.node_if.clone()],
         "the responder is linked on the node's veth only: {maps:#}"
     );
-    let attachment = k.lab.xdp_attachment(speaker_tests::netns::Side::Node);
+    let attachment = k.lab.xdp_attachment(Side::Node);
     assert_eq!(
         attachment.as_ref().map(|(mode, _)| mode.as_str()),
         Some("xdp"),

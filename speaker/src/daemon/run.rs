@@ -21,6 +21,7 @@ use crate::{
     election::{Decision, ElectionOptions, Membership},
     error::{Error, Result},
     interfaces::{self, announce_interfaces, ExcludeList, Interface, LinkWatcher},
+    metrics::MetricsState,
     sources,
     status::StatusWriter,
 };
@@ -45,6 +46,8 @@ pub struct RunConfig {
     /// The dead-man switch's limit; zero disables it.
     pub dead_man: Duration,
     pub heartbeat_interval: Duration,
+    /// Where to serve /metrics, /healthz and /readyz; `None`: nowhere.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// The node-local state the loop keeps between events.
@@ -63,6 +66,7 @@ struct Daemon {
     synced: bool,
     /// Services whose listed interfaces are all missing here, already reported.
     failed: BTreeSet<ServiceKey>,
+    metrics: MetricsState,
 }
 
 pub async fn run(config: RunConfig) -> Result<()> {
@@ -102,13 +106,30 @@ pub async fn run(config: RunConfig) -> Result<()> {
     };
 
     let mut links = LinkWatcher::new()?;
+    let announcer = Announcer::new(config.announce);
+    let metrics = MetricsState {
+        node: config.node_name.clone(),
+        pins: config.pins.clone(),
+        announcer: announcer.clone(),
+        announced: Default::default(),
+        ready: Default::default(),
+    };
+    if let Some(address) = config.metrics_address {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(address, metrics).await {
+                error!("metrics server on {address}: {e}");
+            }
+        });
+    }
     let mut daemon = Daemon {
         reconciler: Reconciler::new(
             config.node_name.clone(),
             config.options.clone(),
             config.membership.clone(),
         ),
-        announcer: Announcer::new(config.announce),
+        announcer,
+        metrics,
         interfaces: Vec::new(),
         attached: BTreeSet::new(),
         synced: false,
@@ -241,6 +262,15 @@ impl Daemon {
             return;
         }
         let owned = self.reconciler.owned();
+        self.metrics
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut announced) = self.metrics.announced.write() {
+            *announced = owned
+                .iter()
+                .flat_map(|(ip, o)| o.services.iter().map(move |s| (s.clone(), *ip)))
+                .collect();
+        }
         let desired = self.desired(&owned).await;
         for name in desired
             .iter()
