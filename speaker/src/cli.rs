@@ -94,6 +94,21 @@ pub struct RunArgs {
     /// disabled and every node with a Node object is a candidate.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub memberlist: bool,
+    /// UDP port for gossip (MetalLB's memberlist port).
+    #[arg(long, default_value_t = 7946, value_name = "PORT")]
+    pub memberlist_port: u16,
+    /// The address other speakers reach this one at (default: this node's
+    /// InternalIP from its Node object).
+    #[arg(long, value_name = "IP", env = "XDP_SPEAKER_ADVERTISE_ADDRESS")]
+    pub memberlist_advertise_address: Option<std::net::IpAddr>,
+    /// File holding the shared gossip key (32 bytes raw, 64 hex digits, or
+    /// base64 of 32 bytes). Without it gossip is not encrypted.
+    #[arg(long, value_name = "PATH")]
+    pub memberlist_key_file: Option<PathBuf>,
+    /// Extra peers to gossip with (comma-separated IP or IP:PORT), on top of
+    /// every Node's InternalIP.
+    #[arg(long, value_name = "PEERS", value_delimiter = ',')]
+    pub memberlist_join: Vec<String>,
     /// Interfaces never announced on (comma-separated regular expressions);
     /// the default is MetalLB's list. An empty value excludes nothing.
     #[arg(long, value_name = "REGEXES", value_delimiter = ',')]
@@ -106,8 +121,11 @@ pub struct RunArgs {
     pub gratuitous_interval: Duration,
     /// Stop answering when the daemon has not refreshed its heartbeat for this
     /// long (seconds; 0 disables the dead-man switch).
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "10")]
-    pub dead_man_timeout: Duration,
+    /// Default: slightly above the gossip's failure-detection time with
+    /// memberlist (so a dead control plane stops answering about when the
+    /// others take over), 10 s without.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub dead_man_timeout: Option<Duration>,
     /// Serve /metrics, /healthz and /readyz here (MetalLB's port); empty: off.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:7472")]
     pub metrics_address: String,

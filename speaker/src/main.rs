@@ -160,13 +160,37 @@ fn run_daemon(args: speaker::cli::RunArgs) -> Result<(), Error> {
                 .map_err(|e| Error::Config(format!("--exclude-interfaces: {e}")))?
         }
     };
-    if args.memberlist {
-        log::warn!(
-            "memberlist is not implemented yet: running with membership disabled \
-             (every node with a Node object is a candidate)"
-        );
-    }
-    let heartbeat_interval = (args.dead_man_timeout / 4).clamp(
+    let gossip = if args.memberlist {
+        let key = args
+            .memberlist_key_file
+            .as_deref()
+            .map(speaker::membership::Key::from_file)
+            .transpose()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        if key.is_none() {
+            log::warn!("no --memberlist-key-file: gossip is not encrypted or authenticated");
+        }
+        let join = args
+            .memberlist_join
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|peer| parse_peer(peer, args.memberlist_port))
+            .collect::<Result<Vec<_>, _>>()?;
+        Some(speaker::daemon::run::GossipSettings {
+            port: args.memberlist_port,
+            advertise: args.memberlist_advertise_address,
+            key,
+            join,
+            timers: speaker::membership::Timers::fast_lan(),
+        })
+    } else {
+        None
+    };
+    let dead_man_timeout = args.dead_man_timeout.unwrap_or_else(|| match &gossip {
+        Some(g) => dead_man_for(&g.timers),
+        None => std::time::Duration::from_secs(10),
+    });
+    let heartbeat_interval = (dead_man_timeout / 4).clamp(
         std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(1),
     );
@@ -194,7 +218,8 @@ fn run_daemon(args: speaker::cli::RunArgs) -> Result<(), Error> {
             periodic: (!args.gratuitous_interval.is_zero()).then_some(args.gratuitous_interval),
             ..AnnounceConfig::default()
         },
-        dead_man: args.dead_man_timeout,
+        dead_man: dead_man_timeout,
+        gossip,
         heartbeat_interval,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -203,4 +228,23 @@ fn run_daemon(args: speaker::cli::RunArgs) -> Result<(), Error> {
         .build()
         .map_err(|e| Error::io("starting the runtime", e))?;
     runtime.block_on(speaker::daemon::run::run(config))
+}
+
+/// `IP` or `IP:PORT` (IPv6 with a port as `[IP]:PORT`).
+fn parse_peer(text: &str, default_port: u16) -> Result<std::net::SocketAddr, Error> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, default_port))
+        .map_err(|_| Error::Config(format!("--memberlist-join: {text:?} is not IP or IP:PORT")))
+}
+
+/// The dead-man limit that goes with the gossip timers: about when the others
+/// declare a silent node down and take over (a probe period to notice, one
+/// more for the indirect probes, then the suspicion), so a node whose control
+/// plane died stops answering about when its successor starts (see
+/// docs/membership.md).
+fn dead_man_for(timers: &speaker::membership::Timers) -> std::time::Duration {
+    timers.probe_period * 2 + timers.suspect_to_down
 }

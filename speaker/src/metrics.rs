@@ -22,6 +22,7 @@ use crate::{
     announce::Announcer,
     daemon::change::ServiceKey,
     dataplane::{DataplaneMaps, PinDir},
+    membership::{Gossip, GossipStats},
 };
 
 /// What the daemon shares with the HTTP server.
@@ -34,6 +35,8 @@ pub struct MetricsState {
     pub announced: Arc<RwLock<Vec<(ServiceKey, IpAddr)>>>,
     /// True once the first complete cluster description has been applied.
     pub ready: Arc<AtomicBool>,
+    /// Gossip, once started.
+    pub gossip: Arc<std::sync::OnceLock<Gossip>>,
 }
 
 /// The numbers one scrape reports.
@@ -48,6 +51,8 @@ pub struct Sample {
     /// Every verdict reason of the data plane with its count.
     pub verdicts: Vec<(&'static str, u64)>,
     pub heartbeat_stale: bool,
+    /// `None` when membership is disabled.
+    pub gossip: Option<GossipStats>,
 }
 
 impl MetricsState {
@@ -57,6 +62,7 @@ impl MetricsState {
             announced: self.announced.read().map(|a| a.clone()).unwrap_or_default(),
             gratuitous: self.announcer.sent(),
             gratuitous_failures: self.announcer.failures(),
+            gossip: self.gossip.get().map(Gossip::stats),
             ..Sample::default()
         };
         // Read straight from the pins: the same numbers `speaker maps` shows.
@@ -129,6 +135,57 @@ pub fn render(sample: &Sample) -> String {
         "# HELP xdp_speaker_heartbeat_stale 1 when the dead-man switch has stopped the responder.\n# TYPE xdp_speaker_heartbeat_stale gauge\nxdp_speaker_heartbeat_stale {}",
         u8::from(sample.heartbeat_stale)
     );
+    if let Some(g) = &sample.gossip {
+        for (name, kind, help, value) in [
+            (
+                "xdp_speaker_gossip_members",
+                "gauge",
+                "Live speakers in the gossip cluster, this one included.",
+                g.members as u64,
+            ),
+            (
+                "xdp_speaker_gossip_bytes_sent",
+                "counter",
+                "Gossip bytes sent (sealed).",
+                g.bytes_sent,
+            ),
+            (
+                "xdp_speaker_gossip_bytes_received",
+                "counter",
+                "Gossip bytes received.",
+                g.bytes_received,
+            ),
+            (
+                "xdp_speaker_gossip_packets_sent",
+                "counter",
+                "Gossip datagrams sent.",
+                g.packets_sent,
+            ),
+            (
+                "xdp_speaker_gossip_packets_received",
+                "counter",
+                "Gossip datagrams received.",
+                g.packets_received,
+            ),
+            (
+                "xdp_speaker_gossip_auth_failures",
+                "counter",
+                "Gossip datagrams dropped for failing authentication.",
+                g.auth_failures,
+            ),
+            (
+                "xdp_speaker_gossip_rejoins",
+                "counter",
+                "Times the cluster declared this speaker down and it rejoined.",
+                g.rejoins,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+    }
     out
 }
 
@@ -198,6 +255,11 @@ mod tests {
             gratuitous_failures: BTreeMap::new(),
             verdicts: vec![("arp_answered", 7), ("not_owned", 2)],
             heartbeat_stale: false,
+            gossip: Some(GossipStats {
+                members: 3,
+                auth_failures: 2,
+                ..GossipStats::default()
+            }),
         };
         let text = render(&sample);
         for line in [
@@ -206,6 +268,8 @@ mod tests {
             "metallb_layer2_gratuitous_sent{ip=\"192.0.2.100\"} 10",
             "xdp_speaker_verdicts{reason=\"not_owned\"} 2",
             "xdp_speaker_heartbeat_stale 0",
+            "xdp_speaker_gossip_members 3",
+            "xdp_speaker_gossip_auth_failures 2",
             "# TYPE metallb_layer2_responses_sent counter",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");

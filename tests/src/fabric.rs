@@ -63,9 +63,9 @@ use std::{
 use serde_json::Value;
 
 use crate::netns::{
-    self, normalize_mac, parse_arping, parse_ndisc6, parse_neighbours, require_root, require_tools,
-    run, speaker_bin, vip_answered, wait_for, Arping, ArpingReport, CmdOutput, Neighbour,
-    COMMAND_TIMEOUT, NETNS_PREFIX, RUN_ROOT,
+    self, arping_flavor, normalize_mac, parse_arping, parse_ndisc6, parse_neighbours, require_root,
+    require_tools, run, speaker_bin, vip_answered, wait_for, Arping, ArpingFlavor, ArpingReport,
+    CmdOutput, Neighbour, COMMAND_TIMEOUT, NETNS_PREFIX, RUN_ROOT,
 };
 
 /// The name of every host's interface.
@@ -487,7 +487,7 @@ impl Fabric {
 
         // From here on, Drop cleans up whatever exists.
         for dir in [&fabric.bpffs, &fabric.cluster_dir, &fabric.log_dir] {
-            fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+            create_dir_all(dir);
         }
         must(
             "mount",
@@ -802,6 +802,22 @@ impl Fabric {
         (out, report)
     }
 
+    /// [`Fabric::arping`] with every request broadcast: iputils-arping
+    /// otherwise unicasts its requests to the first MAC that replied, so a
+    /// second responder would see only the first request (`-b`); Habets'
+    /// arping broadcasts by default.
+    pub fn arping_broadcast(&self, host: &str, arping: &Arping) -> (CmdOutput, ArpingReport) {
+        let mut args = arping.args();
+        if arping_flavor() == ArpingFlavor::Iputils {
+            args.insert(0, "-b".to_owned());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let limit = Duration::from_secs(u64::from(arping.deadline) + 30);
+        let out = self.exec_timeout(host, "arping", &args, limit);
+        let report = parse_arping(&out.stdout);
+        (out, report)
+    }
+
     /// `ndisc6 -n -m -r attempts -w wait_ms target eth0` from host `host`:
     /// every Neighbor Advertisement's target link-layer address (`-m`: all
     /// answers, not only the first).
@@ -1077,6 +1093,23 @@ fn run_in(ns: &str, program: &str, args: &[&str], timeout: Duration) -> CmdOutpu
     run("ip", &all, timeout)
 }
 
+/// `fs::create_dir_all`, retried: a lab ending meanwhile (in this process or
+/// another) removes [`RUN_ROOT`] when it finds it empty, which can happen
+/// between the creation of `RUN_ROOT` and that of its subdirectory.
+fn create_dir_all(dir: &Path) {
+    let mut attempts = 0;
+    loop {
+        match fs::create_dir_all(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 20 => {
+                attempts += 1;
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("creating {}: {e}", dir.display()),
+        }
+    }
+}
+
 /// Runs a setup command that must succeed.
 fn must(program: &str, args: &[&str]) -> CmdOutput {
     let out = run(program, args, COMMAND_TIMEOUT);
@@ -1171,8 +1204,24 @@ fn remove_fabric_dir(dir: &Path) {
 /// Removes what labs of dead processes left behind: their namespaces (both
 /// kinds of lab) and their directories under [`RUN_ROOT`].
 pub fn reap_stale() {
-    netns::reap_stale();
     let me = std::process::id();
+    let stale = |pid: u32| pid != me && !Path::new("/proc").join(pid.to_string()).exists();
+    // Processes such fabrics left in their namespaces (speakers die with
+    // their parent; other background commands may not), before the
+    // namespaces go.
+    if let Ok(entries) = fs::read_dir("/run/netns") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Only fabrics' namespaces: xdpspk-<pid>-f<seq>-<host>.
+            let mut parts = name.strip_prefix(NETNS_PREFIX).unwrap_or("").split('-');
+            let owner = parts.next().and_then(|pid| pid.parse::<u32>().ok());
+            let fabric = parts.next().is_some_and(|seq| seq.starts_with('f'));
+            if fabric && owner.is_some_and(stale) {
+                kill_namespace_processes(&name);
+            }
+        }
+    }
+    netns::reap_stale();
     let Ok(entries) = fs::read_dir(RUN_ROOT) else {
         return;
     };
@@ -1184,8 +1233,7 @@ pub fn reap_stale() {
         let Ok(pid) = pid.parse::<u32>() else {
             continue;
         };
-        if rest.starts_with('f') && pid != me && !Path::new("/proc").join(pid.to_string()).exists()
-        {
+        if rest.starts_with('f') && stale(pid) {
             remove_fabric_dir(&entry.path());
         }
     }

@@ -200,10 +200,11 @@ fn elected(fabric: &Fabric) -> String {
         .to_owned()
 }
 
-/// arping `count` requests for `target` from the client; the distinct MACs
-/// that replied, and the output.
+/// arping `count` requests for `target` from the client, every one of them
+/// broadcast (so that a second responder would see and answer each); the
+/// distinct MACs that replied, the number of replies, and the output.
 fn arping_macs(fabric: &Fabric, target: &str, count: u32) -> (BTreeSet<String>, usize, CmdOutput) {
-    let (out, report) = fabric.arping(CLIENT, &Arping::new(target, HOST_IF, count));
+    let (out, report) = fabric.arping_broadcast(CLIENT, &Arping::new(target, HOST_IF, count));
     let macs = report.replies.iter().map(|r| r.mac.clone()).collect();
     (macs, report.replies.len(), out)
 }
@@ -307,6 +308,13 @@ fn local_policy_owner_answers_then_moves_with_its_endpoint() {
         .iter()
         .map(|vip| fabric.neighbour(CLIENT, vip).expect("an entry per VIP"))
         .collect();
+    for entry in &before {
+        assert_eq!(
+            entry.lladdr.as_deref(),
+            Some(iris1.mac.as_str()),
+            "{entry:?}"
+        );
+    }
     let edited = Instant::now();
     fabric.write_cluster_state(&endpoint_on(&yaml, "iris2"));
     for (vip, old) in VIPS.iter().zip(&before) {

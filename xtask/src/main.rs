@@ -66,11 +66,19 @@ fn run(task: Task) -> Result<()> {
             ebpf::build()?;
             run::step("building the speaker binary the lab tests drive")?;
             run::cargo(&["build", "-p", "speaker"])?;
-            let mut args = vec!["test".to_owned()];
+            let mut args = vec!["test".to_owned(), "--no-fail-fast".to_owned()];
             args.extend(cargo_args);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             run::step("running the test suite")?;
-            run::cargo_test(&args)
+            let rust = run::cargo_test(&args)?;
+            run::step("running the Helm chart tests")?;
+            let chart = run::chart_test()?;
+            let (passed, failed) = (rust.passed + chart.passed, rust.failed + chart.failed);
+            println!("tests: {passed} passed, {failed} failed");
+            if failed > 0 {
+                anyhow::bail!("{failed} test(s) failed");
+            }
+            Ok(())
         }
         Task::Demo => {
             packages::ensure_test_tools()?;

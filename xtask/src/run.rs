@@ -42,38 +42,68 @@ pub fn cargo(args: &[&str]) -> Result<()> {
     status(Command::new(cargo).args(args).current_dir(workspace_root()))
 }
 
-/// Runs `cargo test`, passing its output through, and ends with one plain
-/// line totalling every test binary's `test result:` line, so the closing
-/// line of a run says how many tests ran across the whole workspace.
-pub fn cargo_test(args: &[&str]) -> Result<()> {
+/// Passed and failed counts of a test run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+/// Runs `command`, passing its stdout through line by line to `count`, which
+/// adds what the runner's summary lines say; fails when the command fails.
+fn counted(mut command: Command, count: impl Fn(&str, &mut Tally)) -> Result<Tally> {
     use std::io::{BufRead, BufReader};
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut child = Command::new(cargo)
-        .args(args)
+    let shown = format!("{command:?}");
+    let mut child = command
         .current_dir(workspace_root())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .context("starting cargo test")?;
-    let (mut passed, mut failed) = (0u64, 0u64);
+        .with_context(|| format!("starting {shown}"))?;
+    let mut tally = Tally::default();
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line?;
         println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            passed += count_before(rest, " passed");
-            failed += count_before(rest, " failed");
-        }
+        count(&line, &mut tally);
     }
     let status = child.wait()?;
-    println!("tests: {passed} passed, {failed} failed");
     if !status.success() {
-        bail!("cargo test failed ({status})");
+        // Still report what ran: the caller prints the totals before failing.
+        eprintln!("xtask: {shown} failed ({status})");
+        tally.failed = tally.failed.max(1);
     }
-    Ok(())
+    Ok(tally)
 }
 
-/// The number just before `label` in a `test result:` line.
+/// `cargo test`, totalling every test binary's `test result:` line.
+pub fn cargo_test(args: &[&str]) -> Result<Tally> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.args(args);
+    counted(command, |line, tally| {
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            tally.passed += count_before(rest, " passed");
+            tally.failed += count_before(rest, " failed");
+        }
+    })
+}
+
+/// The chart's pytest suite (`tests/chart/run.sh`), totalling pytest's summary.
+pub fn chart_test() -> Result<Tally> {
+    let mut command = Command::new("bash");
+    command.arg("tests/chart/run.sh");
+    counted(command, |line, tally| {
+        // pytest's closing line: "== 90 passed, 1 failed in 2.5s ==" or "90 passed in 2.5s".
+        if line.contains(" in ") && (line.contains(" passed") || line.contains(" failed")) {
+            let text = line.trim_matches(|c: char| c == '=' || c.is_whitespace());
+            tally.passed += count_before(text, " passed");
+            tally.failed += count_before(text, " failed");
+        }
+    })
+}
+
+/// The number just before `label` in a summary line.
 fn count_before(text: &str, label: &str) -> u64 {
     text.find(label)
-        .and_then(|end| text[..end].rsplit([' ', '.']).next()?.parse().ok())
+        .and_then(|end| text[..end].rsplit([' ', '.', ',']).next()?.parse().ok())
         .unwrap_or(0)
 }

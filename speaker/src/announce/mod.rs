@@ -211,7 +211,7 @@ impl Announcer {
         let running = self.inner.state.schedules().remove(&(ip, ifindex));
         if let Some(running) = running {
             running.stop();
-            log::info!("stopped announcing {ip} on interface index {ifindex}");
+            log::debug!("stopped announcing {ip} on interface index {ifindex}");
         }
     }
 
@@ -227,7 +227,7 @@ impl Announcer {
         for key in keys {
             if let Some(running) = schedules.remove(&key) {
                 running.stop();
-                log::info!("stopped announcing {} on interface index {ifindex}", key.0);
+                log::debug!("stopped announcing {} on interface index {ifindex}", key.0);
             }
         }
     }

@@ -71,17 +71,26 @@ fn labels(metadata: &meta::ObjectMeta) -> Labels {
 
 pub fn node(object: core::Node) -> Result<Node, String> {
     let name = required_name(&object.metadata)?;
-    let conditions = object
-        .status
-        .and_then(|s| s.conditions)
+    let status = object.status.unwrap_or_default();
+    let conditions = status
+        .conditions
         .unwrap_or_default()
         .into_iter()
         .map(|c| (c.type_, c.status))
+        .collect();
+    // Unparsable addresses are skipped: they only steer gossip, never the election.
+    let internal_ips = status
+        .addresses
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
         .collect();
     Ok(Node {
         name,
         labels: labels(&object.metadata),
         conditions,
+        internal_ips,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     time::Duration,
 };
@@ -21,6 +21,7 @@ use crate::{
     election::{Decision, ElectionOptions, Membership},
     error::{Error, Result},
     interfaces::{self, announce_interfaces, ExcludeList, Interface, LinkWatcher},
+    membership::{Gossip, GossipConfig, Key, Timers},
     metrics::MetricsState,
     sources,
     status::StatusWriter,
@@ -48,6 +49,20 @@ pub struct RunConfig {
     pub heartbeat_interval: Duration,
     /// Where to serve /metrics, /healthz and /readyz; `None`: nowhere.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Gossip membership; `None` runs with membership disabled.
+    pub gossip: Option<GossipSettings>,
+}
+
+/// `--memberlist*`: how this speaker gossips with the others.
+#[derive(Clone, Debug)]
+pub struct GossipSettings {
+    pub port: u16,
+    /// The address others reach us at; `None`: this node's first InternalIP.
+    pub advertise: Option<IpAddr>,
+    pub key: Option<Key>,
+    /// Explicit peers (`--memberlist-join`), on top of every Node's InternalIP.
+    pub join: Vec<SocketAddr>,
+    pub timers: Timers,
 }
 
 /// The node-local state the loop keeps between events.
@@ -67,6 +82,19 @@ struct Daemon {
     /// Services whose listed interfaces are all missing here, already reported.
     failed: BTreeSet<ServiceKey>,
     metrics: MetricsState,
+    /// Running gossip, once started (at start, or after the first cluster
+    /// description when the advertise address comes from our Node object).
+    gossip: Option<Gossip>,
+    /// Where membership updates go (into the same queue as cluster changes).
+    changes: mpsc::Sender<Change>,
+    /// With gossip, maps are not touched until membership has settled: right
+    /// after start we know only ourselves and would claim every IP.
+    settled: bool,
+    settle_deadline: tokio::time::Instant,
+    /// The newest member set gossip reported.
+    latest_members: Option<BTreeSet<String>>,
+    /// Whether the reconciler has been given a member set yet.
+    membership_applied: bool,
 }
 
 pub async fn run(config: RunConfig) -> Result<()> {
@@ -76,6 +104,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
     maps.heartbeat(Some(config.dead_man))?;
 
     let (tx, mut changes) = mpsc::channel::<Change>(1024);
+    let membership_tx = tx.clone();
     let status = match &config.source {
         Source::File(path) => {
             let path = path.clone();
@@ -113,6 +142,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         announcer: announcer.clone(),
         announced: Default::default(),
         ready: Default::default(),
+        gossip: Default::default(),
     };
     if let Some(address) = config.metrics_address {
         let metrics = metrics.clone();
@@ -126,7 +156,11 @@ pub async fn run(config: RunConfig) -> Result<()> {
         reconciler: Reconciler::new(
             config.node_name.clone(),
             config.options.clone(),
-            config.membership.clone(),
+            match config.gossip {
+                // Nobody wins until gossip has settled; see `Daemon::settled`.
+                Some(_) => Membership::Members(BTreeSet::new()),
+                None => config.membership.clone(),
+            },
         ),
         announcer,
         metrics,
@@ -134,11 +168,22 @@ pub async fn run(config: RunConfig) -> Result<()> {
         attached: BTreeSet::new(),
         synced: false,
         failed: BTreeSet::new(),
+        gossip: None,
+        changes: membership_tx,
+        settled: config.gossip.is_none(),
+        settle_deadline: tokio::time::Instant::now(),
+        latest_members: None,
+        membership_applied: config.gossip.is_none(),
         config,
         maps,
         status,
     };
     daemon.rescan_interfaces();
+    if let Some(settings) = daemon.config.gossip.clone() {
+        if let Some(ip) = settings.advertise {
+            daemon.start_gossip(ip).await?;
+        }
+    }
 
     let mut heartbeat = tokio::time::interval(daemon.config.heartbeat_interval);
     let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())
@@ -178,9 +223,20 @@ pub async fn run(config: RunConfig) -> Result<()> {
                     error!("refreshing the heartbeat: {e}");
                 }
             }
+            _ = tokio::time::sleep_until(daemon.settle_deadline), if !daemon.settled && daemon.synced && daemon.latest_members.is_some() => {
+                info!("membership settled by time: electing with the members seen so far");
+                daemon.settled = true;
+                daemon.apply(Vec::new()).await;
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
         }
+    }
+    if let Some(gossip) = &daemon.gossip {
+        // The others drop us at once and take over; our answers go on until
+        // the dead-man switch runs out, so no request goes unanswered meanwhile.
+        info!("leaving the gossip cluster");
+        gossip.leave().await;
     }
     // The pins stay: a restarted speaker adopts them with no gap in answering.
     // If none comes back, the dead-man switch stops the answers.
@@ -191,16 +247,54 @@ pub async fn run(config: RunConfig) -> Result<()> {
 impl Daemon {
     async fn apply(&mut self, batch: Vec<Change>) {
         let mut decisions = Vec::new();
+        let mut nodes_changed = false;
         for change in batch {
-            if matches!(change, Change::Reset(_)) {
-                self.synced = true;
+            match change {
+                // Until membership has settled the reconciler keeps the empty
+                // member set it started with (nobody wins, nothing is written).
+                Change::Membership(Membership::Members(members)) => {
+                    let settled_now = !self.settled;
+                    self.latest_members = Some(members.clone());
+                    self.check_settled();
+                    if self.settled && !settled_now {
+                        decisions.extend(
+                            self.reconciler
+                                .apply(Change::Membership(Membership::Members(members))),
+                        );
+                    }
+                    continue;
+                }
+                Change::Reset(_) => {
+                    self.synced = true;
+                    nodes_changed = true;
+                }
+                Change::Nodes(_) => nodes_changed = true,
+                _ => {}
             }
             decisions.extend(self.reconciler.apply(change));
         }
+        if nodes_changed {
+            self.nodes_changed().await;
+        }
+        self.check_settled();
+        decisions.extend(self.settle_if_due());
         for change in &decisions {
             self.report(change).await;
         }
         self.sync().await;
+    }
+
+    /// Once settled, hands the member set the reconciler was kept from.
+    fn settle_if_due(&mut self) -> Vec<DecisionChange> {
+        if !self.settled || self.membership_applied {
+            return Vec::new();
+        }
+        self.membership_applied = true;
+        let Some(members) = self.latest_members.clone() else {
+            return Vec::new();
+        };
+        self.reconciler
+            .apply(Change::Membership(Membership::Members(members)))
     }
 
     /// Logs every gain and withdrawal with its reason, and writes status.
@@ -224,6 +318,121 @@ impl Daemon {
             if let Some(status) = &self.status {
                 status.withdrawn(service, &reason).await;
             }
+        }
+    }
+
+    /// Gossip peers are every Node's InternalIP (speakers use the host
+    /// network); also where our own advertise address comes from.
+    async fn nodes_changed(&mut self) {
+        let Some(settings) = self.config.gossip.clone() else {
+            return;
+        };
+        if self.gossip.is_none() {
+            let own = self
+                .reconciler
+                .view()
+                .node(&self.config.node_name)
+                .and_then(|n| n.internal_ips.first().copied());
+            match own {
+                Some(ip) => {
+                    if let Err(e) = self.start_gossip(ip).await {
+                        error!("{e}");
+                    }
+                }
+                None => warn!(
+                    "node {:?} has no InternalIP: cannot gossip until it has one \
+                     (or pass --memberlist-advertise-address)",
+                    self.config.node_name
+                ),
+            }
+        }
+        if let Some(gossip) = &self.gossip {
+            let own = gossip.advertised_addr();
+            let mut peers: Vec<SocketAddr> = self
+                .reconciler
+                .view()
+                .nodes()
+                .iter()
+                .flat_map(|n| n.internal_ips.iter())
+                .map(|ip| SocketAddr::new(*ip, settings.port))
+                .filter(|addr| *addr != own)
+                .collect();
+            peers.extend(settings.join.iter().copied());
+            gossip.join(peers);
+        }
+    }
+
+    async fn start_gossip(&mut self, advertise: IpAddr) -> Result<()> {
+        let Some(settings) = self.config.gossip.clone() else {
+            return Ok(());
+        };
+        let bind = SocketAddr::new(
+            if advertise.is_ipv4() {
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            },
+            settings.port,
+        );
+        let config = GossipConfig {
+            node: self.config.node_name.clone(),
+            bind,
+            advertise: Some(SocketAddr::new(advertise, settings.port)),
+            key: settings.key.clone(),
+            timers: settings.timers.clone(),
+            seeds: settings.join.clone(),
+        };
+        let (gossip, mut members) = Gossip::start(config)
+            .await
+            .map_err(|e| Error::Config(format!("starting gossip on {bind}: {e}")))?;
+        info!(
+            "gossiping on {bind} as {:?}, advertising {}",
+            self.config.node_name,
+            gossip.advertised_addr()
+        );
+        let changes = self.changes.clone();
+        tokio::spawn(async move {
+            loop {
+                let set = members.borrow_and_update().clone();
+                let names: Vec<&str> = set.iter().map(String::as_str).collect();
+                info!("members: {}", names.join(", "));
+                if changes
+                    .send(Change::Membership(crate::election::Membership::Members(
+                        set,
+                    )))
+                    .await
+                    .is_err()
+                    || members.changed().await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        self.settle_deadline = tokio::time::Instant::now() + settings.timers.max_detection_for(3);
+        let _ = self.metrics.gossip.set(gossip.clone());
+        self.gossip = Some(gossip);
+        Ok(())
+    }
+
+    /// Settled once every node that could gossip is a member, or at the
+    /// deadline: a node that is down never joins.
+    fn check_settled(&mut self) {
+        if self.settled || !self.synced {
+            return;
+        }
+        let Some(members) = &self.latest_members else {
+            return;
+        };
+        let all = self
+            .reconciler
+            .view()
+            .nodes()
+            .iter()
+            .filter(|n| !n.internal_ips.is_empty())
+            .all(|n| members.contains(&n.name));
+        if all {
+            info!("membership settled: every node is a member");
+            self.settled = true;
         }
     }
 
@@ -258,7 +467,7 @@ impl Daemon {
     /// Brings the maps to exactly what this node owns, on the interfaces it
     /// announces on; starts announcements for what is new.
     async fn sync(&mut self) {
-        if !self.synced {
+        if !self.synced || !self.settled {
             return;
         }
         let owned = self.reconciler.owned();

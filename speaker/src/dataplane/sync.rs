@@ -130,7 +130,9 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
     for &(address, ifindex) in &plan.remove {
         match maps.remove_vip(address, ifindex) {
             Ok(_) => {
-                info!("VIP {address}: no longer answering on interface index {ifindex}");
+                let name = crate::interfaces::name_of(ifindex)
+                    .unwrap_or_else(|| format!("interface index {ifindex} (gone)"));
+                info!("VIP {address}: no longer answering on {name}");
                 present.remove(&(address, ifindex));
                 report.removed.push((address, ifindex));
                 if let IpAddr::V6(v6) = address {

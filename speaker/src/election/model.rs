@@ -17,6 +17,9 @@ pub struct Node {
     pub labels: Labels,
     /// `status.conditions`: type → status (`"True"`, `"False"`, `"Unknown"`).
     pub conditions: BTreeMap<String, String>,
+    /// `status.addresses` of type InternalIP: where this node's speaker gossips
+    /// (speakers use the host network). The election does not read them.
+    pub internal_ips: Vec<std::net::IpAddr>,
 }
 
 impl Node {

@@ -35,6 +35,7 @@ fn node(name: &str, zone: &str) -> Node {
         name: name.to_owned(),
         labels: labels(&[("zone", zone)]),
         conditions: [("Ready".to_owned(), "True".to_owned())].into(),
+        internal_ips: Vec::new(),
     }
 }
 

@@ -29,13 +29,16 @@ pub async fn run(path: PathBuf, tx: mpsc::Sender<Change>) -> Result<(), notify::
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // In a file's directory, only events naming the file count; the
         // read that follows decides whether anything changed.
+        // Our own reads raise open/access/close events: only writes,
+        // creations, renames and removals can change what the file says.
         let relevant = match event {
             Ok(event) => {
-                is_dir
-                    || event
-                        .paths
-                        .iter()
-                        .any(|p| p.file_name() == file_name.as_deref())
+                !matches!(event.kind, notify::EventKind::Access(_))
+                    && (is_dir
+                        || event
+                            .paths
+                            .iter()
+                            .any(|p| p.file_name() == file_name.as_deref()))
             }
             Err(_) => true,
         };

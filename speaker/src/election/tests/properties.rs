@@ -84,6 +84,7 @@ fn arb_node(name: &'static str) -> impl Strategy<Value = Node> {
                 name: name.to_owned(),
                 labels,
                 conditions,
+                internal_ips: Vec::new(),
             }
         })
 }

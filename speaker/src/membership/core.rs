@@ -1,0 +1,425 @@
+//! The SWIM protocol without I/O: foca plus sealing, a timer queue and the
+//! member set, driven by explicit time and explicit datagrams. The tokio
+//! driver and the simulated network both drive this same type.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use foca::{Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Runtime, Timer};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use super::identity::SpeakerId;
+use super::seal::{Key, PacketSeal};
+use super::timers::{Timers, TimersError};
+
+/// Peers given to `join` and not refreshed for this long are forgotten:
+/// three of MetalLB's 5-minute speaker-pod listings.
+pub const PEER_EXPIRY: Duration = Duration::from_secs(15 * 60);
+
+/// Counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GossipStats {
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    pub packets_received: u64,
+    pub bytes_received: u64,
+    /// Datagrams dropped because they did not authenticate under our key
+    /// (or were plaintext while we have a key, or sealed while we have none).
+    pub auth_failures: u64,
+    /// Authentic datagrams foca refused (undecodable, from ourselves, ...).
+    pub rejected: u64,
+    /// Datagrams the socket refused to send (driver only).
+    pub send_errors: u64,
+    /// Times the cluster declared us down and we rejoined as a new generation.
+    pub rejoins: u64,
+    /// Size of the current member set, ourselves included.
+    pub members: usize,
+}
+
+/// A sealed datagram to put on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// Where a peer address came from, which decides whether it expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerSource {
+    /// Configured seeds: kept for the lifetime of the process.
+    Seed,
+    /// Discovered from the cluster: kept while refreshed within [`PEER_EXPIRY`].
+    Discovered,
+}
+
+type Swim = Foca<SpeakerId, PostcardCodec, SmallRng, NoCustomBroadcast>;
+
+/// What foca asked for during one call, applied right after it.
+#[derive(Default)]
+struct Requests {
+    datagrams: Vec<(SocketAddr, Vec<u8>)>,
+    timers: Vec<(Duration, Timer<SpeakerId>)>,
+    notifications: Vec<OwnedNotification<SpeakerId>>,
+}
+
+impl Runtime<SpeakerId> for Requests {
+    fn notify(&mut self, notification: foca::Notification<'_, SpeakerId>) {
+        self.notifications.push(notification.to_owned());
+    }
+
+    fn send_to(&mut self, to: SpeakerId, data: &[u8]) {
+        self.datagrams.push((to.gossip_addr, data.to_vec()));
+    }
+
+    fn submit_after(&mut self, event: Timer<SpeakerId>, after: Duration) {
+        self.timers.push((after, event));
+    }
+}
+
+enum Duty {
+    Foca(Timer<SpeakerId>),
+    AnnounceToPeers,
+}
+
+/// A queued timer. Ordered by deadline, then by submission: a lagging driver
+/// then still hands foca a probe's `SendIndirectProbe` before the next
+/// `ProbeRandomMember`, the order foca's `Timer: Ord` exists to restore.
+struct Due {
+    at: Duration,
+    seq: u64,
+    duty: Duty,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// One speaker's membership protocol state.
+pub struct Core {
+    swim: Swim,
+    requests: Requests,
+    seal: PacketSeal,
+    due: BinaryHeap<Reverse<Due>>,
+    next_seq: u64,
+    /// Addresses to announce to while they are not live members; `None` =
+    /// a seed, `Some(t)` = discovered, last refreshed at `t`.
+    peers: BTreeMap<SocketAddr, Option<Duration>>,
+    announce_every: Duration,
+    members: BTreeSet<String>,
+    outgoing: VecDeque<Datagram>,
+    stats: GossipStats,
+    opened: Vec<u8>,
+    now: Duration,
+    left: bool,
+}
+
+impl Core {
+    /// A speaker that knows nobody yet. `rng_seed` drives foca's member
+    /// choices only (nonces come from the OS-seeded generator).
+    pub fn new(
+        identity: SpeakerId,
+        timers: &Timers,
+        key: Option<&Key>,
+        rng_seed: u64,
+        now: Duration,
+    ) -> Result<Core, TimersError> {
+        let config = timers.foca_config()?;
+        let members = BTreeSet::from([identity.node.clone()]);
+        let mut core = Core {
+            swim: Foca::new(
+                identity,
+                config,
+                SmallRng::seed_from_u64(rng_seed),
+                PostcardCodec,
+            ),
+            requests: Requests::default(),
+            seal: PacketSeal::new(key),
+            due: BinaryHeap::new(),
+            next_seq: 0,
+            peers: BTreeMap::new(),
+            announce_every: timers.periodic_announce,
+            members,
+            outgoing: VecDeque::new(),
+            stats: GossipStats::default(),
+            opened: Vec::new(),
+            now,
+            left: false,
+        };
+        core.stats.members = 1;
+        core.schedule(timers.periodic_announce, Duty::AnnounceToPeers);
+        Ok(core)
+    }
+
+    pub fn identity(&self) -> &SpeakerId {
+        self.swim.identity()
+    }
+
+    /// Node names of the members foca considers up (Alive or Suspect), and
+    /// always ourselves.
+    pub fn members(&self) -> &BTreeSet<String> {
+        &self.members
+    }
+
+    pub fn stats(&self) -> GossipStats {
+        self.stats
+    }
+
+    /// foca's view of a node: the state of its newest known identity.
+    pub fn state_of(&self, node: &str) -> Option<foca::State> {
+        self.swim
+            .iter_membership_state()
+            .filter(|member| member.id().node == node)
+            .max_by_key(|member| member.id().generation)
+            .map(|member| member.state())
+    }
+
+    /// When [`Core::handle_timers`] next has work.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.due.peek().map(|Reverse(due)| due.at)
+    }
+
+    /// Sealed datagrams produced so far, to be sent in order.
+    pub fn take_outgoing(&mut self) -> impl Iterator<Item = Datagram> + '_ {
+        self.outgoing.drain(..)
+    }
+
+    /// Adds or refreshes peers and announces to those that are not live
+    /// members yet. Idempotent: peers already in the cluster cost nothing.
+    pub fn join(
+        &mut self,
+        now: Duration,
+        peers: impl IntoIterator<Item = SocketAddr>,
+        source: PeerSource,
+    ) {
+        self.advance_clock(now);
+        let own = self.identity().gossip_addr;
+        let live = self.live_addrs();
+        let mut fresh = Vec::new();
+        for peer in peers.into_iter().filter(|peer| *peer != own) {
+            let refreshed = match source {
+                PeerSource::Seed => None,
+                PeerSource::Discovered => Some(now),
+            };
+            match self.peers.get_mut(&peer) {
+                Some(None) => {}
+                Some(last) => *last = refreshed,
+                None => {
+                    self.peers.insert(peer, refreshed);
+                }
+            }
+            if !live.contains(&peer) {
+                fresh.push(peer);
+            }
+        }
+        self.announce_to(fresh);
+    }
+
+    /// Feeds one received datagram.
+    pub fn handle_packet(&mut self, now: Duration, from: SocketAddr, datagram: &[u8]) {
+        self.advance_clock(now);
+        if self.left {
+            return;
+        }
+        self.stats.packets_received += 1;
+        self.stats.bytes_received += datagram.len() as u64;
+        if let Err(reason) = self.seal.open(datagram, &mut self.opened) {
+            self.stats.auth_failures += 1;
+            // A key mismatch otherwise only shows as a speaker alone in its
+            // member set; say so, at a rate that halves as it goes on.
+            if self.stats.auth_failures.is_power_of_two() {
+                log::warn!(
+                    "gossip: {} datagrams failed authentication, the last from {from}: {reason}; \
+                     do all speakers share the same gossip key?",
+                    self.stats.auth_failures
+                );
+            }
+            return;
+        }
+        if let Err(reason) = self.swim.handle_data(&self.opened, &mut self.requests) {
+            self.stats.rejected += 1;
+            log::debug!("gossip: foca refused datagram from {from}: {reason}");
+        }
+        self.apply_requests();
+    }
+
+    /// Runs every timer due at or before `now`.
+    pub fn handle_timers(&mut self, now: Duration) {
+        self.advance_clock(now);
+        while self.next_deadline().is_some_and(|at| at <= now) {
+            let Some(Reverse(due)) = self.due.pop() else {
+                break;
+            };
+            if self.left {
+                continue;
+            }
+            match due.duty {
+                Duty::Foca(timer) => {
+                    if let Err(reason) = self.swim.handle_timer(timer, &mut self.requests) {
+                        log::debug!("gossip: timer: {reason}");
+                    }
+                    self.apply_requests();
+                }
+                Duty::AnnounceToPeers => {
+                    self.schedule(self.announce_every, Duty::AnnounceToPeers);
+                    self.peers.retain(|_, refreshed| {
+                        refreshed.is_none_or(|at| now.saturating_sub(at) < PEER_EXPIRY)
+                    });
+                    self.announce_to_absent_peers();
+                }
+            }
+        }
+    }
+
+    /// Declares ourselves down to the others, who drop us at once, and stops.
+    ///
+    /// foca's leave gossips to `indirect_probes` random members; two more
+    /// rounds cover a lost datagram and reach more members of a large cluster
+    /// directly (the rest hear it epidemically).
+    pub fn leave(&mut self, now: Duration) {
+        self.advance_clock(now);
+        if self.left {
+            return;
+        }
+        if let Err(reason) = self.swim.leave_cluster(&mut self.requests) {
+            log::warn!("gossip: leave: {reason}");
+        }
+        for _ in 0..2 {
+            if let Err(reason) = self.swim.gossip(&mut self.requests) {
+                log::debug!("gossip: leave: {reason}");
+            }
+        }
+        self.apply_requests();
+        self.left = true;
+        self.due.clear();
+    }
+
+    fn advance_clock(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+    }
+
+    fn schedule(&mut self, after: Duration, duty: Duty) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.due.push(Reverse(Due {
+            at: self.now + after,
+            seq,
+            duty,
+        }));
+    }
+
+    fn live_addrs(&self) -> BTreeSet<SocketAddr> {
+        self.swim
+            .iter_members()
+            .map(|member| member.id().gossip_addr)
+            .collect()
+    }
+
+    fn announce_to_absent_peers(&mut self) {
+        let live = self.live_addrs();
+        let absent: Vec<_> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|peer| !live.contains(peer))
+            .collect();
+        self.announce_to(absent);
+    }
+
+    fn announce_to(&mut self, peers: Vec<SocketAddr>) {
+        for peer in peers {
+            if let Err(reason) = self
+                .swim
+                .announce(SpeakerId::unknown_at(peer), &mut self.requests)
+            {
+                log::debug!("gossip: announce to {peer}: {reason}");
+            }
+        }
+        self.apply_requests();
+    }
+
+    fn apply_requests(&mut self) {
+        for (to, packet) in std::mem::take(&mut self.requests.datagrams) {
+            let bytes = self.seal.seal(&packet);
+            self.stats.packets_sent += 1;
+            self.stats.bytes_sent += bytes.len() as u64;
+            self.outgoing.push_back(Datagram { to, bytes });
+        }
+        for (after, timer) in std::mem::take(&mut self.requests.timers) {
+            self.schedule(after, Duty::Foca(timer));
+        }
+        let notifications = std::mem::take(&mut self.requests.notifications);
+        if notifications.is_empty() {
+            return;
+        }
+        for notification in &notifications {
+            self.log_notification(notification);
+        }
+        // Renewed because someone told us we are down: the members that
+        // think so are not live for us either, so foca's own rejoin gossip
+        // may reach nobody; announce the new identity to our peers now
+        // rather than at the next announce period.
+        if notifications
+            .iter()
+            .any(|notification| matches!(notification, OwnedNotification::Rejoin(_)))
+        {
+            self.announce_to_absent_peers();
+        }
+        self.members = std::iter::once(self.identity().node.clone())
+            .chain(
+                self.swim
+                    .iter_members()
+                    .map(|member| member.id().node.clone()),
+            )
+            .collect();
+        self.stats.members = self.members.len();
+    }
+
+    fn log_notification(&mut self, notification: &OwnedNotification<SpeakerId>) {
+        let us = &self.swim.identity().node;
+        match notification {
+            OwnedNotification::MemberUp(id) => {
+                log::info!("gossip: {} ({}) is up", id.node, id.gossip_addr);
+            }
+            OwnedNotification::MemberDown(id) => {
+                log::info!("gossip: {} ({}) is down", id.node, id.gossip_addr);
+            }
+            OwnedNotification::Rename(old, new) => log::debug!(
+                "gossip: {} ({}) restarted: generation {} replaces {}",
+                new.node,
+                new.gossip_addr,
+                new.generation,
+                old.generation
+            ),
+            OwnedNotification::Active => log::info!("gossip: {us} joined the cluster"),
+            OwnedNotification::Idle => {
+                log::warn!("gossip: {us} reaches no other speaker; it is alone in its member set");
+            }
+            OwnedNotification::Defunct => {
+                log::warn!("gossip: the cluster declared {us} down and it cannot rejoin");
+            }
+            OwnedNotification::Rejoin(id) => {
+                self.stats.rejoins += 1;
+                log::warn!(
+                    "gossip: the cluster declared {us} down; rejoining as generation {}",
+                    id.generation
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The tokio side: one UDP socket, the core's timers on the tokio clock, and
+//! the member set published on a watch channel.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::core::{Core, GossipStats, PeerSource};
+use super::identity::SpeakerId;
+use super::seal::Key;
+use super::timers::{Timers, TimersError};
+
+/// memberlist's port, which MetalLB speakers use for the same purpose.
+pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
+
+/// Largest datagram we accept off the socket; foca refuses anything above
+/// its own limit after that, this only has to hold any UDP payload.
+const RECEIVE_BUFFER: usize = 65_536;
+
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    /// Our Kubernetes node name: the name others see in their member set.
+    pub node: String,
+    /// Where to listen, e.g. `0.0.0.0:7946`.
+    pub bind: SocketAddr,
+    /// The address others reach us at (the node IP with host networking).
+    /// Defaults to the bound address, which must then not be unspecified.
+    /// Port 0 means the bound port.
+    pub advertise: Option<SocketAddr>,
+    /// Shared key; `None` gossips in plaintext.
+    pub key: Option<Key>,
+    pub timers: Timers,
+    /// Addresses to join at start; kept for the lifetime of the process.
+    pub seeds: Vec<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GossipError {
+    #[error("cannot bind gossip socket {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("gossip socket bound to {0}: set an advertise address others can reach")]
+    AdvertiseRequired(SocketAddr),
+    #[error(transparent)]
+    Timers(#[from] TimersError),
+}
+
+enum Command {
+    Join(Vec<SocketAddr>),
+    Leave(oneshot::Sender<()>),
+}
+
+/// Handle to a running gossip task. Dropping every handle stops the task
+/// without a leave (the others then detect it as a crash).
+#[derive(Clone)]
+pub struct Gossip {
+    commands: mpsc::UnboundedSender<Command>,
+    stats: Arc<Mutex<GossipStats>>,
+    advertised: SocketAddr,
+}
+
+impl Gossip {
+    /// Binds the socket, announces to the seeds and starts gossiping. The
+    /// receiver holds our member set (ourselves included from the start) and
+    /// changes whenever a speaker comes up or is declared down.
+    pub async fn start(
+        config: GossipConfig,
+    ) -> Result<(Gossip, watch::Receiver<BTreeSet<String>>), GossipError> {
+        config.timers.validate()?;
+        let socket = UdpSocket::bind(config.bind)
+            .await
+            .map_err(|source| GossipError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let bound = socket.local_addr().map_err(|source| GossipError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let mut advertised = config.advertise.unwrap_or(bound);
+        if advertised.port() == 0 {
+            advertised.set_port(bound.port());
+        }
+        if advertised.ip().is_unspecified() {
+            return Err(GossipError::AdvertiseRequired(bound));
+        }
+        if config.key.is_none() {
+            log::warn!(
+                "gossip: no key configured; membership traffic on {bound} is plaintext and \
+                 anyone who can reach it can join or inject members"
+            );
+        }
+
+        let epoch = Instant::now();
+        let identity = SpeakerId::starting_now(config.node, advertised);
+        log::info!(
+            "gossip: {} listening on {bound}, advertising {advertised}, generation {}",
+            identity.node,
+            identity.generation
+        );
+        let mut core = Core::new(
+            identity,
+            &config.timers,
+            config.key.as_ref(),
+            rand::random(),
+            epoch.elapsed(),
+        )?;
+        core.join(epoch.elapsed(), config.seeds, PeerSource::Seed);
+
+        let (members_tx, members_rx) = watch::channel(core.members().clone());
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(Mutex::new(core.stats()));
+        let task = Task {
+            core,
+            socket,
+            epoch,
+            members: members_tx,
+            stats: Arc::clone(&stats),
+            send_errors: 0,
+        };
+        tokio::spawn(task.run(commands_rx));
+        Ok((
+            Gossip {
+                commands,
+                stats,
+                advertised,
+            },
+            members_rx,
+        ))
+    }
+
+    /// Adds or refreshes peers to announce to while they are not members.
+    /// Cheap and idempotent; call it with every discovered speaker address.
+    /// Peers not refreshed for [`super::core::PEER_EXPIRY`] are forgotten.
+    pub fn join(&self, peers: Vec<SocketAddr>) {
+        let _ = self.commands.send(Command::Join(peers));
+    }
+
+    /// Tells the others we are leaving, so they drop us at once, and stops.
+    pub async fn leave(&self) {
+        let (done, left) = oneshot::channel();
+        if self.commands.send(Command::Leave(done)).is_ok() {
+            let _ = left.await;
+        }
+    }
+
+    pub fn stats(&self) -> GossipStats {
+        *self
+            .stats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The address the others know us by.
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.advertised
+    }
+}
+
+struct Task {
+    core: Core,
+    socket: UdpSocket,
+    epoch: Instant,
+    members: watch::Sender<BTreeSet<String>>,
+    stats: Arc<Mutex<GossipStats>>,
+    send_errors: u64,
+}
+
+impl Task {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut buffer = vec![0u8; RECEIVE_BUFFER];
+        loop {
+            self.flush().await;
+            self.publish();
+            let wake = self.core.next_deadline().map(|at| self.epoch + at);
+            tokio::select! {
+                received = self.socket.recv_from(&mut buffer) => match received {
+                    Ok((len, from)) => {
+                        let now = self.epoch.elapsed();
+                        self.core.handle_packet(now, from, &buffer[..len]);
+                    }
+                    // E.g. ECONNREFUSED from an ICMP error to an earlier send.
+                    Err(error) => log::debug!("gossip: receive: {error}"),
+                },
+                () = sleep_until(wake) => self.core.handle_timers(self.epoch.elapsed()),
+                command = commands.recv() => match command {
+                    Some(Command::Join(peers)) => {
+                        self.core.join(self.epoch.elapsed(), peers, PeerSource::Discovered);
+                    }
+                    Some(Command::Leave(done)) => {
+                        self.core.leave(self.epoch.elapsed());
+                        self.flush().await;
+                        self.publish();
+                        log::info!("gossip: {} left the cluster", self.core.identity().node);
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        let outgoing: Vec<_> = self.core.take_outgoing().collect();
+        for datagram in outgoing {
+            if let Err(error) = self.socket.send_to(&datagram.bytes, datagram.to).await {
+                self.send_errors += 1;
+                log::debug!("gossip: send to {}: {error}", datagram.to);
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let current = self.core.members();
+        self.members.send_if_modified(|published| {
+            let changed = published != current;
+            if changed {
+                published.clone_from(current);
+            }
+            changed
+        });
+        let mut stats = self.core.stats();
+        stats.send_errors = self.send_errors;
+        *self
+            .stats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = stats;
+    }
+}
+
+async fn sleep_until(wake: Option<Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

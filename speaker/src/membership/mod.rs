@@ -1,0 +1,47 @@
+//! Which speakers are alive: SWIM membership over UDP (foca), the liveness
+//! source MetalLB gets from hashicorp/memberlist.
+//!
+//! - Identity ([`SpeakerId`]): Kubernetes node name, gossip address (default
+//!   port [`DEFAULT_GOSSIP_PORT`], 7946 like memberlist) and a generation, so
+//!   a restarted speaker replaces its old self at once.
+//! - Every datagram is sealed with ChaCha20-Poly1305 under a shared 32-byte
+//!   [`Key`] (file formats on [`Key`]); datagrams that fail authentication
+//!   are dropped and counted in [`GossipStats::auth_failures`]. Without a key
+//!   gossip is plaintext and a warning is logged.
+//! - [`Core`] is the protocol without I/O (time and datagrams are arguments);
+//!   [`Gossip`] runs it on tokio and publishes the member set on a watch
+//!   channel; [`SimulatedLan`] runs many cores on a simulated network.
+//!
+//! # Who is a member
+//!
+//! The published set holds this speaker and every speaker foca considers
+//! Alive **or Suspect**; a speaker leaves the set only once declared Down
+//! (failed to refute suspicion in time) or after leaving gracefully. This is
+//! memberlist's behaviour, which MetalLB relies on: memberlist tells MetalLB
+//! about a node only on join and on dead/left, never on suspicion. Suspicion
+//! is one prober's opinion — often the prober's own network hiccup — and is
+//! refuted within a gossip round when wrong; moving VIPs on it would make
+//! every lost ping a failover (gratuitous ARP storm, broken connections) and
+//! then a failback.
+//!
+//! The set is for `election::Membership::Members`: a speaker cut off from the
+//! others ends up with a set of one (itself) within [`Timers::max_detection`],
+//! exactly as the others drop it. Whether it should keep announcing then is
+//! the daemon's decision.
+
+mod core;
+mod driver;
+mod identity;
+mod seal;
+mod simulation;
+mod timers;
+
+#[cfg(test)]
+mod tests;
+
+pub use self::core::{Core, Datagram, GossipStats, PeerSource, PEER_EXPIRY};
+pub use self::driver::{Gossip, GossipConfig, GossipError, DEFAULT_GOSSIP_PORT};
+pub use self::identity::SpeakerId;
+pub use self::seal::{Key, KeyError, KeyFormatError, SEAL_OVERHEAD};
+pub use self::simulation::{simulate_bandwidth, SimulatedLan};
+pub use self::timers::{Timers, TimersError, MAX_DATAGRAM};
