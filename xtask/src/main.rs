@@ -46,6 +46,8 @@ enum Bench {
     Dataplane,
     /// Election and map sync at 10,000 services x 1,000 nodes.
     Election,
+    /// Failover times in a three-node namespace lab; gossip bandwidth.
+    Failover,
 }
 
 fn main() -> std::process::ExitCode {
@@ -84,13 +86,22 @@ fn run(task: Task) -> Result<()> {
             packages::ensure_test_tools()?;
             ebpf::build()?;
             run::cargo(&["build", "-p", "speaker"])?;
-            run::cargo(&["run", "--quiet", "-p", "speaker-tests", "--bin", "lab_demo"])
+            run::cargo(&["run", "--quiet", "-p", "speaker-tests", "--bin", "lab_demo"])?;
+            run::cargo(&[
+                "run",
+                "--quiet",
+                "-p",
+                "speaker-tests",
+                "--bin",
+                "election_demo",
+            ])
         }
         Task::Bench { what, json } => {
             ebpf::build()?;
             let bin = match what {
                 Bench::Dataplane => "bench_dataplane",
                 Bench::Election => "bench_election",
+                Bench::Failover => "bench_failover",
             };
             let mut args = vec![
                 "run",
