@@ -3,4 +3,5 @@ pub mod fabric;
 pub mod frames;
 pub mod kube_emulator;
 pub mod kube_lab;
+pub mod narration;
 pub mod netns;

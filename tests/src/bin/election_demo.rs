@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use speaker_tests::narration::Narrator;
 use speaker_tests::{
     fabric::{Fabric, HostSpec, Speaker, SpeakerMode, SpeakerOptions, BRIDGE, HOST_IF},
     netns::{require_root, run, speaker_bin, vip_answered, workspace_root, Arping, CmdOutput},
@@ -27,46 +28,27 @@ const EXAMPLE: &str = "docs/examples/iris-regression.yaml";
 
 struct Demo<'a> {
     fabric: &'a Fabric,
-    step: u32,
-    problems: Vec<String>,
+    narrator: Narrator,
+}
+
+impl std::ops::Deref for Demo<'_> {
+    type Target = Narrator;
+    fn deref(&self) -> &Narrator {
+        &self.narrator
+    }
+}
+
+impl std::ops::DerefMut for Demo<'_> {
+    fn deref_mut(&mut self) -> &mut Narrator {
+        &mut self.narrator
+    }
 }
 
 impl Demo<'_> {
-    fn heading(&mut self, title: &str) {
-        self.step += 1;
-        println!("\n==> {}. {title}", self.step);
-    }
-
-    fn show(&self, out: &CmdOutput) {
-        println!("$ {}", self.fabric.pretty(&out.command));
-        for line in out.stdout.lines().chain(out.stderr.lines()) {
-            println!("{line}");
-        }
-        if out.timed_out {
-            println!("(killed: it ran longer than allowed)");
-        } else if !out.status.success() {
-            println!(
-                "(exit status {})",
-                out.code().map_or("by signal".to_owned(), |c| c.to_string())
-            );
-        }
-    }
-
     fn show_log(&self, speaker: &Speaker, text: &str) {
         for line in text.lines() {
             println!("  {}| {line}", speaker.host());
         }
-    }
-
-    fn expect(&mut self, ok: bool, what: impl Into<String>) -> bool {
-        let what = what.into();
-        if ok {
-            println!("   ok: {what}");
-        } else {
-            println!("   MISSING: {what}");
-            self.problems.push(what);
-        }
-        ok
     }
 
     /// arping from the client, every request broadcast (so that any node
@@ -130,8 +112,7 @@ fn scenario() -> Result<String, String> {
 fn run_demo(fabric: &Fabric) -> Vec<String> {
     let mut demo = Demo {
         fabric,
-        step: 0,
-        problems: Vec::new(),
+        narrator: Narrator::default(),
     };
     let iris1 = fabric.host("iris1").clone();
     let iris2 = fabric.host("iris2").clone();
@@ -162,7 +143,7 @@ fn run_demo(fabric: &Fabric) -> Vec<String> {
         Ok(yaml) => yaml,
         Err(e) => {
             demo.expect(false, e);
-            return demo.problems;
+            return demo.problems().to_vec();
         }
     };
     fabric.write_cluster_state(&yaml);
@@ -350,7 +331,7 @@ fn run_demo(fabric: &Fabric) -> Vec<String> {
             format!("the speaker on {} exited cleanly", s.host()),
         );
     }
-    demo.problems
+    demo.problems().to_vec()
 }
 
 fn main() -> ExitCode {

@@ -8,54 +8,13 @@
 
 use std::{process::ExitCode, time::Duration};
 
+use speaker_tests::narration::Narrator;
 use speaker_tests::netns::{
-    require_root, vip_answered, Arping, CmdOutput, Lab, Side, XdpMode, NOT_OWNED_V4, VIP_V4, VIP_V6,
+    require_root, vip_answered, Arping, Lab, Side, XdpMode, NOT_OWNED_V4, VIP_V4, VIP_V6,
 };
 
-struct Demo<'a> {
-    lab: &'a Lab,
-    step: u32,
-    problems: Vec<String>,
-}
-
-impl Demo<'_> {
-    fn heading(&mut self, title: &str) {
-        self.step += 1;
-        println!("\n==> {}. {title}", self.step);
-    }
-
-    fn show(&self, out: &CmdOutput) {
-        println!("$ {}", self.lab.pretty(&out.command));
-        for line in out.stdout.lines().chain(out.stderr.lines()) {
-            println!("{line}");
-        }
-        if out.timed_out {
-            println!("(killed: it ran longer than allowed)");
-        } else if !out.status.success() {
-            println!(
-                "(exit status {})",
-                out.code().map_or("by signal".to_owned(), |c| c.to_string())
-            );
-        }
-    }
-
-    fn expect(&mut self, ok: bool, what: impl Into<String>) {
-        let what = what.into();
-        if ok {
-            println!("   ok: {what}");
-        } else {
-            println!("   MISSING: {what}");
-            self.problems.push(what);
-        }
-    }
-}
-
 fn run_demo(lab: &Lab) -> Vec<String> {
-    let mut demo = Demo {
-        lab,
-        step: 0,
-        problems: Vec::new(),
-    };
+    let mut demo = Narrator::default();
     let mac = lab.node_mac.clone();
 
     println!(
@@ -139,7 +98,7 @@ fn run_demo(lab: &Lab) -> Vec<String> {
         vip_answered(&maps, VIP_V6).is_some_and(|n| n >= 1),
         format!("{VIP_V6} answered at least 1 request"),
     );
-    demo.problems
+    demo.problems().to_vec()
 }
 
 fn main() -> ExitCode {
