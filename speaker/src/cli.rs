@@ -109,6 +109,14 @@ pub struct RunArgs {
     /// every Node's InternalIP.
     #[arg(long, value_name = "PEERS", value_delimiter = ',')]
     pub memberlist_join: Vec<String>,
+    /// With Kubernetes: label selector of the speaker pods, whose IPs are
+    /// gossip peers too (listed every minute, like MetalLB).
+    #[arg(long, value_name = "SELECTOR")]
+    pub memberlist_pod_selector: Option<String>,
+    /// Namespace of the speaker pods (default: the pod's own, from
+    /// POD_NAMESPACE, else --namespace).
+    #[arg(long, value_name = "NAMESPACE", env = "POD_NAMESPACE")]
+    pub memberlist_pod_namespace: Option<String>,
     /// Interfaces never announced on (comma-separated regular expressions);
     /// the default is MetalLB's list. An empty value excludes nothing.
     #[arg(long, value_name = "REGEXES", value_delimiter = ',')]

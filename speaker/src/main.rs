@@ -181,6 +181,13 @@ fn run_daemon(args: speaker::cli::RunArgs) -> Result<(), Error> {
             advertise: args.memberlist_advertise_address,
             key,
             join,
+            pod_selector: args.memberlist_pod_selector.clone().map(|selector| {
+                let namespace = args
+                    .memberlist_pod_namespace
+                    .clone()
+                    .unwrap_or_else(|| args.election.namespace.clone());
+                (selector, namespace)
+            }),
             timers: speaker::membership::Timers::fast_lan(),
         })
     } else {

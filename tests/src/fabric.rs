@@ -1084,6 +1084,554 @@ impl Drop for Fabric {
 }
 
 // ---------------------------------------------------------------------------
+// In-process tools inside a host's namespace: metrics over HTTP, an ARP
+// prober on an AF_PACKET socket
+// ---------------------------------------------------------------------------
+
+/// `setns(2)` flag for a network namespace.
+const CLONE_NEWNET: c_int = 0x4000_0000;
+const AF_PACKET: c_int = 17;
+const SOCK_RAW: c_int = 3;
+const SOCK_CLOEXEC: c_int = 0o2_000_000;
+const ETH_P_ARP: u16 = 0x0806;
+const POLLIN: i16 = 1;
+/// `sockaddr_ll.sll_pkttype` of a frame this host sent itself.
+const PACKET_OUTGOING: u8 = 4;
+
+/// `struct sockaddr_ll`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct SockaddrLl {
+    family: u16,
+    protocol: u16,
+    ifindex: c_int,
+    hatype: u16,
+    pkttype: u8,
+    halen: u8,
+    addr: [u8; 8],
+}
+
+/// `struct pollfd`.
+#[repr(C)]
+struct PollFd {
+    fd: c_int,
+    events: i16,
+    revents: i16,
+}
+
+extern "C" {
+    #[link_name = "setns"]
+    fn libc_setns(fd: c_int, nstype: c_int) -> c_int;
+    #[link_name = "socket"]
+    fn libc_socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int;
+    #[link_name = "bind"]
+    fn libc_bind(fd: c_int, address: *const SockaddrLl, len: u32) -> c_int;
+    #[link_name = "send"]
+    fn libc_send(fd: c_int, buf: *const std::ffi::c_void, len: usize, flags: c_int) -> isize;
+    #[link_name = "recvfrom"]
+    fn libc_recvfrom(
+        fd: c_int,
+        buf: *mut std::ffi::c_void,
+        len: usize,
+        flags: c_int,
+        address: *mut SockaddrLl,
+        len: *mut u32,
+    ) -> isize;
+    #[link_name = "poll"]
+    fn libc_poll(fds: *mut PollFd, nfds: std::os::raw::c_ulong, timeout: c_int) -> c_int;
+    #[link_name = "if_nametoindex"]
+    fn libc_if_nametoindex(name: *const std::os::raw::c_char) -> u32;
+}
+
+/// Parses a `aa:bb:cc:dd:ee:ff` MAC.
+fn mac_bytes(mac: &str) -> [u8; 6] {
+    let mut out = [0u8; 6];
+    let parts: Vec<&str> = mac.split(':').collect();
+    assert_eq!(parts.len(), 6, "{mac:?} is not a MAC");
+    for (o, p) in out.iter_mut().zip(parts) {
+        *o = u8::from_str_radix(p, 16).unwrap_or_else(|_| panic!("{mac:?} is not a MAC"));
+    }
+    out
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The value of Prometheus metric `name` in `text` (the exposition format):
+/// the sum over every line of that metric (all label sets); `None` if it
+/// has no line.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let value = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let Some(v) = value {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+impl Fabric {
+    /// Runs `f` on a fresh thread that has entered host `host`'s network
+    /// namespace (only that thread: sockets it opens belong to the host and
+    /// stay usable from any thread afterwards).
+    pub fn in_host<T: Send>(&self, host: &str, f: impl FnOnce() -> T + Send) -> T {
+        let ns = self.host(host).ns.clone();
+        thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let path = Path::new("/run/netns").join(&ns);
+                    let file =
+                        File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: plain syscall on a descriptor we hold.
+                    if unsafe { libc_setns(file.as_raw_fd(), CLONE_NEWNET) } != 0 {
+                        panic!("setns into {ns}: {}", io::Error::last_os_error());
+                    }
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// `GET path` from `127.0.0.1:port` inside host `host` (HTTP/1.1,
+    /// `Connection: close`); the status code and the body.
+    pub fn http_get(&self, host: &str, port: u16, path: &str) -> io::Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        self.in_host(host, move || {
+            let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let mut stream =
+                std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(request.as_bytes())?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response)?;
+            let response = String::from_utf8_lossy(&response).into_owned();
+            let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+            let code = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("no status: {head:?}"))
+                })?;
+            Ok((code, body.to_owned()))
+        })
+    }
+
+    /// The speaker's `/metrics` in host `host` (MetalLB's port 7472).
+    pub fn metrics(&self, host: &str) -> io::Result<String> {
+        let (code, body) = self.http_get(host, 7472, "/metrics")?;
+        if code != 200 {
+            return Err(io::Error::other(format!("/metrics answered {code}")));
+        }
+        Ok(body)
+    }
+
+    /// One metric of the speaker in host `host` ([`metric_value`]); `None`
+    /// if the speaker cannot be reached or does not export it.
+    pub fn metric(&self, host: &str, name: &str) -> Option<f64> {
+        self.metrics(host)
+            .ok()
+            .and_then(|text| metric_value(&text, name))
+    }
+
+    /// An ARP prober in host `host` (which must have an IPv4 address) asking
+    /// for `target` on its `eth0`; see [`ArpProber`].
+    pub fn arp_prober(&self, host: &str, target: Ipv4Addr) -> ArpProber {
+        let h = self.host(host).clone();
+        let client_ip =
+            h.v4.unwrap_or_else(|| panic!("host {host} has no IPv4 address"));
+        let fd = self
+            .in_host(host, || -> io::Result<std::os::fd::OwnedFd> {
+                use std::os::fd::FromRawFd;
+                let name = std::ffi::CString::new(HOST_IF).expect("no NUL in the name");
+                // SAFETY: a valid C string.
+                let ifindex = unsafe { libc_if_nametoindex(name.as_ptr()) };
+                if ifindex == 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let protocol = ETH_P_ARP.to_be();
+                // SAFETY: plain syscall.
+                let raw = unsafe {
+                    libc_socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, c_int::from(protocol))
+                };
+                if raw < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: a fresh descriptor nobody else owns.
+                let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+                let address = SockaddrLl {
+                    family: AF_PACKET as u16,
+                    protocol,
+                    ifindex: ifindex as c_int,
+                    ..Default::default()
+                };
+                use std::os::fd::AsRawFd;
+                // SAFETY: a valid sockaddr_ll of the size passed.
+                let ret = unsafe {
+                    libc_bind(
+                        fd.as_raw_fd(),
+                        &address,
+                        std::mem::size_of::<SockaddrLl>() as u32,
+                    )
+                };
+                if ret != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(fd)
+            })
+            .unwrap_or_else(|e| panic!("opening an AF_PACKET socket in {host}: {e}"));
+        ArpProber {
+            fd,
+            mac: mac_bytes(&h.mac),
+            ip: client_ip,
+            target,
+            seq: 0,
+            session: std::process::id() as u16 ^ (FABRIC_SEQ.load(Ordering::SeqCst) as u16),
+        }
+    }
+}
+
+/// One ARP request an [`ArpProber`] sent and what answered it.
+#[derive(Clone, Debug)]
+pub struct ArpProbe {
+    /// Its number in the prober's sequence (from 1).
+    pub seq: u64,
+    pub sent: Instant,
+    /// Every reply to it: the replier's MAC (sender hardware address, lower
+    /// case) and when it arrived, in arrival order.
+    pub answers: Vec<(String, Instant)>,
+}
+
+impl ArpProbe {
+    /// The distinct MACs that answered.
+    pub fn macs(&self) -> std::collections::BTreeSet<String> {
+        self.answers.iter().map(|(m, _)| m.clone()).collect()
+    }
+
+    /// When `mac` first answered, if it did.
+    pub fn answered_by(&self, mac: &str) -> Option<Instant> {
+        self.answers.iter().find(|(m, _)| m == mac).map(|(_, t)| *t)
+    }
+}
+
+/// A gratuitous ARP (sender IP = target IP = the probed address) the
+/// prober saw: who sent it and when.
+#[derive(Clone, Debug)]
+pub struct GratuitousArp {
+    pub mac: String,
+    pub at: Instant,
+}
+
+/// What a running [`ArpProber::spawn`] series has seen so far.
+#[derive(Clone, Debug, Default)]
+pub struct ArpSeries {
+    pub probes: Vec<ArpProbe>,
+    pub gratuitous: Vec<GratuitousArp>,
+}
+
+/// Broadcast ARP requests for one address from a host's `eth0`, on an
+/// AF_PACKET socket opened in that host's namespace, with every reply
+/// matched to its request exactly: each request carries a tag in its
+/// Ethernet padding (the responder keeps the padding in its reply), so a
+/// late reply is never counted for the wrong request. Replies without the
+/// tag (a kernel would drop it) go to the newest request. The host's kernel
+/// still sees the replies (they are not consumed) but does not act on them:
+/// it sent no request itself.
+pub struct ArpProber {
+    fd: std::os::fd::OwnedFd,
+    mac: [u8; 6],
+    ip: Ipv4Addr,
+    target: Ipv4Addr,
+    seq: u64,
+    session: u16,
+}
+
+const PROBE_MAGIC: [u8; 2] = *b"xs";
+
+impl ArpProber {
+    fn request(&self, seq: u64) -> Vec<u8> {
+        let mut frame = crate::frames::arp_request(self.mac, self.ip, self.target);
+        frame.resize(60, 0);
+        frame[42..44].copy_from_slice(&PROBE_MAGIC);
+        frame[44..46].copy_from_slice(&self.session.to_be_bytes());
+        frame[46..54].copy_from_slice(&seq.to_be_bytes());
+        frame
+    }
+
+    fn send_next(&mut self) -> io::Result<u64> {
+        use std::os::fd::AsRawFd;
+        self.seq += 1;
+        let frame = self.request(self.seq);
+        // SAFETY: a valid buffer of the length passed.
+        let sent = unsafe { libc_send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(self.seq)
+    }
+
+    /// Waits until `deadline` for frames; each reply for the target is
+    /// handed to `on_reply(tag, mac, at)`, each gratuitous ARP for it to
+    /// `on_gratuitous(mac, at)`.
+    fn receive_until(
+        &self,
+        deadline: Instant,
+        mut on_reply: impl FnMut(Option<u64>, String, Instant),
+        mut on_gratuitous: impl FnMut(String, Instant),
+    ) {
+        use std::os::fd::AsRawFd;
+        let mut buf = [0u8; 2048];
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let left = deadline - now;
+            let mut pfd = PollFd {
+                fd: self.fd.as_raw_fd(),
+                events: POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_micros().div_ceil(1000).min(c_int::MAX as u128) as c_int;
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc_poll(&mut pfd, 1, ms) };
+            if ready <= 0 {
+                continue;
+            }
+            let mut from = SockaddrLl::default();
+            let mut from_len = std::mem::size_of::<SockaddrLl>() as u32;
+            // SAFETY: valid buffers of the lengths passed.
+            let n = unsafe {
+                libc_recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                    &mut from,
+                    &mut from_len,
+                )
+            };
+            let at = Instant::now();
+            if n <= 0 || from.pkttype == PACKET_OUTGOING {
+                continue;
+            }
+            let frame = &buf[..n as usize];
+            let Ok(reply) = crate::frames::parse_arp_reply(frame) else {
+                // Gratuitous ARP requests (sender = target = the address).
+                if let Ok(request) = parse_arp_request(frame) {
+                    if request.0 == self.target && request.1 == self.target {
+                        on_gratuitous(mac_text(request.2), at);
+                    }
+                }
+                continue;
+            };
+            if reply.spa != self.target {
+                continue;
+            }
+            if reply.tpa == self.target {
+                on_gratuitous(mac_text(reply.sha), at);
+                continue;
+            }
+            if reply.tpa != self.ip || reply.tha != self.mac || reply.eth_dst != self.mac {
+                continue;
+            }
+            let tag = (frame.len() >= 54
+                && frame[42..44] == PROBE_MAGIC
+                && frame[44..46] == self.session.to_be_bytes())
+            .then(|| {
+                let mut seq = [0u8; 8];
+                seq.copy_from_slice(&frame[46..54]);
+                u64::from_be_bytes(seq)
+            });
+            on_reply(tag, mac_text(reply.sha), at);
+        }
+    }
+
+    /// Sends one request and collects the replies for `window`.
+    pub fn probe(&mut self, window: Duration) -> io::Result<ArpProbe> {
+        let sent = Instant::now();
+        let seq = self.send_next()?;
+        let mut probe = ArpProbe {
+            seq,
+            sent,
+            answers: Vec::new(),
+        };
+        self.receive_until(
+            sent + window,
+            |tag, mac, at| {
+                if tag.is_none_or(|t| t == seq) {
+                    probe.answers.push((mac, at));
+                }
+            },
+            |_, _| {},
+        );
+        Ok(probe)
+    }
+
+    /// `count` requests, one every `interval`.
+    pub fn series(&mut self, count: usize, interval: Duration) -> io::Result<Vec<ArpProbe>> {
+        (0..count).map(|_| self.probe(interval)).collect()
+    }
+
+    /// Sends a request every `interval` on a thread of its own until the
+    /// handle is stopped; what it has seen is readable at any time.
+    pub fn spawn(mut self, interval: Duration) -> ArpProbing {
+        let shared = Arc::new(Mutex::new(ArpSeries::default()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut next = Instant::now();
+                while !stop.load(Ordering::SeqCst) {
+                    let sent = Instant::now();
+                    let seq = match self.send_next() {
+                        Ok(seq) => seq,
+                        Err(e) => return Err(e),
+                    };
+                    lock(&shared).probes.push(ArpProbe {
+                        seq,
+                        sent,
+                        answers: Vec::new(),
+                    });
+                    next += interval;
+                    if next < Instant::now() {
+                        // Fell behind (a stalled thread): no burst to catch up.
+                        next = Instant::now() + interval;
+                    }
+                    self.receive_until(
+                        next,
+                        |tag, mac, at| {
+                            let mut series = lock(&shared);
+                            let probe = match tag {
+                                Some(t) => series.probes.iter_mut().rev().find(|p| p.seq == t),
+                                None => series.probes.last_mut(),
+                            };
+                            if let Some(p) = probe {
+                                p.answers.push((mac, at));
+                            }
+                        },
+                        |mac, at| lock(&shared).gratuitous.push(GratuitousArp { mac, at }),
+                    );
+                }
+                Ok(())
+            })
+        };
+        ArpProbing {
+            shared,
+            stop,
+            thread: Some(thread),
+            interval,
+        }
+    }
+}
+
+/// `(sender IP, target IP, sender MAC)` of an Ethernet/IPv4 ARP request.
+fn parse_arp_request(frame: &[u8]) -> Result<(Ipv4Addr, Ipv4Addr, [u8; 6]), ()> {
+    if frame.len() < 42
+        || frame[12..14] != [0x08, 0x06]
+        || frame[14..22] != [0, 1, 8, 0, 6, 4, 0, 1]
+    {
+        return Err(());
+    }
+    let ip = |o: usize| Ipv4Addr::new(frame[o], frame[o + 1], frame[o + 2], frame[o + 3]);
+    let mut sha = [0u8; 6];
+    sha.copy_from_slice(&frame[22..28]);
+    Ok((ip(28), ip(38), sha))
+}
+
+/// A running [`ArpProber::spawn`]: requests go out every `interval` until
+/// [`ArpProbing::stop`] (or drop).
+pub struct ArpProbing {
+    shared: Arc<Mutex<ArpSeries>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    interval: Duration,
+}
+
+impl ArpProbing {
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// What it has seen so far (the newest request may still get answers).
+    pub fn snapshot(&self) -> ArpSeries {
+        lock(&self.shared).clone()
+    }
+
+    /// Waits up to `limit` for a reply from `mac` to a request sent at or
+    /// after `since`; that probe and the reply's arrival time.
+    pub fn wait_answer_from(
+        &self,
+        mac: &str,
+        since: Instant,
+        limit: Duration,
+    ) -> Option<(ArpProbe, Instant)> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let found = lock(&self.shared)
+                .probes
+                .iter()
+                .filter(|p| p.sent >= since)
+                .find_map(|p| p.answered_by(mac).map(|at| (p.clone(), at)));
+            if found.is_some() {
+                return found;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops sending, waits one more interval for late replies, and returns
+    /// everything seen. Panics if the socket failed.
+    pub fn stop(mut self) -> ArpSeries {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> ArpSeries {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => panic!("the ARP prober failed: {e}"),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        lock(&self.shared).clone()
+    }
+}
+
+impl Drop for ArpProbing {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
 

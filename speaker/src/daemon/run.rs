@@ -62,6 +62,9 @@ pub struct GossipSettings {
     pub key: Option<Key>,
     /// Explicit peers (`--memberlist-join`), on top of every Node's InternalIP.
     pub join: Vec<SocketAddr>,
+    /// With Kubernetes: the speaker pods' labels and namespace; their pod IPs
+    /// are peers too (re-listed every minute).
+    pub pod_selector: Option<(String, String)>,
     pub timers: Timers,
 }
 
@@ -95,6 +98,8 @@ struct Daemon {
     latest_members: Option<BTreeSet<String>>,
     /// Whether the reconciler has been given a member set yet.
     membership_applied: bool,
+    /// Speaker pods' IPs, when listed by label.
+    pod_peers: Vec<IpAddr>,
 }
 
 pub async fn run(config: RunConfig) -> Result<()> {
@@ -105,6 +110,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
 
     let (tx, mut changes) = mpsc::channel::<Change>(1024);
     let membership_tx = tx.clone();
+    let (pods_tx, mut speaker_pods) = mpsc::channel::<Vec<IpAddr>>(4);
     let status = match &config.source {
         Source::File(path) => {
             let path = path.clone();
@@ -121,6 +127,17 @@ pub async fn run(config: RunConfig) -> Result<()> {
                 .map_err(|e| Error::Cluster(e.to_string()))?;
             let namespace = config.options.metallb_namespace.clone();
             let source_client = client.clone();
+            if let Some((selector, pod_namespace)) =
+                config.gossip.as_ref().and_then(|g| g.pod_selector.clone())
+            {
+                tokio::spawn(sources::kube::speaker_pod_addresses(
+                    client.clone(),
+                    pod_namespace,
+                    selector,
+                    Duration::from_secs(60),
+                    pods_tx,
+                ));
+            }
             tokio::spawn(async move {
                 if let Err(e) = sources::kube::run(source_client, namespace.clone(), tx).await {
                     error!("Kubernetes watches stopped: {e}");
@@ -174,6 +191,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         settle_deadline: tokio::time::Instant::now(),
         latest_members: None,
         membership_applied: config.gossip.is_none(),
+        pod_peers: Vec::new(),
         config,
         maps,
         status,
@@ -210,6 +228,10 @@ pub async fn run(config: RunConfig) -> Result<()> {
                     batch.push(more);
                 }
                 daemon.apply(batch).await;
+            }
+            Some(addresses) = speaker_pods.recv() => {
+                daemon.pod_peers = addresses;
+                daemon.join_peers();
             }
             changed = links.changed() => {
                 if let Err(e) = changed {
@@ -324,9 +346,9 @@ impl Daemon {
     /// Gossip peers are every Node's InternalIP (speakers use the host
     /// network); also where our own advertise address comes from.
     async fn nodes_changed(&mut self) {
-        let Some(settings) = self.config.gossip.clone() else {
+        if self.config.gossip.is_none() {
             return;
-        };
+        }
         if self.gossip.is_none() {
             let own = self
                 .reconciler
@@ -346,20 +368,31 @@ impl Daemon {
                 ),
             }
         }
-        if let Some(gossip) = &self.gossip {
-            let own = gossip.advertised_addr();
-            let mut peers: Vec<SocketAddr> = self
-                .reconciler
-                .view()
-                .nodes()
-                .iter()
-                .flat_map(|n| n.internal_ips.iter())
-                .map(|ip| SocketAddr::new(*ip, settings.port))
-                .filter(|addr| *addr != own)
-                .collect();
-            peers.extend(settings.join.iter().copied());
-            gossip.join(peers);
-        }
+        self.join_peers();
+    }
+
+    /// Tells gossip every peer we know: Nodes' InternalIPs, speaker pods and
+    /// `--memberlist-join`. Cheap when nothing is new.
+    fn join_peers(&self) {
+        let (Some(gossip), Some(settings)) = (&self.gossip, &self.config.gossip) else {
+            return;
+        };
+        let own = gossip.advertised_addr();
+        let node_ips = self
+            .reconciler
+            .view()
+            .nodes()
+            .iter()
+            .flat_map(|n| n.internal_ips.iter());
+        let mut peers: Vec<SocketAddr> = node_ips
+            .chain(self.pod_peers.iter())
+            .map(|ip| SocketAddr::new(*ip, settings.port))
+            .filter(|addr| *addr != own)
+            .collect();
+        peers.extend(settings.join.iter().copied());
+        peers.sort();
+        peers.dedup();
+        gossip.join(peers);
     }
 
     async fn start_gossip(&mut self, advertise: IpAddr) -> Result<()> {
