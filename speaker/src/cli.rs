@@ -50,7 +50,7 @@ pub enum Command {
         pins: PinArgs,
     },
     /// The speaker daemon: watch the cluster, elect, keep the maps in sync, announce.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Dry-run the layer-2 election over a cluster described in YAML: for every
     /// LoadBalancer IP, the elected node and every other node's reason.
     Election {

@@ -106,7 +106,7 @@ fn run(command: Command) -> Result<(), Error> {
             let mut maps = DataplaneMaps::from_pins(&PinDir::new(pins.pin_dir))?;
             maps.heartbeat(max_age)?;
         }
-        Command::Run(args) => run_daemon(args)?,
+        Command::Run(args) => run_daemon(*args)?,
         Command::Election {
             cluster_state,
             json,
