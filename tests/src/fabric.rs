@@ -33,6 +33,13 @@
 //! Either start the speakers with [`SpeakerMode::Generic`], or call
 //! [`Fabric::attach_pass_through_ports`] and use native (or auto) mode.
 //!
+//! In-process tools inside a host ([`Fabric::in_host`] runs a closure on a
+//! thread that has entered the host's network namespace): the speaker's
+//! `/metrics` ([`Fabric::metrics`], [`Fabric::metric`]), and an ARP prober
+//! on an AF_PACKET socket ([`Fabric::arp_prober`]) that tells, for every
+//! broadcast request, which MACs answered (a tag in the padding matches
+//! replies to requests; see [`ArpProber`]).
+//!
 //! Teardown, in `Drop`, also while a failing test unwinds: the speakers are
 //! killed (SIGKILL; their logs are printed to stderr first when the thread is
 //! panicking), then any other process left in the lab's namespaces, then the

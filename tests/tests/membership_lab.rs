@@ -10,10 +10,11 @@
 //! run (`speaker election --members …`), never assumed.
 //!
 //! The client asks with its own tools (`arping -b`, `ndisc6 -m`, `ping`,
-//! `ip neigh`) and with an in-process prober ([`ArpProber`]: a broadcast ARP
-//! request every 100 ms from an AF_PACKET socket in the client's namespace,
-//! each reply matched to its request by a tag in the padding), which tells
-//! for EVERY request which MACs answered.
+//! `ip neigh`) and with an in-process prober
+//! ([`speaker_tests::fabric::ArpProber`]: a broadcast ARP request every
+//! 100 ms from an AF_PACKET socket in the client's namespace, each reply
+//! matched to its request by a tag in the padding), which tells for EVERY
+//! request which MACs answered.
 //!
 //! - `steady_state_only_the_elected_node_answers`: every request of a 3 s
 //!   series is answered by exactly one MAC, the one the dry run elects; the
@@ -43,6 +44,9 @@
 //!   `--memberlist=false`, `externalTrafficPolicy: Local` and the ready
 //!   endpoint on iris1 (MetalLB #2425): iris1 answers (ARP and NDP), iris2
 //!   and iris3 hold nothing and never answer; no gossip metrics.
+//!
+//! `MEMBERSHIP_LAB_LOGS=1` prints every speaker's log at the end of each test
+//! (a failing test prints them anyway).
 //!
 //! The tests take a lock and run one after the other: the failover timings
 //! assume the two cores are not shared with two other labs.
@@ -497,6 +501,15 @@ impl Lab {
     }
 }
 
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // MEMBERSHIP_LAB_LOGS=1: every speaker's log, also when the test passed.
+        if std::env::var_os("MEMBERSHIP_LAB_LOGS").is_some() && !thread::panicking() {
+            eprintln!("{}", self.fabric.all_logs());
+        }
+    }
+}
+
 fn others<'a>(node: &str) -> Vec<&'a str> {
     NODES.iter().copied().filter(|n| *n != node).collect()
 }
@@ -898,6 +911,11 @@ fn memberlist_disabled_local_policy_issue_2425() {
         assert!(
             s.wait_log("membership disabled", Duration::ZERO).is_some(),
             "{node} must say membership is disabled:\n{}",
+            s.log()
+        );
+        assert!(
+            s.log_lines_with("gossip").is_empty(),
+            "{node} must not gossip with --memberlist=false:\n{}",
             s.log()
         );
         assert_eq!(

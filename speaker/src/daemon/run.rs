@@ -209,9 +209,10 @@ pub async fn run(config: RunConfig) -> Result<()> {
     info!(
         "speaker running as node {:?}, membership {}",
         daemon.config.node_name,
-        match &daemon.config.membership {
-            Membership::Disabled => "disabled (every node is a candidate)".to_owned(),
-            Membership::Members(m) => format!("{} member(s)", m.len()),
+        match (&daemon.config.gossip, &daemon.config.membership) {
+            (Some(g), _) => format!("from gossip on port {}", g.port),
+            (None, Membership::Disabled) => "disabled (every node is a candidate)".to_owned(),
+            (None, Membership::Members(m)) => format!("fixed, {} member(s)", m.len()),
         }
     );
     loop {
@@ -246,9 +247,20 @@ pub async fn run(config: RunConfig) -> Result<()> {
                 }
             }
             _ = tokio::time::sleep_until(daemon.settle_deadline), if !daemon.settled && daemon.synced && daemon.latest_members.is_some() => {
-                info!("membership settled by time: electing with the members seen so far");
-                daemon.settled = true;
-                daemon.apply(Vec::new()).await;
+                if daemon.misconfigured_key() {
+                    // Alone because every peer's gossip fails authentication:
+                    // a configuration error, not dead peers. Claiming every
+                    // IP would put a second MAC on each of them.
+                    error!(
+                        "not announcing: gossip from the other speakers fails authentication \
+                         (is --memberlist-key-file the same on every node?)"
+                    );
+                    daemon.settle_deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                } else {
+                    info!("membership settled by time: electing with the members seen so far");
+                    daemon.settled = true;
+                    daemon.apply(Vec::new()).await;
+                }
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
@@ -445,6 +457,13 @@ impl Daemon {
         let _ = self.metrics.gossip.set(gossip.clone());
         self.gossip = Some(gossip);
         Ok(())
+    }
+
+    /// Only ourselves in the member set while peers' datagrams fail
+    /// authentication: our key differs from theirs.
+    fn misconfigured_key(&self) -> bool {
+        let alone = self.latest_members.as_ref().is_some_and(|m| m.len() <= 1);
+        alone && self.gossip.as_ref().is_some_and(|g| g.stats().auth_failures > 0)
     }
 
     /// Settled once every node that could gossip is a member, or at the

@@ -127,6 +127,8 @@ pub struct Core {
     opened: Vec<u8>,
     now: Duration,
     left: bool,
+    /// Set while leaving on request, so the resulting Defunct is expected.
+    leaving: bool,
 }
 
 impl Core {
@@ -160,6 +162,7 @@ impl Core {
             opened: Vec::new(),
             now,
             left: false,
+            leaving: false,
         };
         core.stats.members = 1;
         core.schedule(timers.periodic_announce, Duty::AnnounceToPeers);
@@ -296,6 +299,7 @@ impl Core {
         if self.left {
             return;
         }
+        self.leaving = true;
         if let Err(reason) = self.swim.leave_cluster(&mut self.requests) {
             log::warn!("gossip: leave: {reason}");
         }
@@ -410,6 +414,8 @@ impl Core {
             OwnedNotification::Idle => {
                 log::warn!("gossip: {us} reaches no other speaker; it is alone in its member set");
             }
+            // Our own leave ends in Defunct too: only warn when we did not ask.
+            OwnedNotification::Defunct if self.leaving => log::debug!("gossip: {us} is out"),
             OwnedNotification::Defunct => {
                 log::warn!("gossip: the cluster declared {us} down and it cannot rejoin");
             }

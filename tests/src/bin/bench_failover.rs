@@ -11,7 +11,8 @@
 //! --members …`).
 //!
 //! The client sends a broadcast ARP request for 192.0.2.100 every 50 ms from
-//! an AF_PACKET socket in its namespace ([`ArpProber`]; each reply is matched
+//! an AF_PACKET socket in its namespace
+//! ([`speaker_tests::fabric::ArpProber`]; each reply is matched
 //! to its request by a tag in the padding). A trial:
 //!
 //! 1. the owner's speaker gets SIGKILL (`kill -9`) or SIGTERM (graceful);
