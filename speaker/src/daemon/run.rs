@@ -463,7 +463,11 @@ impl Daemon {
     /// authentication: our key differs from theirs.
     fn misconfigured_key(&self) -> bool {
         let alone = self.latest_members.as_ref().is_some_and(|m| m.len() <= 1);
-        alone && self.gossip.as_ref().is_some_and(|g| g.stats().auth_failures > 0)
+        alone
+            && self
+                .gossip
+                .as_ref()
+                .is_some_and(|g| g.stats().auth_failures > 0)
     }
 
     /// Settled once every node that could gossip is a member, or at the
