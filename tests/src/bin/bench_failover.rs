@@ -71,70 +71,6 @@ const KILL_MEDIAN_TARGET: f64 = 2.0;
 const KILL_P95_TARGET: f64 = 3.0;
 const GRACEFUL_MEDIAN_TARGET: f64 = 0.5;
 
-fn cluster_yaml() -> String {
-    let mut yaml = String::new();
-    for (i, node) in NODES.iter().enumerate() {
-        yaml.push_str(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\nstatus:\n  addresses:\n    \
-             - type: InternalIP\n      address: 192.0.2.{}\n  conditions:\n    - type: Ready\n      \
-             status: \"True\"\n---\n",
-            11 + i
-        ));
-    }
-    yaml.push_str(&format!(
-        r#"apiVersion: metallb.io/v1beta1
-kind: IPAddressPool
-metadata:
-  name: lab
-  namespace: metallb-system
-spec:
-  addresses:
-    - 192.0.2.100-192.0.2.110
----
-apiVersion: metallb.io/v1beta1
-kind: L2Advertisement
-metadata:
-  name: lab
-  namespace: metallb-system
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-  namespace: default
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: Cluster
-  selector:
-    app: web
-  ports:
-    - port: 80
-      targetPort: 8080
-status:
-  loadBalancer:
-    ingress:
-      - ip: {VIP}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: web-abcde
-  namespace: default
-  labels:
-    kubernetes.io/service-name: web
-addressType: IPv4
-endpoints:
-  - addresses: ["10.244.1.7"]
-    nodeName: iris1
-    conditions:
-      ready: true
-ports:
-  - port: 8080
-"#
-    ));
-    yaml
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Kill,
@@ -397,7 +333,12 @@ fn main() -> Result<()> {
     specs.push(HostSpec::numbered(CLIENT, 10));
     let fabric = Fabric::new(&specs);
     fabric.attach_pass_through_ports();
-    fabric.write_cluster_state(&cluster_yaml());
+    fabric.write_cluster_state(&speaker_tests::fabric::lab_cluster_yaml(
+        &NODES,
+        &[VIP],
+        "Cluster",
+        "iris1",
+    ));
     let keys = fabric.run_dir.join("keys");
     fs::create_dir_all(&keys)?;
     let key = keys.join("gossip.key");
