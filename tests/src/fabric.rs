@@ -1752,8 +1752,8 @@ fn remove_fabric_dir(dir: &Path) {
     if dir.exists() {
         let _ = fs::remove_dir_all(dir);
     }
-    // Shared by parallel runs: only removed once empty.
-    let _ = fs::remove_dir(RUN_ROOT);
+    // RUN_ROOT itself stays (an empty directory in /run): removing it while
+    // a parallel lab is creating its directory under it makes that lab fail.
 }
 
 /// Removes what labs of dead processes left behind: their namespaces (both

@@ -1225,8 +1225,8 @@ fn remove_run_dir(dir: &Path, mounted_hint: bool) {
     if !is_mount_point(&bpffs) {
         let _ = std::fs::remove_dir(&bpffs);
         let _ = std::fs::remove_dir(dir);
-        // Shared by parallel runs: only removed once empty.
-        let _ = std::fs::remove_dir(RUN_ROOT);
+        // RUN_ROOT itself stays: removing it while a parallel lab is
+        // creating its directory under it makes that lab fail.
     } else {
         eprintln!("warning: {} is still mounted", bpffs.display());
     }
