@@ -1038,6 +1038,44 @@ impl Fabric {
 
     /// Shortens a command line for printing: the speaker's path becomes
     /// `speaker`.
+    /// Waits until `owner`'s maps hold every one of `vips` and the maps of
+    /// every other host in `nodes` none of them; returns how long that took.
+    /// Panics with every host's maps and the speakers' logs otherwise.
+    pub fn wait_owner(
+        &self,
+        nodes: &[&str],
+        owner: &str,
+        vips: &[&str],
+        limit: Duration,
+    ) -> Duration {
+        let started = Instant::now();
+        let last = loop {
+            let last: Vec<(String, Value)> = nodes
+                .iter()
+                .map(|n| (n.to_string(), self.maps_json(n)))
+                .collect();
+            let ok = last.iter().all(|(node, maps)| {
+                vips.iter()
+                    .all(|vip| vip_answered(maps, vip).is_some() == (node == owner))
+            });
+            if ok {
+                return started.elapsed();
+            }
+            if started.elapsed() >= limit {
+                break last;
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        panic!(
+            "after {limit:?}, {owner} should hold {vips:?} and no other of {nodes:?} any:\n{}\n{}",
+            last.iter()
+                .map(|(n, m)| format!("{n}: {m}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            self.all_logs()
+        );
+    }
+
     pub fn pretty(&self, command: &str) -> String {
         command.replace(&*self.speaker.to_string_lossy(), "speaker")
     }

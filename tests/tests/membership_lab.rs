@@ -239,38 +239,11 @@ impl Lab {
             .to_owned()
     }
 
-    /// Waits until `owner`'s maps hold both VIPs and those of every other
-    /// node in `others` none; how long that took. Panics with the maps and
-    /// the logs otherwise.
+    /// Waits until `owner`'s maps hold both VIPs and those of `others` none.
     fn wait_owner(&self, owner: &str, others: &[&str], limit: Duration) -> Duration {
-        let started = Instant::now();
-        let last = loop {
-            let mut nodes = vec![owner];
-            nodes.extend(others.iter().copied().filter(|n| *n != owner));
-            let last: Vec<(String, Value)> = nodes
-                .iter()
-                .map(|n| (n.to_string(), self.fabric.maps_json(n)))
-                .collect();
-            let ok = last.iter().all(|(node, maps)| {
-                VIPS.iter()
-                    .all(|vip| vip_answered(maps, vip).is_some() == (node == owner))
-            });
-            if ok {
-                return started.elapsed();
-            }
-            if started.elapsed() >= limit {
-                break last;
-            }
-            thread::sleep(Duration::from_millis(50));
-        };
-        panic!(
-            "after {limit:?}, {owner} should hold {VIPS:?} and none of {others:?} any:\n{}\n{}",
-            last.iter()
-                .map(|(n, m)| format!("{n}: {m}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            self.fabric.all_logs()
-        );
+        let mut nodes = vec![owner];
+        nodes.extend(others.iter().copied().filter(|n| *n != owner));
+        self.fabric.wait_owner(&nodes, owner, &VIPS, limit)
     }
 
     fn metric(&self, node: &str, name: &str) -> Option<f64> {

@@ -142,34 +142,8 @@ fn speaker<'a>(speakers: &'a [Speaker], node: &str) -> &'a Speaker {
 }
 
 /// Waits until `owner`'s maps hold both VIPs and every other node's none.
-/// Returns how long that took; panics with the maps and logs otherwise.
 fn wait_owner(fabric: &Fabric, owner: &str, limit: Duration) -> Duration {
-    let started = Instant::now();
-    let last = loop {
-        let last: Vec<(String, Value)> = NODES
-            .iter()
-            .map(|n| (n.to_string(), fabric.maps_json(n)))
-            .collect();
-        let ok = last.iter().all(|(node, maps)| {
-            VIPS.iter()
-                .all(|vip| vip_answered(maps, vip).is_some() == (node == owner))
-        });
-        if ok {
-            return started.elapsed();
-        }
-        if started.elapsed() >= limit {
-            break last;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    panic!(
-        "after {limit:?}, {owner} should hold {VIPS:?} and no other node any:\n{}\n{}",
-        last.iter()
-            .map(|(n, m)| format!("{n}: {m}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        fabric.all_logs()
-    );
+    fabric.wait_owner(&NODES, owner, &VIPS, limit)
 }
 
 /// The node `speaker election --json` elects for the service.
