@@ -1,5 +1,7 @@
 //! Building the XDP object: nightly + rust-src + bpf-linker linked against the
-//! nightly's own LLVM (see ../shared/toolchain.md for why each piece).
+//! nightly's own LLVM: newer bpf-linker releases default to an LLVM the
+//! nightly does not ship, and the object must be linked by the same LLVM that
+//! compiled it.
 
 use std::{env, fs, path::PathBuf, process::Command};
 

@@ -1,10 +1,11 @@
 //! Project tasks: `cargo xtask <task>`. Each task installs what it is missing
-//! (apt packages, the nightly's rust-src, bpf-linker) and says what it is doing,
+//! (the Debian packages of `tools.toml`, the nightly's rust-src, bpf-linker) and says what it is doing,
 //! so a fresh machine needs nothing else.
 
 mod ebpf;
-mod packages;
+mod lint;
 mod run;
+mod tools;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -64,7 +65,7 @@ fn run(task: Task) -> Result<()> {
     match task {
         Task::BuildEbpf => ebpf::build(),
         Task::Test { cargo_args } => {
-            packages::ensure_test_tools()?;
+            tools::ensure(&[tools::Purpose::Test])?;
             ebpf::build()?;
             run::step("building the speaker binary the lab tests drive")?;
             run::cargo(&["build", "-p", "speaker"])?;
@@ -83,7 +84,7 @@ fn run(task: Task) -> Result<()> {
             Ok(())
         }
         Task::Demo => {
-            packages::ensure_test_tools()?;
+            tools::ensure(&[tools::Purpose::Test])?;
             ebpf::build()?;
             run::cargo(&["build", "-p", "speaker"])?;
             run::cargo(&["run", "--quiet", "-p", "speaker-tests", "--bin", "lab_demo"])?;
@@ -97,6 +98,7 @@ fn run(task: Task) -> Result<()> {
             ])
         }
         Task::Bench { what, json } => {
+            tools::ensure(&[tools::Purpose::Test])?;
             ebpf::build()?;
             let bin = match what {
                 Bench::Dataplane => "bench_dataplane",
@@ -118,6 +120,8 @@ fn run(task: Task) -> Result<()> {
             run::cargo(&args)
         }
         Task::Lint => {
+            run::step("checking the tracked tree (no shared-folder references, every spawned program in tools.toml)")?;
+            lint::check_tree()?;
             ebpf::build()?;
             run::cargo(&["fmt", "--all", "--", "--check"])?;
             run::cargo(&[
