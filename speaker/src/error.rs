@@ -33,6 +33,14 @@ pub enum Error {
     NoSuchVip(IpAddr, String),
     #[error("this speaker was built without its eBPF object (SPEAKER_EBPF_PLACEHOLDER)")]
     NoObject,
+    #[error(
+        "missing capability {capability} ({why} needs it): add it to the container's \
+         capabilities or run as root"
+    )]
+    MissingCapability {
+        capability: &'static str,
+        why: &'static str,
+    },
     #[error("permission denied while {0}: run as root (CAP_BPF, CAP_NET_ADMIN)")]
     PermissionDenied(String),
     #[error("{0}")]

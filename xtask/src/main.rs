@@ -3,6 +3,7 @@
 //! so a fresh machine needs nothing else.
 
 mod ebpf;
+mod image;
 mod packages;
 mod run;
 
@@ -38,6 +39,10 @@ enum Task {
     },
     /// cargo fmt --check and clippy for both halves of the workspace.
     Lint,
+    /// The speaker's container image (FROM scratch, static binary), tagged as
+    /// the Helm chart's default image and saved as
+    /// target/image/xdp-speaker-<appVersion>.oci.tar.
+    Image,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -63,6 +68,7 @@ fn main() -> std::process::ExitCode {
 fn run(task: Task) -> Result<()> {
     match task {
         Task::BuildEbpf => ebpf::build(),
+        Task::Image => image::build(),
         Task::Test { cargo_args } => {
             packages::ensure_test_tools()?;
             ebpf::build()?;

@@ -21,11 +21,18 @@ fn present(command: &str) -> bool {
 }
 
 pub fn ensure_test_tools() -> Result<()> {
-    let missing: Vec<&str> = TEST_TOOLS
+    install_missing(&TEST_TOOLS)
+}
+
+/// Installs with apt-get the package of every (command, package) pair whose
+/// command is not on PATH.
+pub fn install_missing(tools: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = tools
         .iter()
         .filter(|(cmd, _)| !present(cmd))
         .map(|(_, pkg)| *pkg)
         .collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
