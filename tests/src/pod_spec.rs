@@ -102,6 +102,9 @@ pub struct Security {
     pub run_as_user: Option<i64>,
     pub run_as_group: Option<i64>,
     pub allow_privilege_escalation: Option<bool>,
+    /// The seccompProfile type (container over pod): Unconfined,
+    /// RuntimeDefault or Localhost; None leaves the kubelet's default.
+    pub seccomp_profile: Option<String>,
 }
 
 /// An HTTP GET probe with its port resolved to a number.
@@ -457,6 +460,10 @@ fn resolve_security(pod: &PodSpec, container: &Container) -> Security {
             .and_then(|c| c.run_as_group)
             .or_else(|| pod_context.and_then(|c| c.run_as_group)),
         allow_privilege_escalation: context.and_then(|c| c.allow_privilege_escalation),
+        seccomp_profile: context
+            .and_then(|c| c.seccomp_profile.as_ref())
+            .or_else(|| pod_context.and_then(|c| c.seccomp_profile.as_ref()))
+            .map(|p| p.type_.clone()),
     }
 }
 
@@ -548,6 +555,16 @@ impl ContainerRun {
             for capability in self.capabilities()? {
                 args.push(format!("--cap-add={capability}"));
             }
+        }
+        match self.security.seccomp_profile.as_deref() {
+            // podman's own default profile stands in for the runtime's default
+            // (and for the kubelet's Unconfined default: not the same, but the
+            // lab runs what the chart sets explicitly).
+            None | Some("RuntimeDefault") => {}
+            Some("Unconfined") => {
+                args.extend(["--security-opt".into(), "seccomp=unconfined".into()]);
+            }
+            Some(other) => bail!("seccompProfile {other:?} is not supported by the pod-spec lab"),
         }
         if self.security.allow_privilege_escalation == Some(false) {
             args.extend(["--security-opt".into(), "no-new-privileges".into()]);
@@ -643,7 +660,7 @@ mod tests {
     #[test]
     fn image_and_command_from_the_chart() {
         let run = speaker();
-        assert_eq!(run.image, "xdp-speaker:0.1.0");
+        assert_eq!(run.image, "localhost/xdp-speaker:0.1.0");
         assert_eq!(run.command, ["speaker"]);
         assert_eq!(run.args.first().map(String::as_str), Some("run"));
         assert!(run.host_network);
@@ -722,11 +739,11 @@ mod tests {
         let security = speaker().security;
         assert!(!security.privileged);
         assert_eq!(security.drop, ["ALL"]);
-        assert_eq!(security.add, ["BPF", "NET_ADMIN", "NET_RAW", "SYS_ADMIN"]);
+        assert_eq!(security.add, ["BPF", "PERFMON", "NET_ADMIN", "NET_RAW"]);
         assert!(security.read_only_root_filesystem);
         assert_eq!(security.run_as_user, None);
-        // SYS_ADMIN is in the list: the API server refuses allowPrivilegeEscalation=false with it.
-        assert_eq!(security.allow_privilege_escalation, None);
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(security.seccomp_profile.as_deref(), Some("Unconfined"));
     }
 
     #[test]
@@ -750,17 +767,41 @@ mod tests {
             "--ulimit nofile=1024:1024",
             "--ulimit nproc=1024:1024",
             "--network ns:/run/netns/lab-node",
-            "--cap-drop=ALL --cap-add=CAP_BPF --cap-add=CAP_NET_ADMIN --cap-add=CAP_NET_RAW --cap-add=CAP_SYS_ADMIN",
+            "--cap-drop=ALL --cap-add=CAP_BPF --cap-add=CAP_PERFMON --cap-add=CAP_NET_ADMIN --cap-add=CAP_NET_RAW",
+            "--security-opt seccomp=unconfined --security-opt no-new-privileges",
             "--read-only",
             "--env NODE_NAME=node-a",
             "--volume /run/lab/bpffs:/sys/fs/bpf:rw,rslave",
             "--volume /run/lab/key:/etc/xdp-speaker/memberlist:ro",
-            "--entrypoint [\"speaker\"] xdp-speaker:0.1.0 run --node-name=node-a",
+            "--entrypoint [\"speaker\"] localhost/xdp-speaker:0.1.0 run --node-name=node-a",
         ] {
             assert!(joined.contains(expected), "missing {expected:?} in {joined}");
         }
         assert!(!args.iter().any(|a| a == "--privileged" || a == "--user"));
-        assert!(!args.iter().any(|a| a == "no-new-privileges"));
+    }
+
+    #[test]
+    fn runtime_default_seccomp_and_sys_admin() {
+        let yaml = RENDERED
+            .replace("type: Unconfined", "type: RuntimeDefault")
+            .replace(
+                "                - PERFMON\n",
+                "                - SYS_ADMIN\n",
+            )
+            .replace("            allowPrivilegeEscalation: false\n", "");
+        assert_ne!(yaml, RENDERED, "fixture layout changed");
+        let run = speaker_container(&yaml, &identity()).unwrap();
+        assert_eq!(
+            run.security.seccomp_profile.as_deref(),
+            Some("RuntimeDefault")
+        );
+        assert_eq!(run.security.allow_privilege_escalation, None);
+        let args = run.podman_args(&target()).unwrap();
+        assert!(
+            args.contains(&"--cap-add=CAP_SYS_ADMIN".to_owned()),
+            "{args:?}"
+        );
+        assert!(!args.iter().any(|a| a == "--security-opt"), "{args:?}");
     }
 
     #[test]
@@ -777,6 +818,10 @@ mod tests {
         run.security.privileged = true;
         run.security.run_as_user = Some(65534);
         run.security.allow_privilege_escalation = Some(false);
+        run.security.seccomp_profile = Some("Localhost".into());
+        let error = run.podman_args(&target()).unwrap_err().to_string();
+        assert!(error.contains("Localhost"), "{error}");
+        run.security.seccomp_profile = None;
         let args = run.podman_args(&target()).unwrap();
         assert!(args.contains(&"--privileged".to_owned()));
         assert!(!args.iter().any(|a| a.starts_with("--cap-")));

@@ -1,8 +1,9 @@
 //! `cargo xtask image`: the speaker's container image, built without a Docker
 //! engine. A static (musl) `speaker` embedding the XDP object goes into a
 //! `FROM scratch` image (see the Containerfile at the workspace root), which
-//! podman tags as the Helm chart's default image, `xdp-speaker:<appVersion>`,
-//! and saves as an OCI archive that nodes or registries can import.
+//! podman tags as the Helm chart's default image (`speaker.image.repository`
+//! from values.yaml, `localhost/xdp-speaker`, and the chart's appVersion) and
+//! saves as an OCI archive that nodes or registries can import.
 
 use std::{
     fs,
@@ -14,11 +15,13 @@ use anyhow::{bail, Context, Result};
 
 use crate::{ebpf, packages, run};
 
-/// The chart's default `speaker.image.repository`.
-pub const REPOSITORY: &str = "xdp-speaker";
 const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Where the chart's appVersion (the image tag) is read from.
 const CHART_YAML: &str = "charts/xdp-speaker/Chart.yaml";
+/// Where the chart's default `speaker.image.repository` is read from.
+const VALUES_YAML: &str = "charts/xdp-speaker/values.yaml";
+/// The archive's file name stem: `<stem>-<version>.oci.tar`.
+const ARCHIVE_STEM: &str = "xdp-speaker";
 
 /// (command, Debian package) for the image build; the same entries are in
 /// tools.toml with `for = "image"`. musl-gcc is spawned by the `cc` crate
@@ -31,7 +34,7 @@ const IMAGE_TOOLS: [(&str, &str); 3] = [
 ];
 
 /// Global podman options every podman call here needs (see tools.toml's podman entry).
-pub const PODMAN_GLOBAL: [&str; 3] = ["--runtime", "runc", "--cgroup-manager=cgroupfs"];
+const PODMAN_GLOBAL: [&str; 3] = ["--runtime", "runc", "--cgroup-manager=cgroupfs"];
 
 /// Installs the missing image tools. Kept apart so it can be re-pointed at the
 /// tools.toml registry.
@@ -52,6 +55,38 @@ fn ensure_musl_target() -> Result<()> {
 }
 
 #[derive(serde::Deserialize)]
+struct ChartValues {
+    speaker: SpeakerValues,
+}
+
+#[derive(serde::Deserialize)]
+struct SpeakerValues {
+    image: ImageValues,
+}
+
+#[derive(serde::Deserialize)]
+struct ImageValues {
+    repository: String,
+}
+
+/// The chart's default image repository: the image is tagged with it, so the
+/// chart's default image is the one built here.
+fn repository(root: &Path) -> Result<String> {
+    let path = root.join(VALUES_YAML);
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let values: ChartValues = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{}: no speaker.image.repository string", path.display()))?;
+    let repository = values.speaker.image.repository.trim().to_owned();
+    if repository.is_empty() || repository.contains(char::is_whitespace) {
+        bail!(
+            "{}: speaker.image.repository {repository:?} is not an image name",
+            path.display()
+        );
+    }
+    Ok(repository)
+}
+
+#[derive(serde::Deserialize)]
 struct ChartMeta {
     #[serde(rename = "appVersion")]
     app_version: String,
@@ -59,7 +94,7 @@ struct ChartMeta {
 
 /// The image tag: the chart's appVersion, which its templates use as the
 /// default `speaker.image.tag`.
-pub fn app_version(root: &Path) -> Result<String> {
+fn app_version(root: &Path) -> Result<String> {
     let path = root.join(CHART_YAML);
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let meta: ChartMeta = serde_yaml_ng::from_str(&text)
@@ -81,8 +116,8 @@ pub fn app_version(root: &Path) -> Result<String> {
 }
 
 /// Where `cargo xtask image` leaves the archive for `version`.
-pub fn archive_path(root: &Path, version: &str) -> PathBuf {
-    root.join(format!("target/image/{REPOSITORY}-{version}.oci.tar"))
+fn archive_path(root: &Path, version: &str) -> PathBuf {
+    root.join(format!("target/image/{ARCHIVE_STEM}-{version}.oci.tar"))
 }
 
 fn podman() -> Command {
@@ -111,6 +146,7 @@ fn build_static_speaker(root: &Path) -> Result<PathBuf> {
 pub fn build() -> Result<()> {
     let root = run::workspace_root();
     let version = app_version(&root)?;
+    let repository = repository(&root)?;
     ensure_image_tools()?;
     ensure_musl_target()?;
     ebpf::build()?;
@@ -127,7 +163,7 @@ pub fn build() -> Result<()> {
     fs::copy(&binary, context.join("speaker"))
         .with_context(|| format!("copying {} into the build context", binary.display()))?;
 
-    let tag = format!("{REPOSITORY}:{version}");
+    let tag = format!("{repository}:{version}");
     run::step(&format!("building the image {tag} (FROM scratch)"))?;
     run::status(
         podman()

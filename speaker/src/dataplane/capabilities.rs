@@ -74,7 +74,7 @@ pub const LOAD: Need = Need {
 pub const VERIFY: Need = Need {
     capability: Capability::Perfmon,
     or: Some(Capability::SysAdmin),
-    why: "the verifier accepting the responder's packet pointer arithmetic",
+    why: "the verifier to accept the responder's packet pointer arithmetic",
 };
 /// XDP is a "net admin" program type (kernel/bpf/syscall.c
 /// is_net_admin_prog_type), checked when it is loaded.
@@ -106,6 +106,20 @@ pub const DAEMON: [Need; 5] = [LOAD, VERIFY, ATTACH, MULTICAST, ANNOUNCE];
 pub fn effective_from_status(status: &str) -> Option<u64> {
     let line = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
     u64::from_str_radix(line.trim(), 16).ok()
+}
+
+/// Whether a /proc/<pid>/status text shows a seccomp filter (mode 2).
+pub fn seccomp_filter_from_status(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .is_some_and(|mode| mode.trim() == "2")
+}
+
+/// Whether this process runs under a seccomp filter (a container runtime's
+/// profile, usually).
+pub fn seccomp_filter_active() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| seccomp_filter_from_status(&s))
 }
 
 /// The first of `needs` that `effective` does not grant.
@@ -166,6 +180,15 @@ mod tests {
             effective_from_status("CapEff:\t000001ffffffffff\n"),
             Some(0x1ff_ffff_ffff)
         );
+    }
+
+    #[test]
+    fn seccomp_mode() {
+        assert!(!seccomp_filter_from_status(STATUS));
+        assert!(seccomp_filter_from_status(
+            "Seccomp:\t2\nSeccomp_filters:\t1\n"
+        ));
+        assert!(!seccomp_filter_from_status("Seccomp:\t0\n"));
     }
 
     #[test]
