@@ -35,6 +35,7 @@ use std::{
 };
 
 use serde::Deserialize;
+use speaker_tests::pod_spec::{PODMAN_GLOBAL, PODMAN_ULIMITS};
 
 const NODE_V4: &str = "192.0.2.1/24";
 const CLIENT_V4: &str = "192.0.2.10/24";
@@ -44,15 +45,6 @@ const POD_BPFFS: &str = "/sys/fs/bpf";
 const POD_PIN_DIR: &str = "/sys/fs/bpf/xdp-speaker";
 /// Where the cluster-state file is mounted for `speaker run`.
 const POD_STATE: &str = "/etc/xdp-speaker/state.yaml";
-/// Global podman options and limits this machine kind needs (crun refuses
-/// its cgroup layout; the default limits cannot be set).
-const PODMAN_GLOBAL: [&str; 3] = ["--runtime", "runc", "--cgroup-manager=cgroupfs"];
-const PODMAN_LIMITS: [&str; 4] = [
-    "--ulimit",
-    "nofile=1024:1024",
-    "--ulimit",
-    "nproc=1024:1024",
-];
 
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -295,7 +287,7 @@ impl ImageLab {
     fn speaker(&self, capabilities: &[String], mounts: &[(&Path, &str)], args: &[&str]) -> Output {
         let mut podman: Vec<String> = PODMAN_GLOBAL.iter().map(|s| s.to_string()).collect();
         podman.extend(["run", "--rm", "--read-only"].map(String::from));
-        podman.extend(PODMAN_LIMITS.iter().map(|s| s.to_string()));
+        podman.extend(PODMAN_ULIMITS.iter().map(|s| s.to_string()));
         podman.extend([
             "--network".into(),
             format!("ns:/run/netns/{}", self.node_ns),

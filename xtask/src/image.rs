@@ -235,3 +235,55 @@ fn revision(root: &Path) -> String {
 fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake workspace holding only the chart's metadata, one per test.
+    fn chart_dir(test: &str, chart_yaml: &str, values_yaml: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("xtask-image-{}-{test}", std::process::id()));
+        let chart = root.join("charts/xdp-speaker");
+        fs::create_dir_all(&chart).unwrap();
+        fs::write(chart.join("Chart.yaml"), chart_yaml).unwrap();
+        fs::write(chart.join("values.yaml"), values_yaml).unwrap();
+        root
+    }
+
+    #[test]
+    fn tag_from_the_chart() {
+        let root = chart_dir(
+            "tag",
+            "apiVersion: v2\nname: xdp-speaker\nversion: 0.1.0\nappVersion: \"1.2.3-rc.1\"\n",
+            "speaker:\n  image:\n    repository: localhost/xdp-speaker\n    tag: \"\"\n",
+        );
+        assert_eq!(app_version(&root).unwrap(), "1.2.3-rc.1");
+        assert_eq!(repository(&root).unwrap(), "localhost/xdp-speaker");
+        assert_eq!(
+            archive_path(&root, "1.2.3-rc.1"),
+            root.join("target/image/xdp-speaker-1.2.3-rc.1.oci.tar")
+        );
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn bad_chart_metadata_is_refused() {
+        let root = chart_dir(
+            "bad",
+            "apiVersion: v2\nname: xdp-speaker\nappVersion: \"1.0 beta\"\n",
+            "speaker: {}\n",
+        );
+        let error = app_version(&root).unwrap_err().to_string();
+        assert!(error.contains("not a valid image tag"), "{error}");
+        let error = format!("{:#}", repository(&root).unwrap_err());
+        assert!(error.contains("speaker.image.repository"), "{error}");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn the_workspace_chart_names_the_image() {
+        let root = run::workspace_root();
+        assert!(!app_version(&root).unwrap().is_empty());
+        assert!(repository(&root).unwrap().ends_with("xdp-speaker"));
+    }
+}
