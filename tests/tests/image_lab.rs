@@ -14,6 +14,8 @@
 //! - `chart_capabilities_answer_arp`: `speaker xdp attach` and `speaker vip
 //!   add` from the image; a real client's ARP request for the VIP (never an
 //!   address of the node) is answered with the node interface's MAC.
+//! - `chart_pod_spec_attaches_under_podman`: the same through the podman
+//!   arguments `speaker_tests::pod_spec` derives from the rendered chart.
 //! - `each_missing_chart_capability_is_named`: `speaker run` with one of the
 //!   chart's capabilities dropped at a time exits non-zero, printing exactly
 //!   one line that names that capability; so does `speaker xdp attach`
@@ -541,6 +543,98 @@ fn each_missing_chart_capability_is_named() {
         .join("xdp-speaker/links")
         .join(&lab.node_if)
         .exists());
+}
+
+/// The chart's speaker container as `pod_spec` resolves it from the rendered
+/// chart (tests/fixtures/chart-default.yaml), started by the podman
+/// arguments `pod_spec` makes: every flag of the pod spec (capabilities,
+/// seccomp, no-new-privileges, read-only root, the bpffs and key mounts,
+/// the entrypoint) is accepted by podman and gives a speaker that attaches
+/// and answers. Only the arguments are replaced: `speaker run` needs an API
+/// server.
+#[test]
+fn chart_pod_spec_attaches_under_podman() {
+    use speaker_tests::pod_spec::{speaker_container, PodIdentity, PodmanTarget};
+
+    let lab = ImageLab::new();
+    let rendered = fs::read_to_string(workspace_root().join("tests/fixtures/chart-default.yaml"))
+        .expect("reading the rendered chart fixture");
+    let identity = PodIdentity {
+        node_name: "node-a".into(),
+        pod_name: "lb-xdp-speaker-lab".into(),
+        namespace: "lb-system".into(),
+        pod_ip: NODE_V4.split('/').next().unwrap().into(),
+        pod_uid: "00000000-0000-4000-8000-000000000001".into(),
+    };
+    let mut pod = speaker_container(&rendered, &identity).expect("resolving the chart's pod spec");
+    assert_eq!(
+        pod.security
+            .add
+            .iter()
+            .map(|c| format!("CAP_{c}"))
+            .collect::<Vec<_>>(),
+        chart_capabilities(),
+        "tests/fixtures/chart-default.yaml is older than values.yaml: re-render it"
+    );
+    pod.args = [
+        "xdp",
+        "attach",
+        "--interface",
+        &lab.node_if,
+        "--mode",
+        "generic",
+        "--pin-dir",
+        POD_PIN_DIR,
+    ]
+    .map(String::from)
+    .to_vec();
+    let key_dir = lab.run_dir.join("memberlist-key");
+    fs::create_dir_all(&key_dir).unwrap();
+    fs::write(key_dir.join("secretkey"), [7u8; 32]).unwrap();
+    let target = PodmanTarget {
+        netns: lab.node_ns.clone(),
+        host_dirs: [
+            ("bpffs".to_owned(), lab.bpffs.clone()),
+            ("memberlist-key".to_owned(), key_dir),
+        ]
+        .into_iter()
+        .collect(),
+        name: None,
+        image: Some(image().to_owned()),
+    };
+    let args = pod
+        .podman_args(&target)
+        .expect("podman arguments for the pod spec");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let attach = run("podman", &args);
+    assert!(
+        attach.status.success(),
+        "podman {}: {}",
+        args.join(" "),
+        show(&attach)
+    );
+
+    let vip = lab.speaker(
+        &chart_capabilities(),
+        &[],
+        &[
+            "vip",
+            "add",
+            VIP_V4,
+            "--interface",
+            &lab.node_if,
+            "--pin-dir",
+            POD_PIN_DIR,
+        ],
+    );
+    assert!(vip.status.success(), "vip add in the image: {}", show(&vip));
+    let node_mac = lab.node_mac();
+    let arping = lab.arping_vip();
+    let macs = reply_macs(&arping);
+    assert!(
+        !macs.is_empty() && macs.iter().all(|mac| *mac == node_mac),
+        "replies for {VIP_V4} should all come from {node_mac}: {macs:?}\n{arping}"
+    );
 }
 
 #[test]
