@@ -33,6 +33,20 @@ pub enum Error {
     NoSuchVip(IpAddr, String),
     #[error("this speaker was built without its eBPF object (SPEAKER_EBPF_PLACEHOLDER)")]
     NoObject,
+    #[error(
+        "missing capability {capability} (needed for {why}): add it to the container's \
+         capabilities or run as root"
+    )]
+    MissingCapability {
+        capability: &'static str,
+        why: &'static str,
+    },
+    #[error(
+        "bpf() refused while {0} although the capabilities it needs are effective: a seccomp \
+         filter is active, and container runtimes' default profiles allow bpf() only with \
+         CAP_SYS_ADMIN (run the container with seccompProfile Unconfined)"
+    )]
+    SeccompDenied(String),
     #[error("permission denied while {0}: run as root (CAP_BPF, CAP_NET_ADMIN)")]
     PermissionDenied(String),
     #[error("{0}")]
@@ -68,6 +82,16 @@ impl Error {
             if let Some(io) = e.downcast_ref::<io::Error>() {
                 if io.raw_os_error() == Some(libc::EPERM) || io.raw_os_error() == Some(libc::EACCES)
                 {
+                    // A seccomp profile answers EPERM before the kernel looks at capabilities.
+                    if io.raw_os_error() == Some(libc::EPERM)
+                        && crate::dataplane::capabilities::seccomp_filter_active()
+                        && crate::dataplane::capabilities::require(&[
+                            crate::dataplane::capabilities::LOAD,
+                        ])
+                        .is_ok()
+                    {
+                        return Error::SeccompDenied(context);
+                    }
                     return Error::PermissionDenied(context);
                 }
             }

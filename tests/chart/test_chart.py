@@ -30,6 +30,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "charts" / "xdp-speaker"
 CLI_RS = REPO / "speaker" / "src" / "cli.rs"
+CAPABILITIES_RS = REPO / "speaker" / "src" / "dataplane" / "capabilities.rs"
 DISCOVERY_RS = REPO / "speaker" / "src" / "interfaces" / "discovery.rs"
 EXAMPLE_STATE = REPO / "docs" / "examples" / "iris-regression.yaml"
 
@@ -101,7 +102,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "readinessProbe": {"enabled": False},
         }
     },
-    "no-sys-admin": {"speaker": {"capabilities": ["BPF", "NET_ADMIN", "NET_RAW"]}},
+    "sys-admin-runtime-default": {
+        "speaker": {"capabilities": ["SYS_ADMIN", "NET_ADMIN", "NET_RAW"], "seccompProfile": {"type": "RuntimeDefault"}}
+    },
     "no-rbac-existing-sa": {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "speaker"}},
 }
 
@@ -261,7 +264,8 @@ def test_default_daemonset(chart: helm.Chart) -> None:
     assert ds["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
     speaker = r.speaker
-    assert speaker["image"] == "xdp-speaker:0.1.0"
+    # The name `cargo xtask image` gives its image (xtask/src/image.rs).
+    assert speaker["image"] == "localhost/xdp-speaker:0.1.0"
     assert speaker["command"] == ["speaker"]
     assert r.args[0] == "run"
     env = {e["name"]: e for e in speaker["env"]}
@@ -337,8 +341,33 @@ def test_default_capabilities(chart: helm.Chart) -> None:
     context = render(chart).speaker["securityContext"]
     assert context.get("privileged") is not True
     assert context["capabilities"]["drop"] == ["ALL"]
-    assert set(context["capabilities"]["add"]) == {"BPF", "NET_ADMIN", "NET_RAW", "SYS_ADMIN"}
+    assert set(context["capabilities"]["add"]) == {"BPF", "PERFMON", "NET_ADMIN", "NET_RAW"}
     assert context["readOnlyRootFilesystem"] is True
+    # Runtime default profiles allow bpf() only with CAP_SYS_ADMIN.
+    assert context["seccompProfile"] == {"type": "Unconfined"}
+    assert context["allowPrivilegeEscalation"] is False
+
+
+def speaker_daemon_capabilities() -> set[str]:
+    """The capabilities `speaker run` checks for at start, from capabilities.rs."""
+    source = CAPABILITIES_RS.read_text()
+    needs = dict(re.findall(r"pub const (\w+): Need = Need \{\s*capability: Capability::(\w+),", source))
+    match = re.search(r"pub const DAEMON: \[Need; \d+\] = \[([^\]]*)\];", source)
+    assert needs and match, f"Need constants or DAEMON not found in {CAPABILITIES_RS}"
+    names = [name.strip() for name in match.group(1).split(",") if name.strip()]
+    return {re.sub(r"(?<!^)(?=[A-Z])", "_", needs[name]).upper() for name in names}
+
+
+def test_default_capabilities_are_what_the_speaker_checks(chart: helm.Chart) -> None:
+    added = set(render(chart).speaker["securityContext"]["capabilities"]["add"])
+    assert speaker_daemon_capabilities() == added
+
+
+def test_sys_admin_with_runtime_default_seccomp(chart: helm.Chart) -> None:
+    context = render(chart, VALUE_SETS["sys-admin-runtime-default"]).speaker["securityContext"]
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    # The API server refuses allowPrivilegeEscalation=false with CAP_SYS_ADMIN.
+    assert "allowPrivilegeEscalation" not in context
 
 
 def test_privileged_value(chart: helm.Chart) -> None:
@@ -364,12 +393,6 @@ def test_security_contexts_pass_api_validation_rules(chart: helm.Chart, value_se
             assert not {"SYS_ADMIN", "CAP_SYS_ADMIN"} & set(added), (
                 f"{container['name']}: allowPrivilegeEscalation=false with CAP_SYS_ADMIN"
             )
-
-
-def test_no_sys_admin_forbids_escalation(chart: helm.Chart) -> None:
-    context = render(chart, VALUE_SETS["no-sys-admin"]).speaker["securityContext"]
-    assert context["allowPrivilegeEscalation"] is False
-    assert "SYS_ADMIN" not in context["capabilities"]["add"]
 
 
 def test_default_tolerations(chart: helm.Chart) -> None:

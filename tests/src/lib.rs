@@ -5,3 +5,4 @@ pub mod kube_emulator;
 pub mod kube_lab;
 pub mod narration;
 pub mod netns;
+pub mod pod_spec;

@@ -3,6 +3,7 @@
 //! so a fresh machine needs nothing else.
 
 mod ebpf;
+mod image;
 mod lint;
 mod run;
 mod tools;
@@ -39,6 +40,10 @@ enum Task {
     },
     /// cargo fmt --check and clippy for both halves of the workspace.
     Lint,
+    /// The speaker's container image (FROM scratch, static binary), tagged as
+    /// the Helm chart's default image and saved as
+    /// target/image/xdp-speaker-<appVersion>.oci.tar.
+    Image,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -64,9 +69,12 @@ fn main() -> std::process::ExitCode {
 fn run(task: Task) -> Result<()> {
     match task {
         Task::BuildEbpf => ebpf::build(),
+        Task::Image => image::build(),
         Task::Test { cargo_args } => {
-            tools::ensure(&[tools::Purpose::Test])?;
-            ebpf::build()?;
+            tools::ensure(&[tools::Purpose::Test, tools::Purpose::Image])?;
+            // The image and chart-pod labs run the image this builds (it
+            // builds the XDP object first).
+            image::build()?;
             run::step("building the speaker binary the lab tests drive")?;
             run::cargo(&["build", "-p", "speaker"])?;
             let mut args = vec!["test".to_owned(), "--no-fail-fast".to_owned()];

@@ -36,10 +36,17 @@ pub fn output(command: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The stable cargo running this xtask, in the workspace root.
-pub fn cargo(args: &[&str]) -> Result<()> {
+/// A command of the stable cargo running this xtask, in the workspace root.
+pub fn cargo_command() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    status(Command::new(cargo).args(args).current_dir(workspace_root()))
+    let mut command = Command::new(cargo);
+    command.current_dir(workspace_root());
+    command
+}
+
+/// Runs the stable cargo running this xtask with `args`, in the workspace root.
+pub fn cargo(args: &[&str]) -> Result<()> {
+    status(cargo_command().args(args))
 }
 
 /// Passed and failed counts of a test run.
@@ -76,8 +83,7 @@ fn counted(mut command: Command, count: impl Fn(&str, &mut Tally)) -> Result<Tal
 
 /// `cargo test`, totalling every test binary's `test result:` line.
 pub fn cargo_test(args: &[&str]) -> Result<Tally> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
+    let mut command = cargo_command();
     command.args(args);
     counted(command, |line, tally| {
         if let Some(rest) = line.strip_prefix("test result: ") {

@@ -103,6 +103,7 @@ struct Daemon {
 }
 
 pub async fn run(config: RunConfig) -> Result<()> {
+    dataplane::capabilities::require(&dataplane::capabilities::DAEMON)?;
     // Creating (or adopting) the pinned maps needs the object loaded once.
     drop(Object::load(Some(&config.pins))?);
     let mut maps = DataplaneMaps::from_pins(&config.pins)?;

@@ -2,6 +2,7 @@
 //! interfaces, and the pinned maps that carry VIPs, counters and the
 //! heartbeat. Everything that talks to the BPF syscall lives below here.
 
+pub mod capabilities;
 pub mod clock;
 mod maps;
 mod pins;
@@ -113,6 +114,7 @@ impl Object {
 /// stays attached after this process exits. When a link is already pinned for
 /// the interface, its program is replaced in place instead.
 pub fn attach(pins: &PinDir, interface: &str, mode: AttachMode, program: &str) -> Result<Attached> {
+    capabilities::require(&capabilities::XDP_ATTACH)?;
     let ifindex = interfaces::index_of(interface)?;
     let mut object = Object::load(Some(pins))?;
     let xdp = object.program(program)?;
