@@ -143,9 +143,11 @@ impl Default for Store {
         Store {
             state: Mutex::new(State {
                 objects: BTreeMap::new(),
-                revision: 0,
+                // etcd's first revision: a list never says "0", which in a
+                // watch means "from any version, after the current state".
+                revision: 1,
                 log: VecDeque::new(),
-                log_start: 0,
+                log_start: 1,
             }),
             notices: broadcast::channel(NOTICE_CAPACITY).0,
         }
