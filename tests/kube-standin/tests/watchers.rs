@@ -43,8 +43,16 @@ where
 async fn reflectors_see_creates_patches_and_deletes() {
     let server = server();
     let client = client(&server);
-    let nodes = reflect(Api::<Node>::all(client.clone()), watcher::Config::default(), ());
-    let services = reflect(Api::<Service>::all(client.clone()), watcher::Config::default(), ());
+    let nodes = reflect(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+        (),
+    );
+    let services = reflect(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+        (),
+    );
     let slices = reflect(
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default(),
@@ -55,10 +63,22 @@ async fn reflectors_see_creates_patches_and_deletes() {
         watcher::Config::default(),
         common::metallb("IPAddressPool"),
     );
-    tokio::time::timeout(WAIT, nodes.wait_until_ready()).await.unwrap().unwrap();
-    tokio::time::timeout(WAIT, services.wait_until_ready()).await.unwrap().unwrap();
-    tokio::time::timeout(WAIT, slices.wait_until_ready()).await.unwrap().unwrap();
-    tokio::time::timeout(WAIT, pools_store.wait_until_ready()).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, nodes.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(WAIT, services.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(WAIT, slices.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(WAIT, pools_store.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
 
     server
         .create(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}))
@@ -68,15 +88,19 @@ async fn reflectors_see_creates_patches_and_deletes() {
             "metadata": {"name": "web", "namespace": "default"}, "spec": {"type": "LoadBalancer"}}))
         .unwrap();
     server
-        .create(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        .create(
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": "web-1", "namespace": "default",
                          "labels": {"kubernetes.io/service-name": "web"}},
-            "addressType": "IPv4", "endpoints": []}))
+            "addressType": "IPv4", "endpoints": []}),
+        )
         .unwrap();
     server
-        .create(json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+        .create(
+            json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
             "metadata": {"name": "lab", "namespace": "metallb-system"},
-            "spec": {"addresses": ["192.0.2.0/24"]}}))
+            "spec": {"addresses": ["192.0.2.0/24"]}}),
+        )
         .unwrap();
     eventually("all four created", || async {
         (names(&nodes).contains("n1")
@@ -88,7 +112,14 @@ async fn reflectors_see_creates_patches_and_deletes() {
     .await;
 
     server
-        .patch(Part::Object, "v1", "Node", None, "n1", json!({"metadata": {"labels": {"zone": "a"}}}))
+        .patch(
+            Part::Object,
+            "v1",
+            "Node",
+            None,
+            "n1",
+            json!({"metadata": {"labels": {"zone": "a"}}}),
+        )
         .unwrap();
     server
         .patch(
@@ -109,9 +140,16 @@ async fn reflectors_see_creates_patches_and_deletes() {
     })
     .await;
 
-    server.delete("v1", "Service", Some("default"), "web").unwrap();
     server
-        .delete("metallb.io/v1beta1", "IPAddressPool", Some("metallb-system"), "lab")
+        .delete("v1", "Service", Some("default"), "web")
+        .unwrap();
+    server
+        .delete(
+            "metallb.io/v1beta1",
+            "IPAddressPool",
+            Some("metallb-system"),
+            "lab",
+        )
         .unwrap();
     eventually("the deletions", || async {
         (names(&services).is_empty() && names(&pools_store).is_empty()).then_some(())
@@ -172,7 +210,14 @@ async fn a_compaction_makes_watchers_list_again() {
 
     // Watching again from the new list's version works.
     server
-        .patch(Part::Object, "v1", "Node", None, "late", json!({"metadata": {"labels": {"x": "y"}}}))
+        .patch(
+            Part::Object,
+            "v1",
+            "Node",
+            None,
+            "late",
+            json!({"metadata": {"labels": {"x": "y"}}}),
+        )
         .unwrap();
     match next().await {
         Ok(watcher::Event::Apply(node)) => {
@@ -192,19 +237,42 @@ async fn streaming_lists_and_selectors() {
             .unwrap();
     }
     let client = client(&server);
-    let config = watcher::Config::default().streaming_lists().labels("zone in (one)");
+    let config = watcher::Config::default()
+        .streaming_lists()
+        .labels("zone in (one)");
     let store = reflect(Api::<Node>::all(client), config, ());
-    tokio::time::timeout(WAIT, store.wait_until_ready()).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, store.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(names(&store), BTreeSet::from(["a".to_owned()]));
-    assert_eq!(server.count_requests("list", "nodes"), 0, "a streaming list is a watch");
+    assert_eq!(
+        server.count_requests("list", "nodes"),
+        0,
+        "a streaming list is a watch"
+    );
 
     // Leaving the selection is a deletion for this watch, entering one an
     // addition.
     server
-        .patch(Part::Object, "v1", "Node", None, "a", json!({"metadata": {"labels": {"zone": "two"}}}))
+        .patch(
+            Part::Object,
+            "v1",
+            "Node",
+            None,
+            "a",
+            json!({"metadata": {"labels": {"zone": "two"}}}),
+        )
         .unwrap();
     server
-        .patch(Part::Object, "v1", "Node", None, "b", json!({"metadata": {"labels": {"zone": "one"}}}))
+        .patch(
+            Part::Object,
+            "v1",
+            "Node",
+            None,
+            "b",
+            json!({"metadata": {"labels": {"zone": "one"}}}),
+        )
         .unwrap();
     eventually("b replaces a", || async {
         (names(&store) == BTreeSet::from(["b".to_owned()])).then_some(())
@@ -235,7 +303,10 @@ async fn watches_from_old_versions_are_gone_and_bookmarks_flow() {
 
     let now = server.revision().to_string();
     let mut stream = api.watch(&params, &now).await.unwrap().boxed();
-    match tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap() {
+    match tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+    {
         Some(Ok(kube::api::WatchEvent::Bookmark(bookmark))) => {
             assert_eq!(bookmark.metadata.resource_version, now)
         }
@@ -243,7 +314,9 @@ async fn watches_from_old_versions_are_gone_and_bookmarks_flow() {
     }
 
     // timeoutSeconds ends the stream.
-    let params = kube::api::WatchParams::default().timeout(1).disable_bookmarks();
+    let params = kube::api::WatchParams::default()
+        .timeout(1)
+        .disable_bookmarks();
     let stream = api.watch(&params, &now).await.unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(5), stream.collect::<Vec<_>>()).await;
     assert!(ended.unwrap().is_empty());
