@@ -185,13 +185,16 @@ fn random_suffix(length: usize) -> String {
 }
 
 fn uid() -> String {
-    let bytes: [u8; 16] = rand::random();
+    // A random (version 4, RFC 9562 variant) UUID, as the apiserver makes.
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!(
-        "{}-{}-4{}-{}-{}",
+        "{}-{}-{}-{}-{}",
         &hex[0..8],
         &hex[8..12],
-        &hex[13..16],
+        &hex[12..16],
         &hex[16..20],
         &hex[20..32]
     )

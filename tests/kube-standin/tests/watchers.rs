@@ -31,10 +31,10 @@ where
     reader
 }
 
-fn names<K: Resource>(store: &reflector::Store<K>) -> BTreeSet<String>
+fn names<K>(store: &reflector::Store<K>) -> BTreeSet<String>
 where
+    K: Resource + Clone,
     K::DynamicType: Eq + std::hash::Hash + Clone,
-    K: Clone,
 {
     store.state().iter().map(|o| o.name_any()).collect()
 }
