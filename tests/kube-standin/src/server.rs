@@ -113,6 +113,7 @@ impl Server {
             server_address: Arc::clone(&address),
         });
 
+        let listen = options.listen;
         let (ready_tx, ready) = mpsc::channel();
         let (stop, stopped) = oneshot::channel();
         let serving = Arc::clone(&shared);
@@ -120,12 +121,12 @@ impl Server {
             .name("kube-standin".into())
             .spawn(move || serve_thread(options, serving, ready_tx, stopped))
             .map_err(|e| StartError::Serve {
-                listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                listen,
                 reason: e.to_string(),
             })?;
         let mut server = Server {
             url: String::new(),
-            local_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            local_addr: listen,
             ca_pem: None,
             shared,
             stop: Some(stop),
@@ -142,7 +143,7 @@ impl Server {
             }
             Ok(Err(error)) => Err(error),
             Err(_) => Err(StartError::Serve {
-                listen: server.local_addr,
+                listen,
                 reason: "the server thread ended".into(),
             }),
         }
