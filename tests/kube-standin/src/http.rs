@@ -14,8 +14,9 @@ use crate::{
     controls::{Controls, Fault, RequestRecord},
     discovery,
     route::{self, ResourcePath, Route},
+    selector::Selection,
     selector::{FieldSelector, LabelSelector},
-    store::{Page, Part, PatchBody, Selection, Store},
+    store::{Page, Part, PatchBody, Store},
     watch,
 };
 

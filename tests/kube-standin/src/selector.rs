@@ -138,6 +138,25 @@ impl FieldSelector {
     }
 }
 
+/// The selection of a list or a watch.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// `None`: all namespaces.
+    pub namespace: Option<String>,
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Selection {
+    pub fn matches(&self, object: &Value) -> bool {
+        let namespace_matches = match &self.namespace {
+            Some(namespace) => object["metadata"]["namespace"].as_str() == Some(namespace),
+            None => true,
+        };
+        namespace_matches && self.labels.matches(object) && self.fields.matches(object)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

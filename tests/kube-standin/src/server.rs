@@ -21,7 +21,8 @@ use crate::{
     http::{self, Shared},
     kinds::{self, Resource},
     load::{self, LoadError},
-    store::{Page, Part, PatchBody, Selection, Store},
+    selector::Selection,
+    store::{Page, Part, PatchBody, Store},
     tls,
 };
 

@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 use crate::{
     api_error::ApiError,
     kinds::{self, Resource},
-    selector::{FieldSelector, LabelSelector},
+    selector::Selection,
 };
 
 /// Changes kept for watches to resume from; older ones are forgotten (and
@@ -85,25 +85,6 @@ pub enum PatchBody {
     /// Server-side apply, treated as a merge patch that creates a missing
     /// object (no field managers).
     Apply(Value),
-}
-
-/// The selection of a list or a watch.
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    /// `None`: all namespaces.
-    pub namespace: Option<String>,
-    pub labels: LabelSelector,
-    pub fields: FieldSelector,
-}
-
-impl Selection {
-    pub fn matches(&self, object: &Value) -> bool {
-        let namespace_matches = match &self.namespace {
-            Some(namespace) => object["metadata"]["namespace"].as_str() == Some(namespace),
-            None => true,
-        };
-        namespace_matches && self.labels.matches(object) && self.fields.matches(object)
-    }
 }
 
 /// A page of a list.

@@ -14,7 +14,8 @@ use crate::{
     api_error::ApiError,
     http::{streaming_response, Body, Shared},
     kinds::Resource,
-    store::{seen_through, Notice, Selection, WatchStart},
+    selector::Selection,
+    store::{seen_through, Notice, WatchStart},
 };
 
 /// Marks the end of the initial events of a streaming list (KEP-3157).
