@@ -1,27 +1,24 @@
-//! `speaker run` end to end against the kube emulator, in a network-namespace
-//! [`Lab`].
+//! `speaker run` end to end against the stand-in API server
+//! ([`kube_standin`]), in a network-namespace [`Lab`].
 //!
-//! The emulator (`serve.py`) listens on 127.0.0.1 only, and a speaker in
-//! another network namespace cannot reach the root namespace's loopback. So
-//! the emulator runs **inside the lab's node namespace**, next to the
-//! speaker, and both share that namespace's loopback (which the lab brings
-//! up):
+//! The stand-in listens on 127.0.0.1, and a speaker in another network
+//! namespace cannot reach the root namespace's loopback. So the stand-in
+//! serves **inside the lab's node namespace**, next to the speaker, and both
+//! share that namespace's loopback (which the lab brings up):
 //!
 //! ```text
 //!   node namespace                                   client namespace
-//!   lo: kube emulator 127.0.0.1:PORT                 arping
+//!   lo: stand-in API server 127.0.0.1:PORT           arping
 //!   speaker run --kubeconfig (server: that URL)
 //!   xn<pid>_<seq> (XDP responder, native) ────────── xc<pid>_<seq> (XDP pass-through)
 //! ```
 //!
-//! [`NsEmulator`] starts the emulator with the public
-//! [`KubeEmulator`] API from a worker thread that first joins the node
-//! namespace with `setns(2)` (only that thread moves; the process it spawns
-//! inherits the thread's namespace). The same thread then serves every
-//! request the test makes (create, patch, delete, list, compact) on a Tokio
-//! runtime of its own, so that every socket it opens is in the node
-//! namespace too. The speaker is started with `ip netns exec`, like every
-//! other command of the lab, so it sees the node namespace's own /sys.
+//! [`NsEmulator`] starts the stand-in with its network-namespace option: its
+//! server thread joins the node namespace with `setns(2)` before it binds
+//! (only that thread moves). The test changes objects with the stand-in's
+//! in-process calls, which open no sockets. The speaker is started with
+//! `ip netns exec`, like every other command of the lab, so it sees the
+//! node namespace's own /sys.
 //!
 //! Everything is torn down in `Drop`, in order: the speaker (SIGKILL if it
 //! still runs), the emulator, the kubeconfig and cluster files, then the lab
@@ -29,23 +26,23 @@
 //! when the next lab starts.
 
 use std::{
-    fs::{self, File},
-    io::{self, Read},
-    os::{fd::AsRawFd, raw::c_int},
+    fs,
+    io::Read,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
         atomic::{AtomicU32, Ordering},
-        mpsc, Arc, Mutex,
+        Arc, Mutex,
     },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
+use kube_standin::{Options, Server};
 use serde_json::Value;
 
 use crate::{
-    kube_emulator::{emulator_dir, KubeEmulator, Part},
+    kube_emulator::{must, KubeEmulator, Part},
     netns::{run, wait_for, Arping, ArpingReport, CmdOutput, Lab, Side},
 };
 
@@ -72,154 +69,46 @@ pub fn iris_example() -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------
-// Joining a network namespace
+// The stand-in API server inside a namespace
 // ---------------------------------------------------------------------------
 
-extern "C" {
-    /// setns(2), from the C library std links anyway (this crate has no libc
-    /// or nix dependency).
-    fn setns(fd: c_int, nstype: c_int) -> c_int;
-}
-
-const CLONE_NEWNET: c_int = 0x4000_0000;
-
-/// Moves the calling thread (only it) into network namespace `ns`.
-fn enter_netns(ns: &str) -> io::Result<()> {
-    let path = Path::new("/run/netns").join(ns);
-    let file = File::open(&path)?;
-    // SAFETY: a valid, open descriptor of a network namespace file.
-    let ret = unsafe { setns(file.as_raw_fd(), CLONE_NEWNET) };
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Creates the emulator's venv from the root namespace (its `setup.sh` may
-/// need PyPI, which the lab's namespaces cannot reach), under the same lock
-/// file as [`KubeEmulator`], so that the emulator started later inside the
-/// namespace only finds it.
-fn prepare_emulator_venv() {
-    let setup = emulator_dir().join("setup.sh");
-    assert!(
-        setup.is_file(),
-        "kube emulator not found at {} (set KUBE_EMULATOR_DIR)",
-        setup.display()
-    );
-    let cache = Path::new(&std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache");
-    fs::create_dir_all(&cache).expect("creating ~/.cache");
-    let lock = File::create(cache.join("kube-emulator-venv.lock")).expect("creating lock file");
-    lock.lock().expect("locking the emulator venv");
-    let out = run(
-        "bash",
-        &[&setup.to_string_lossy()],
-        Duration::from_secs(300),
-    );
-    drop(lock);
-    assert!(out.success(), "the emulator's setup.sh failed:\n{out}");
-}
-
-// ---------------------------------------------------------------------------
-// The emulator inside a namespace
-// ---------------------------------------------------------------------------
-
-type Job = Box<dyn FnOnce(&KubeEmulator, &tokio::runtime::Runtime) + Send>;
-
-/// A [`KubeEmulator`] running in a network namespace, owned by a worker
-/// thread in that namespace which runs every request. Stopped on drop.
+/// A [`KubeEmulator`] serving inside a network namespace (its server thread
+/// joins the namespace before it binds), driven from the test's thread with
+/// the stand-in's in-process calls. Stopped on drop.
 pub struct NsEmulator {
-    jobs: Option<mpsc::Sender<Job>>,
-    worker: Option<JoinHandle<()>>,
-    url: String,
+    emulator: KubeEmulator,
 }
 
 impl NsEmulator {
-    /// Starts the emulator in network namespace `ns` with `load` preloaded.
+    /// Starts the stand-in in network namespace `ns` with `load` preloaded.
     pub fn start(ns: &str, load: &[PathBuf]) -> NsEmulator {
-        prepare_emulator_venv();
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let (ready_tx, ready) = mpsc::channel::<thread::Result<String>>();
-        let ns = ns.to_owned();
-        let load = load.to_vec();
-        let worker = thread::Builder::new()
-            .name(format!("kube-emulator-{ns}"))
-            .spawn(move || {
-                let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    enter_netns(&ns).unwrap_or_else(|e| panic!("setns into {ns}: {e}"));
-                    let paths: Vec<&Path> = load.iter().map(PathBuf::as_path).collect();
-                    let emulator = KubeEmulator::start(&paths);
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("a Tokio runtime");
-                    (emulator, runtime)
-                }));
-                let (emulator, runtime) = match started {
-                    Ok(started) => started,
-                    Err(panic) => {
-                        let _ = ready_tx.send(Err(panic));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(emulator.url().to_owned()));
-                while let Ok(job) = queue.recv() {
-                    job(&emulator, &runtime);
-                }
-                // Dropping the emulator kills it.
-            })
-            .expect("spawning the emulator thread");
-        let url = match ready.recv() {
-            Ok(Ok(url)) => url,
-            Ok(Err(panic)) => {
-                let _ = worker.join();
-                std::panic::resume_unwind(panic)
-            }
-            Err(_) => panic!("the emulator thread ended without a word"),
-        };
-        NsEmulator {
-            jobs: Some(jobs),
-            worker: Some(worker),
-            url,
-        }
+        let emulator = KubeEmulator::start_with(Options {
+            netns: Some(Path::new("/run/netns").join(ns)),
+            preload: load.to_vec(),
+            ..Options::default()
+        });
+        NsEmulator { emulator }
     }
 
     /// `http://127.0.0.1:PORT`, reachable inside the namespace only.
     pub fn url(&self) -> &str {
-        &self.url
+        self.emulator.url()
     }
 
-    /// Runs `f` on the worker (in the namespace); a panic in `f` is raised
-    /// again here.
-    pub fn with<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&KubeEmulator, &tokio::runtime::Runtime) -> R + Send + 'static,
-    ) -> R {
-        let (reply_tx, reply) = mpsc::channel();
-        let job: Job = Box::new(move |emulator, runtime| {
-            let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(emulator, runtime)));
-            let _ = reply_tx.send(result);
-        });
-        self.jobs
-            .as_ref()
-            .expect("the emulator is stopped")
-            .send(job)
-            .expect("the emulator thread is gone");
-        match reply.recv().expect("the emulator thread is gone") {
-            Ok(value) => value,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+    /// The stand-in itself: its test controls (faults, request log).
+    pub fn standin(&self) -> &Server {
+        self.emulator.standin()
     }
 
-    /// What the emulator printed on stderr so far.
-    pub fn stderr(&self) -> String {
-        self.with(|emulator, _| emulator.stderr())
+    /// The last requests served, for assertion messages.
+    pub fn request_log(&self) -> String {
+        self.emulator.request_log()
     }
 
     /// Creates `object` and returns it as stored.
     pub fn create(&self, object: Value) -> Value {
-        self.with(move |emulator, runtime| runtime.block_on(emulator.create(object)))
+        let kind = object["kind"].clone();
+        must(|| format!("creating {kind}"), self.standin().create(object))
     }
 
     /// A JSON merge patch of an object or of its `status`.
@@ -232,26 +121,18 @@ impl NsEmulator {
         name: &str,
         patch: Value,
     ) -> Value {
-        let (api_version, kind, name) = (api_version.to_owned(), kind.to_owned(), name.to_owned());
-        let namespace = namespace.map(str::to_owned);
-        self.with(move |emulator, runtime| {
-            runtime.block_on(emulator.patch(
-                part,
-                &api_version,
-                &kind,
-                namespace.as_deref(),
-                &name,
-                patch,
-            ))
-        })
+        must(
+            || format!("patching {kind} {name} ({part:?})"),
+            self.standin()
+                .patch(part, api_version, kind, namespace, name, patch),
+        )
     }
 
     pub fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) {
-        let (api_version, kind, name) = (api_version.to_owned(), kind.to_owned(), name.to_owned());
-        let namespace = namespace.map(str::to_owned);
-        self.with(move |emulator, runtime| {
-            runtime.block_on(emulator.delete(&api_version, &kind, namespace.as_deref(), &name))
-        })
+        must(
+            || format!("deleting {kind} {name}"),
+            self.standin().delete(api_version, kind, namespace, name),
+        );
     }
 
     pub fn get(
@@ -261,35 +142,23 @@ impl NsEmulator {
         namespace: Option<&str>,
         name: &str,
     ) -> Option<Value> {
-        let (api_version, kind, name) = (api_version.to_owned(), kind.to_owned(), name.to_owned());
-        let namespace = namespace.map(str::to_owned);
-        self.with(move |emulator, runtime| {
-            runtime.block_on(emulator.get(&api_version, &kind, namespace.as_deref(), &name))
-        })
+        must(
+            || format!("reading {kind} {name}"),
+            self.standin().get(api_version, kind, namespace, name),
+        )
     }
 
     /// The objects of a kind in `namespace` (all namespaces for `None`).
     pub fn list(&self, api_version: &str, kind: &str, namespace: Option<&str>) -> Vec<Value> {
-        let (api_version, kind) = (api_version.to_owned(), kind.to_owned());
-        let namespace = namespace.map(str::to_owned);
-        self.with(move |emulator, runtime| {
-            runtime.block_on(emulator.list(&api_version, &kind, namespace.as_deref()))
-        })
+        must(
+            || format!("listing {kind}"),
+            self.standin().list(api_version, kind, namespace),
+        )
     }
 
-    /// `POST /_kmock/compact`: every open watch fails with `410 Gone`.
+    /// Every open watch fails with `410 Gone`.
     pub fn compact(&self) {
-        self.with(|emulator, _| emulator.compact())
-    }
-}
-
-impl Drop for NsEmulator {
-    fn drop(&mut self) {
-        // Closing the queue ends the worker, which drops (kills) the emulator.
-        self.jobs.take();
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
+        self.emulator.compact();
     }
 }
 
@@ -455,7 +324,7 @@ impl Drop for SpeakerRun {
 // The lab
 // ---------------------------------------------------------------------------
 
-/// A [`Lab`] whose node namespace runs the kube emulator and `speaker run`.
+/// A [`Lab`] whose node namespace runs the stand-in API server and `speaker run`.
 /// Fields are public for the tests; tear-down is in `Drop`.
 pub struct KubeLab {
     speaker: Option<SpeakerRun>,
@@ -499,7 +368,7 @@ impl KubeLab {
         kube_lab
     }
 
-    /// The emulator (requests run inside the node namespace).
+    /// The stand-in API server of the node namespace.
     pub fn kube(&self) -> &NsEmulator {
         self.kube.as_ref().expect("the emulator is stopped")
     }
@@ -574,25 +443,20 @@ impl KubeLab {
         self.lab.arping(&arping)
     }
 
-    /// Context for assertion messages: the speaker's log and the emulator's
-    /// stderr (its last lines).
+    /// Context for assertion messages: the speaker's log and the last
+    /// requests the stand-in API server served.
     pub fn diagnostics(&self) -> String {
         let log = self
             .speaker
             .as_ref()
             .map(SpeakerRun::log)
             .unwrap_or_default();
-        let emulator = self
+        let requests = self
             .kube
             .as_ref()
-            .map(NsEmulator::stderr)
+            .map(NsEmulator::request_log)
             .unwrap_or_default();
-        let tail: Vec<&str> = emulator.lines().rev().take(20).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        format!(
-            "--- speaker log ---\n{log}--- emulator stderr (last lines) ---\n{}",
-            tail.join("\n")
-        )
+        format!("--- speaker log ---\n{log}--- last API requests ---\n{requests}")
     }
 }
 

@@ -85,8 +85,8 @@ impl Running {
             Ok(Some(change)) => change,
             Ok(None) => panic!("the source stopped: {:?}", self.source),
             Err(_) => panic!(
-                "no change within {WAIT:?}; emulator stderr:\n{}",
-                self.emulator.stderr()
+                "no change within {WAIT:?}; last requests:\n{}",
+                self.emulator.request_log()
             ),
         }
     }
