@@ -148,6 +148,10 @@ pub struct PodmanTarget {
     pub name: Option<String>,
     /// The image to run instead of the spec's (e.g. `localhost/...`).
     pub image: Option<String>,
+    /// More `podman run` options, before the image: what the kubelet adds
+    /// that the pod spec does not say (the service-account volume, the
+    /// `KUBERNETES_SERVICE_*` variables).
+    pub extra: Vec<String>,
 }
 
 /// Global podman options this machine kind needs: crun refuses its hybrid
@@ -176,6 +180,17 @@ pub fn speaker_container(rendered: &str, identity: &PodIdentity) -> Result<Conta
         .find(|c| c.name == SPEAKER_CONTAINER)
         .ok_or_else(|| anyhow!("DaemonSet {name} has no container named {SPEAKER_CONTAINER:?}"))?;
     resolve(&pod, container, identity)
+}
+
+/// The labels of the pods the chart's DaemonSet creates (what the speakers
+/// select their gossip peers by).
+pub fn pod_labels(rendered: &str) -> Result<BTreeMap<String, String>> {
+    let daemonset = find_daemonset(rendered)?;
+    daemonset
+        .spec
+        .and_then(|spec| spec.template.metadata)
+        .and_then(|metadata| metadata.labels)
+        .ok_or_else(|| anyhow!("the DaemonSet's pod template has no labels"))
 }
 
 fn find_daemonset(rendered: &str) -> Result<DaemonSet> {
@@ -589,6 +604,7 @@ impl ContainerRun {
             let entrypoint = serde_json::to_string(&self.command).expect("strings");
             args.extend(["--entrypoint".into(), entrypoint]);
         }
+        args.extend(target.extra.iter().cloned());
         args.push(target.image.clone().unwrap_or_else(|| self.image.clone()));
         args.extend(self.args.iter().cloned());
         Ok(args)
@@ -654,6 +670,7 @@ mod tests {
             ]),
             name: Some("speaker-a".into()),
             image: None,
+            extra: Vec::new(),
         }
     }
 

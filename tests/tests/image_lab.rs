@@ -601,6 +601,7 @@ fn chart_pod_spec_attaches_under_podman() {
         .collect(),
         name: None,
         image: Some(image().to_owned()),
+        extra: Vec::new(),
     };
     let args = pod
         .podman_args(&target)
