@@ -1,7 +1,11 @@
-//! Shared test support: frame builders and network-namespace labs.
-pub mod fabric;
+//! Shared test support of the end-to-end tests, demos and benchmarks.
+//!
+//! - [`lab`]: the network-namespace lab library (programs, namespaces,
+//!   hosts, speaker processes, probes).
+//! - [`frames`]: Ethernet/ARP/NDP frame builders and parsers.
+//! - [`kube_emulator`]: the stand-in Kubernetes API server.
+//! - [`narration`]: the demos' step-by-step output.
 pub mod frames;
 pub mod kube_emulator;
-pub mod kube_lab;
+pub mod lab;
 pub mod narration;
-pub mod netns;
