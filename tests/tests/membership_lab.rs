@@ -96,9 +96,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 // ---------------------------------------------------------------- scenario
 
-/// The lab's cluster: see [`speaker_tests::lab::fabric::lab_cluster_yaml`].
+/// The lab's cluster: see [`speaker_tests::lab::cluster::lab_cluster_yaml`].
 fn cluster_yaml(policy: &str, endpoint_node: &str) -> String {
-    speaker_tests::lab::fabric::lab_cluster_yaml(&NODES, &[VIP_V4, VIP_V6], policy, endpoint_node)
+    speaker_tests::lab::cluster::lab_cluster_yaml(&NODES, &[VIP_V4, VIP_V6], policy, endpoint_node)
 }
 
 // ---------------------------------------------------------------- the lab

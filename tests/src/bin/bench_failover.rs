@@ -327,7 +327,7 @@ fn main() -> Result<()> {
     specs.push(HostSpec::numbered(CLIENT, 10));
     let fabric = Fabric::new(&specs);
     fabric.attach_pass_through_ports();
-    fabric.write_cluster_state(&speaker_tests::lab::fabric::lab_cluster_yaml(
+    fabric.write_cluster_state(&speaker_tests::lab::cluster::lab_cluster_yaml(
         &NODES,
         &[VIP],
         "Cluster",

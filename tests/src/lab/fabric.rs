@@ -30,7 +30,7 @@
 //!
 //! XDP on veths: the responder's `XDP_TX` frames on a veth in native mode are
 //! dropped unless the peer (here the bridge port) has an XDP program too.
-//! Either start the speakers with [`SpeakerMode::Generic`], or call
+//! Either start the speakers with [`super::SpeakerMode::Generic`], or call
 //! [`Fabric::attach_pass_through_ports`] and use native (or auto) mode.
 //!
 //! In-process tools inside a host ([`Fabric::in_host`] runs a closure on a
@@ -53,7 +53,7 @@
 
 use std::{
     fs, io,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU32, Ordering},
@@ -66,6 +66,7 @@ use std::{
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+use super::host::{Host, HostSpec};
 use super::{
     arping::{Arping, ArpingReport},
     command::{lock, must, CmdOutput, Spawn, COMMAND_TIMEOUT},
@@ -87,93 +88,6 @@ pub const BRIDGE: &str = "br0";
 pub const CLUSTER_FILE: &str = "cluster.yaml";
 
 static FABRIC_SEQ: AtomicU32 = AtomicU32::new(0);
-
-// ---------------------------------------------------------------------------
-// Hosts
-// ---------------------------------------------------------------------------
-
-/// A host to create: its name (also the Kubernetes node name speakers get),
-/// its addresses (prefixes /24 and /64) and optionally its MAC.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostSpec {
-    pub name: String,
-    pub v4: Option<Ipv4Addr>,
-    pub v6: Option<Ipv6Addr>,
-    /// `None`: the kernel picks a random one.
-    pub mac: Option<String>,
-}
-
-impl HostSpec {
-    /// A host without addresses.
-    pub fn new(name: &str) -> Self {
-        HostSpec {
-            name: name.to_owned(),
-            v4: None,
-            v6: None,
-            mac: None,
-        }
-    }
-
-    /// A host with `192.0.2.<n>` and `2001:db8::<n>` (the same digits, so
-    /// `11` gives 192.0.2.11 and 2001:db8::11).
-    pub fn numbered(name: &str, n: u8) -> Self {
-        assert!((1..=254).contains(&n), "host number {n} is not in 1..=254");
-        HostSpec::new(name)
-            .v4(&format!("192.0.2.{n}"))
-            .v6(&format!("2001:db8::{n}"))
-    }
-
-    /// Sets the IPv4 address; it must be in 192.0.2.0/24.
-    pub fn v4(mut self, address: &str) -> Self {
-        let ip: Ipv4Addr = address
-            .parse()
-            .unwrap_or_else(|_| panic!("{address:?} is not an IPv4 address"));
-        let [a, b, c, d] = ip.octets();
-        assert!(
-            [a, b, c] == [192, 0, 2] && d != 0 && d != 255,
-            "{ip} is not a host address of 192.0.2.0/24 (the lab uses documentation addresses only)"
-        );
-        self.v4 = Some(ip);
-        self
-    }
-
-    /// Sets the IPv6 address; it must be in 2001:db8::/64.
-    pub fn v6(mut self, address: &str) -> Self {
-        let ip: Ipv6Addr = address
-            .parse()
-            .unwrap_or_else(|_| panic!("{address:?} is not an IPv6 address"));
-        assert!(
-            ip.segments()[..4] == [0x2001, 0xdb8, 0, 0],
-            "{ip} is not in 2001:db8::/64 (the lab uses documentation addresses only)"
-        );
-        self.v6 = Some(ip);
-        self
-    }
-
-    /// Sets the MAC of the host's `eth0`.
-    pub fn mac(mut self, mac: &str) -> Self {
-        self.mac = Some(mac::normalize(mac));
-        self
-    }
-}
-
-/// A created host.
-#[derive(Clone, Debug)]
-pub struct Host {
-    pub name: String,
-    /// Its network namespace.
-    pub ns: String,
-    /// Its interface on the segment: always [`HOST_IF`].
-    pub interface: String,
-    /// The bridge port its `eth0` is the peer of (in the switch namespace).
-    pub port: String,
-    /// `eth0`'s MAC, lower case.
-    pub mac: String,
-    pub v4: Option<Ipv4Addr>,
-    pub v6: Option<Ipv6Addr>,
-    /// The `--pin-dir` of its speaker commands (inside the lab's bpffs).
-    pub pin_dir: PathBuf,
-}
 
 // ---------------------------------------------------------------------------
 // The fabric
@@ -341,43 +255,12 @@ impl Fabric {
                 "up",
             ],
         );
-        if let Some(v4) = spec.v4 {
-            must(
-                "ip",
-                &[
-                    "-n",
-                    &ns,
-                    "addr",
-                    "add",
-                    &format!("{v4}/24"),
-                    "dev",
-                    HOST_IF,
-                ],
-            );
-        }
-        if let Some(v6) = spec.v6 {
-            // nodad: usable at once, and no DAD traffic.
-            must(
-                "ip",
-                &[
-                    "-n",
-                    &ns,
-                    "addr",
-                    "add",
-                    &format!("{v6}/64"),
-                    "dev",
-                    HOST_IF,
-                    "nodad",
-                ],
-            );
-        }
-        must("ip", &["-n", &ns, "link", "set", HOST_IF, "up"]);
-        let out = must("ip", &["-n", &ns, "-j", "link", "show", "dev", HOST_IF]);
-        let link: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
-        let mac = link[0]["address"]
-            .as_str()
-            .map(mac::normalize)
-            .unwrap_or_else(|| panic!("no MAC on {HOST_IF} in {ns}:\n{out}"));
+        let (v4, v6) = (
+            spec.v4.map(|a| a.to_string()),
+            spec.v6.map(|a| a.to_string()),
+        );
+        netns::configure_interface(&ns, HOST_IF, v4.as_deref(), v6.as_deref());
+        let mac = netns::link_mac(&ns, HOST_IF);
         Host {
             name: spec.name.clone(),
             pin_dir: self.bpffs.join(&spec.name),
@@ -841,83 +724,4 @@ impl Fabric {
         ArpProber::open(&h.ns, HOST_IF, host_mac, client_ip, target, session)
             .unwrap_or_else(|e| panic!("opening an AF_PACKET socket in {host}: {e}"))
     }
-}
-
-/// A cluster for the multi-node labs: `nodes` with InternalIPs 192.0.2.11,
-/// .12, …, a pool (192.0.2.100-110, 2001:db8::100/124) and an advertisement
-/// for everything, the Service `default/web` with `ingress` and
-/// `externalTrafficPolicy: policy`, and one ready endpoint on `endpoint_node`.
-pub fn lab_cluster_yaml(
-    nodes: &[&str],
-    ingress: &[&str],
-    policy: &str,
-    endpoint_node: &str,
-) -> String {
-    let mut yaml = String::new();
-    for (i, node) in nodes.iter().enumerate() {
-        yaml.push_str(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\nstatus:\n  addresses:\n    \
-             - type: InternalIP\n      address: 192.0.2.{}\n  conditions:\n    - type: Ready\n      \
-             status: \"True\"\n---\n",
-            11 + i
-        ));
-    }
-    let ingress: String = ingress
-        .iter()
-        .map(|ip| format!("      - ip: {ip}\n"))
-        .collect();
-    let ingress = ingress.trim_end();
-    yaml.push_str(&format!(
-        r#"apiVersion: metallb.io/v1beta1
-kind: IPAddressPool
-metadata:
-  name: lab
-  namespace: metallb-system
-spec:
-  addresses:
-    - 192.0.2.100-192.0.2.110
-    - 2001:db8::100/124
----
-apiVersion: metallb.io/v1beta1
-kind: L2Advertisement
-metadata:
-  name: lab
-  namespace: metallb-system
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-  namespace: default
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: {policy}
-  selector:
-    app: web
-  ports:
-    - port: 80
-      targetPort: 8080
-status:
-  loadBalancer:
-    ingress:
-{ingress}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: web-abcde
-  namespace: default
-  labels:
-    kubernetes.io/service-name: web
-addressType: IPv4
-endpoints:
-  - addresses: ["10.244.1.7"]
-    nodeName: {endpoint_node}
-    conditions:
-      ready: true
-ports:
-  - port: 8080
-"#
-    ));
-    yaml
 }

@@ -9,7 +9,8 @@
 //! - [`netns`]: namespaces, entering one on a thread, private bpffs mounts
 //!   under [`RUN_ROOT`], removal of what killed runs left ([`reap_stale`]).
 //! - [`pair`]: [`Lab`], two namespaces on one veth pair (node and client).
-//! - [`fabric`]: [`Fabric`], N hosts on a bridge in a switch namespace.
+//! - [`fabric`]: [`Fabric`], N hosts ([`host`]) on a bridge in a switch
+//!   namespace; [`cluster`]: the cluster file its speakers share.
 //! - [`speaker`]: the speaker binary and [`Speaker`], one `speaker run`
 //!   process (logs, waiting for log lines, SIGTERM/SIGKILL, exit status).
 //! - [`probe`]: an ARP prober on an AF_PACKET socket inside a host.
@@ -21,8 +22,10 @@
 //! Only documentation addresses are used: 192.0.2.0/24 and 2001:db8::/64.
 
 pub mod arping;
+pub mod cluster;
 pub mod command;
 pub mod fabric;
+pub mod host;
 pub mod http;
 pub mod kube;
 pub mod mac;
@@ -42,7 +45,8 @@ use std::{
 
 pub use arping::{Arping, ArpingFlavor, ArpingReport, ArpingRun};
 pub use command::{run, Background, CmdOutput, Spawn, COMMAND_TIMEOUT};
-pub use fabric::{Fabric, Host, HostSpec, BRIDGE, HOST_IF};
+pub use fabric::{Fabric, BRIDGE, HOST_IF};
+pub use host::{Host, HostSpec};
 pub use maps::{linked_interfaces, reason_count, vip_addresses, vip_answered, vips_on};
 pub use netns::{reap_stale, NETNS_PREFIX, RUN_ROOT};
 pub use pair::{Lab, Side, XdpMode};

@@ -45,6 +45,34 @@ pub fn add(ns: &str) {
     must("ip", &["-n", ns, "link", "set", "lo", "up"]);
 }
 
+/// Gives `dev` in `ns` its addresses (`v4`/24, `v6`/64) and sets it up;
+/// panics on failure.
+pub fn configure_interface(ns: &str, dev: &str, v4: Option<&str>, v6: Option<&str>) {
+    if let Some(v4) = v4 {
+        must(
+            "ip",
+            &["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev],
+        );
+    }
+    if let Some(v6) = v6 {
+        // nodad: no Duplicate Address Detection traffic to disturb counters,
+        // and the address is usable at once.
+        let v6 = format!("{v6}/64");
+        must("ip", &["-n", ns, "addr", "add", &v6, "dev", dev, "nodad"]);
+    }
+    must("ip", &["-n", ns, "link", "set", dev, "up"]);
+}
+
+/// The MAC of `dev` in `ns`, lower case; panics when there is none.
+pub fn link_mac(ns: &str, dev: &str) -> String {
+    let out = must("ip", &["-n", ns, "-j", "link", "show", "dev", dev]);
+    let link: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    link[0]["address"]
+        .as_str()
+        .map(super::mac::normalize)
+        .unwrap_or_else(|| panic!("no MAC on {dev} in {ns}:\n{out}"))
+}
+
 /// `ip netns del ns`, ignoring failures (used while unwinding).
 pub fn delete(ns: &str) {
     let _ = run("ip", &["netns", "del", ns], Duration::from_secs(30));

@@ -30,7 +30,6 @@ use serde_json::Value;
 use super::{
     arping::{number_after, Arping, ArpingReport, ArpingRun},
     command::{must, Background, CmdOutput, Spawn, COMMAND_TIMEOUT},
-    mac,
     maps::parse_maps,
     neighbour::{parse_ndisc6, parse_neighbours, same_ip, Neighbour},
     netns::{self, reap_stale, NETNS_PREFIX, RUN_ROOT},
@@ -169,29 +168,10 @@ impl Lab {
             (&lab.node_ns, &lab.node_if, NODE_V4, NODE_V6),
             (&lab.client_ns, &lab.client_if, CLIENT_V4, CLIENT_V6),
         ] {
-            must(
-                "ip",
-                &["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev],
-            );
-            // nodad: no Duplicate Address Detection traffic to disturb counters,
-            // and the address is usable at once.
-            must(
-                "ip",
-                &[
-                    "-n",
-                    ns,
-                    "addr",
-                    "add",
-                    &format!("{v6}/64"),
-                    "dev",
-                    dev,
-                    "nodad",
-                ],
-            );
-            must("ip", &["-n", ns, "link", "set", dev, "up"]);
+            netns::configure_interface(ns, dev, Some(v4), Some(v6));
         }
-        lab.node_mac = lab.mac_of(Side::Node);
-        lab.client_mac = lab.mac_of(Side::Client);
+        lab.node_mac = netns::link_mac(&lab.node_ns, &lab.node_if);
+        lab.client_mac = netns::link_mac(&lab.client_ns, &lab.client_if);
         lab
     }
 
@@ -449,13 +429,6 @@ impl Lab {
             .and_then(|l| number_after(l, "id"))
             .map(u64::from)?;
         Some((mode, id))
-    }
-
-    fn mac_of(&self, side: Side) -> String {
-        let mac = self.link_details(side)["address"]
-            .as_str()
-            .map(mac::normalize);
-        mac.unwrap_or_else(|| panic!("no MAC address on {}", self.interface(side)))
     }
 
     /// Shortens a command line for printing: the speaker path becomes `speaker`.
