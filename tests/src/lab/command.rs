@@ -513,3 +513,43 @@ impl Drop for Process {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "not declared in tools.toml")]
+    fn undeclared_programs_are_not_started() {
+        Spawn::tool("no-such-tool-xyz").run(Duration::from_secs(5));
+    }
+
+    #[test]
+    fn captures_output_and_status() {
+        let out = run(
+            "sh",
+            &["-c", "echo out; echo err >&2; exit 3"],
+            COMMAND_TIMEOUT,
+        );
+        assert_eq!(
+            (out.stdout.as_str(), out.stderr.as_str()),
+            ("out\n", "err\n")
+        );
+        assert_eq!(out.code(), Some(3));
+        assert!(!out.success() && !out.timed_out);
+    }
+
+    #[test]
+    fn kills_what_outlives_its_limit() {
+        // `exec`: no grandchild holding the output pipes open after the kill.
+        let out = run("sh", &["-c", "exec sleep 30"], Duration::from_millis(200));
+        assert!(out.timed_out, "{out}");
+        assert!(out.elapsed < Duration::from_secs(10), "{out}");
+    }
+
+    #[test]
+    fn quotes_arguments_with_blanks() {
+        let spawn = Spawn::tool("ip").in_netns("x").args(["a b", "", "c"]);
+        assert_eq!(spawn.display(), "ip netns exec x ip 'a b' '' c");
+    }
+}
