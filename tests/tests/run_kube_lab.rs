@@ -200,7 +200,8 @@ fn set_endpoint_node(k: &KubeLab, slice: &str, node: &str) {
     );
 }
 
-/// The `withdrawn` lines of the speaker log from line `from` on.
+/// The `withdrawn` lines of the speaker log from byte `from` on (a
+/// [`speaker_tests::lab::Speaker::log_len`] mark).
 fn withdrawals_since(k: &KubeLab, from: usize) -> Vec<String> {
     k.speaker()
         .log_lines_since(from)
