@@ -1,8 +1,13 @@
-//! Shared test support: frame builders and network-namespace labs.
-pub mod fabric;
+//! Shared test support of the end-to-end tests, demos and benchmarks.
+//!
+//! - [`lab`]: the network-namespace lab library (programs, namespaces,
+//!   hosts, speaker processes, probes).
+//! - [`frames`]: Ethernet/ARP/NDP frame builders and parsers.
+//! - [`kube_emulator`]: the stand-in Kubernetes API server.
+//! - [`narration`]: the demos' step-by-step output.
+//! - [`pod_spec`]: the chart's speaker container as a kubelet would start it.
 pub mod frames;
 pub mod kube_emulator;
-pub mod kube_lab;
+pub mod lab;
 pub mod narration;
-pub mod netns;
 pub mod pod_spec;

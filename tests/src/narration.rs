@@ -2,22 +2,12 @@
 //! lines with their output, and a check mark (or a recorded problem) for
 //! every expectation.
 
-use crate::netns::{speaker_bin, CmdOutput};
+use crate::lab::{speaker, CmdOutput};
 
+#[derive(Default)]
 pub struct Narrator {
     step: u32,
     problems: Vec<String>,
-    speaker: String,
-}
-
-impl Default for Narrator {
-    fn default() -> Self {
-        Narrator {
-            step: 0,
-            problems: Vec::new(),
-            speaker: speaker_bin().to_string_lossy().into_owned(),
-        }
-    }
 }
 
 impl Narrator {
@@ -28,7 +18,7 @@ impl Narrator {
 
     /// A command line as a reader would type it (`speaker`, not its path).
     pub fn pretty(&self, command: &str) -> String {
-        command.replace(&self.speaker, "speaker")
+        speaker::pretty(command)
     }
 
     pub fn show(&self, out: &CmdOutput) {

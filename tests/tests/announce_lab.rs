@@ -29,14 +29,13 @@
 use std::{
     collections::BTreeMap,
     fs::File,
-    io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::{fd::AsRawFd, raw::c_int},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::PathBuf,
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+use nix::sys::signal::Signal;
 
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, EthernetRepr,
@@ -47,7 +46,12 @@ use speaker::{
 };
 use speaker_tests::{
     frames::{parse_neighbor_advertisement, Advertisement, ALL_NODES, ALL_NODES_MAC, BROADCAST},
-    netns::{require_root, run, Lab, Side},
+    lab::{
+        command::{Process, Sink, Spawn},
+        mac,
+        netns::in_namespace,
+        require_root, tools, Lab, Side,
+    },
 };
 
 /// Announced; the client caches a wrong MAC for them beforehand.
@@ -63,13 +67,12 @@ const UNKNOWN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x103);
 const DOOMED_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
 const WRONG_MAC: &str = "02:00:00:00:00:99";
 
-const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 /// Leeway for the arrival instant of a round on a loaded test machine.
 const JITTER: Duration = Duration::from_millis(250);
 
 // ---------------------------------------------------------------- the lab
 
-/// The lab of `speaker_tests::netns` (two namespaces, a veth pair, removed
+/// The pair lab of `speaker_tests::lab` (two namespaces, a veth pair, removed
 /// in `Drop`), without any XDP program: only the announcer sends.
 fn lab() -> Lab {
     require_root();
@@ -115,41 +118,12 @@ fn node_announcer(lab: &Lab, config: AnnounceConfig) -> AnnouncerThread {
         .unwrap_or_else(|e| panic!("starting the announcer thread: {e}"))
 }
 
-extern "C" {
-    /// setns(2), from the C library std links anyway (this crate has no libc
-    /// or nix dependency).
-    fn setns(fd: c_int, nstype: c_int) -> c_int;
-}
-
-const CLONE_NEWNET: c_int = 0x4000_0000;
-
-/// Runs `f` on a new thread that first joins network namespace `ns`; threads
-/// it spawns stay there. The calling thread is untouched.
-fn in_namespace<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = Path::new("/run/netns").join(ns);
-    let joined = thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        // SAFETY: a valid descriptor of a network namespace file.
-        let ret = unsafe { setns(file.as_raw_fd(), CLONE_NEWNET) };
-        assert_eq!(
-            ret,
-            0,
-            "setns({}): {}",
-            path.display(),
-            io::Error::last_os_error()
-        );
-        f()
-    })
-    .join();
-    joined.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
 // ---------------------------------------------------------------- capture
 
 /// `tcpdump -w` of what arrives at the client's veth. Stopped with SIGINT
 /// (tcpdump then flushes and exits); killed in `Drop` if still running.
 struct Capture {
-    child: Child,
+    process: Process,
     pcap: PathBuf,
     log: PathBuf,
 }
@@ -160,19 +134,18 @@ impl Capture {
         let stem = format!("announce-lab-{}-{}", std::process::id(), lab.client_if);
         let pcap = dir.join(format!("{stem}.pcap"));
         let log = dir.join(format!("{stem}.log"));
+        tools::require("tcpdump");
         let log_file = File::create(&log).expect("creating the tcpdump log");
         let pcap_arg = pcap.to_string_lossy().into_owned();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &lab.client_ns, "tcpdump"])
+        let process = Spawn::tool("tcpdump")
+            .in_netns(&lab.client_ns)
             .args(["-i", &lab.client_if, "-Q", "in", "-n", "-U"])
             .args(["--immediate-mode", "-s", "0", "-w", &pcap_arg])
             .arg("arp or icmp6")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start tcpdump (apt-get install -y tcpdump): {e}"));
-        let mut capture = Capture { child, pcap, log };
+            .stdout(Sink::Null)
+            .stderr(Sink::File(log_file))
+            .process();
+        let capture = Capture { process, pcap, log };
         // tcpdump says "listening on" once its socket is receiving.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -180,7 +153,7 @@ impl Capture {
             if log.contains("listening on") {
                 break;
             }
-            if let Ok(Some(status)) = capture.child.try_wait() {
+            if let Some(status) = capture.process.exit_status() {
                 panic!("tcpdump exited ({status}) before capturing:\n{log}");
             }
             assert!(Instant::now() < deadline, "tcpdump did not start:\n{log}");
@@ -190,15 +163,13 @@ impl Capture {
     }
 
     /// Stops tcpdump and returns every frame it recorded.
-    fn stop(mut self) -> Vec<Captured> {
+    fn stop(self) -> Vec<Captured> {
         // Only our own child, by its id; `ip netns exec` exec'd tcpdump.
-        let pid = self.child.id().to_string();
-        let _ = run("kill", &["-INT", &pid], COMMAND_LIMIT);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() {
-            assert!(Instant::now() < deadline, "tcpdump ignored SIGINT");
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.process.signal(Signal::SIGINT);
+        assert!(
+            self.process.wait(Duration::from_secs(10)).is_some(),
+            "tcpdump ignored SIGINT"
+        );
         let bytes = std::fs::read(&self.pcap).expect("reading the capture");
         read_pcap(&bytes)
     }
@@ -206,9 +177,9 @@ impl Capture {
 
 impl Drop for Capture {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if self.process.is_running() {
+            self.process.signal(Signal::SIGKILL);
+            let _ = self.process.wait(Duration::from_secs(10));
         }
         let _ = std::fs::remove_file(&self.pcap);
         let _ = std::fs::remove_file(&self.log);
@@ -349,8 +320,8 @@ fn assert_round_instants(ip: IpAddr, rounds: &[Vec<(Duration, Vec<u8>)>], expect
     }
 }
 
-fn mac_text(mac: [u8; 6]) -> String {
-    speaker::interfaces::format_mac(&mac)
+fn mac_text(bytes: [u8; 6]) -> String {
+    mac::format(bytes)
 }
 
 fn sleep_until(since: Instant, offset: Duration) {

@@ -27,13 +27,9 @@
 
 use std::{
     collections::BTreeSet,
-    fs::File,
-    io,
     net::IpAddr,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
-    thread,
     time::{Duration, Instant},
 };
 
@@ -50,8 +46,9 @@ use speaker::{
     },
 };
 use speaker_common::{map_names, VipEntry, VipKeyV4, VipKeyV6};
-use speaker_tests::netns::{
-    reap_stale, require_root, run, CmdOutput, COMMAND_TIMEOUT, NETNS_PREFIX, RUN_ROOT,
+use speaker_tests::lab::{
+    command::must, netns, reap_stale, require_root, run, CmdOutput, COMMAND_TIMEOUT, NETNS_PREFIX,
+    RUN_ROOT,
 };
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -64,7 +61,6 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 struct NsLab {
     name: String,
     run_dir: PathBuf,
-    mounted: bool,
 }
 
 impl NsLab {
@@ -79,7 +75,6 @@ impl NsLab {
         let lab = NsLab {
             name: format!("{NETNS_PREFIX}{id}"),
             run_dir: Path::new(RUN_ROOT).join(id),
-            mounted: false,
         };
         must("ip", &["netns", "add", &lab.name]);
         lab
@@ -101,26 +96,13 @@ impl NsLab {
 
     /// Runs `test` on a thread inside the namespace.
     fn inside<T: Send>(&self, test: impl FnOnce() -> T + Send) -> T {
-        let path = Path::new("/run/netns").join(&self.name);
-        thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    enter_netns(&path)
-                        .unwrap_or_else(|e| panic!("setns to {}: {e}", path.display()));
-                    test()
-                })
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        netns::in_namespace(&self.name, test)
     }
 
     /// Mounts a private bpffs and creates the data plane's maps pinned there.
     fn pinned_maps(&mut self) -> (PinDir, DataplaneMaps) {
         let bpffs = self.run_dir.join("bpffs");
-        std::fs::create_dir_all(&bpffs).expect("creating the bpffs mount point");
-        let path = bpffs.to_string_lossy().into_owned();
-        must("mount", &["-t", "bpf", "bpf", &path]);
-        self.mounted = true;
+        netns::mount_bpffs(&bpffs);
         let pins = PinDir::new(bpffs.join("xdp-speaker"));
         // Loading pins the maps; the object itself is not needed afterwards.
         Object::load(Some(&pins)).expect("loading the eBPF object (run `cargo xtask build-ebpf`)");
@@ -143,42 +125,10 @@ impl NsLab {
 impl Drop for NsLab {
     fn drop(&mut self) {
         // Never panic here: this also runs while a failing test unwinds.
-        let _ = run("ip", &["netns", "del", &self.name], COMMAND_TIMEOUT);
-        let bpffs = self.run_dir.join("bpffs");
-        if self.mounted {
-            let path = bpffs.to_string_lossy().into_owned();
-            if !run("umount", &[&path], COMMAND_TIMEOUT).success() {
-                let _ = run("umount", &["-l", &path], COMMAND_TIMEOUT);
-            }
-        }
-        let _ = std::fs::remove_dir(&bpffs);
-        let _ = std::fs::remove_dir(&self.run_dir);
-        // Shared with other labs: only removed once empty.
-        let _ = std::fs::remove_dir(RUN_ROOT);
+        netns::delete(&self.name);
+        // Unmounts the bpffs; RUN_ROOT, shared with parallel labs, stays.
+        netns::remove_run_dir(&self.run_dir);
     }
-}
-
-fn must(program: &str, args: &[&str]) -> CmdOutput {
-    let out = run(program, args, COMMAND_TIMEOUT);
-    assert!(out.success(), "lab setup failed:\n{out}");
-    out
-}
-
-/// setns(2) into a network namespace, for the calling thread only. Declared
-/// here because the tests crate does not depend on libc or nix; std links
-/// the C library anyway.
-fn enter_netns(path: &Path) -> io::Result<()> {
-    use std::os::raw::c_int;
-    extern "C" {
-        fn setns(fd: c_int, nstype: c_int) -> c_int;
-    }
-    const CLONE_NEWNET: c_int = 0x4000_0000;
-    let file = File::open(path)?;
-    // SAFETY: a valid descriptor of a namespace file; setns does not keep it.
-    if unsafe { setns(file.as_raw_fd(), CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------

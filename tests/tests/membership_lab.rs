@@ -1,7 +1,7 @@
 //! `speaker run` with gossip membership, end to end on a real Ethernet
 //! segment: three node namespaces (iris1, iris2, iris3, InternalIPs
 //! 192.0.2.11–13) and a client (192.0.2.10) on one bridge
-//! ([`speaker_tests::fabric`]), each node running `speaker run
+//! ([`speaker_tests::lab::fabric`]), each node running `speaker run
 //! --cluster-state FILE` with memberlist on (UDP 7946 in its own namespace),
 //! one shared key file, its own pin directory, XDP in native mode with
 //! pass-through programs on the bridge ports. The cluster: one LoadBalancer
@@ -11,7 +11,7 @@
 //!
 //! The client asks with its own tools (`arping -b`, `ndisc6 -m`, `ping`,
 //! `ip neigh`) and with an in-process prober
-//! ([`speaker_tests::fabric::ArpProber`]: a broadcast ARP request every
+//! ([`speaker_tests::lab::probe::ArpProber`]: a broadcast ARP request every
 //! 100 ms from an AF_PACKET socket in the client's namespace, each reply
 //! matched to its request by a tag in the padding), which tells for EVERY
 //! request which MACs answered.
@@ -66,11 +66,9 @@ use std::{
 };
 
 use serde_json::Value;
-use speaker_tests::{
-    fabric::{
-        ArpProbe, ArpProbing, Fabric, HostSpec, Speaker, SpeakerMode, SpeakerOptions, HOST_IF,
-    },
-    netns::{vip_answered, Arping},
+use speaker_tests::lab::{
+    probe::{ArpProbe, ArpProbing},
+    vip_answered, Arping, Fabric, HostSpec, Speaker, SpeakerMode, SpeakerOptions, HOST_IF,
 };
 
 const VIP_V4: &str = "192.0.2.100";
@@ -98,9 +96,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 // ---------------------------------------------------------------- scenario
 
-/// The lab's cluster: see [`speaker_tests::fabric::lab_cluster_yaml`].
+/// The lab's cluster: see [`speaker_tests::lab::cluster::lab_cluster_yaml`].
 fn cluster_yaml(policy: &str, endpoint_node: &str) -> String {
-    speaker_tests::fabric::lab_cluster_yaml(&NODES, &[VIP_V4, VIP_V6], policy, endpoint_node)
+    speaker_tests::lab::cluster::lab_cluster_yaml(&NODES, &[VIP_V4, VIP_V6], policy, endpoint_node)
 }
 
 // ---------------------------------------------------------------- the lab
@@ -116,12 +114,7 @@ struct Lab {
 
 /// 64 hex digits from /dev/urandom.
 fn random_hex_key() -> String {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .expect("reading /dev/urandom");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    speaker_tests::lab::random_hex_key().expect("reading /dev/urandom")
 }
 
 impl Lab {

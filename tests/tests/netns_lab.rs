@@ -13,9 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use speaker_tests::netns::{
-    linked_interfaces, reason_count, require_root, run, vip_answered, Arping, Lab, Side, XdpMode,
-    NODE_V4, NODE_V6, NOT_OWNED_V4, NOT_OWNED_V6, VIP_V4, VIP_V6,
+use speaker_tests::lab::{
+    linked_interfaces,
+    pair::{NODE_V4, NODE_V6, NOT_OWNED_V4, NOT_OWNED_V6, VIP_V4, VIP_V6},
+    reason_count, require_root, vip_answered, Arping, CmdOutput, Lab, Side, Spawn, XdpMode,
 };
 
 /// The tests use the same tools and the same kernel: one at a time.
@@ -378,7 +379,7 @@ fn generic_mode_answers_without_pass_through() {
     assert_eq!(answered(&lab, VIP_V6), 1);
 }
 
-fn assert_one_line_error(out: &speaker_tests::netns::CmdOutput) {
+fn assert_one_line_error(out: &CmdOutput) {
     assert!(
         !out.stderr.contains("panicked"),
         "the speaker panicked:\n{out}"
@@ -398,7 +399,7 @@ fn bad_input_gives_one_line_errors() {
     let not_bpffs = std::env::temp_dir().join("not-bpffs");
     let not_bpffs = not_bpffs.to_string_lossy().into_owned();
 
-    let cases: Vec<(&str, speaker_tests::netns::CmdOutput)> = vec![
+    let cases: Vec<(&str, CmdOutput)> = vec![
         (
             "invalid address",
             lab.speaker(
@@ -434,11 +435,9 @@ fn bad_input_gives_one_line_errors() {
         ),
         (
             "not a bpffs (root namespace)",
-            run(
-                &lab.speaker.to_string_lossy(),
-                &["maps", "--pin-dir", &not_bpffs],
-                Duration::from_secs(30),
-            ),
+            Spawn::speaker()
+                .args(["maps", "--pin-dir", &not_bpffs])
+                .run(Duration::from_secs(30)),
         ),
     ];
     let mut failures = Vec::new();

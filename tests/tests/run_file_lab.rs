@@ -1,6 +1,6 @@
 //! `speaker run --cluster-state FILE` end to end, on a real Ethernet segment:
 //! two node namespaces (iris1, iris2) and a client on one bridge
-//! ([`speaker_tests::fabric`]), each node running the daemon on the SAME
+//! ([`speaker_tests::lab::fabric`]), each node running the daemon on the SAME
 //! cluster file: the MetalLB #2425 regression scenario of
 //! `docs/examples/iris-regression.yaml` (membership disabled,
 //! `externalTrafficPolicy: Local`, the ready endpoint on iris1), with the
@@ -37,9 +37,9 @@ use std::{
 };
 
 use serde_json::Value;
-use speaker_tests::{
-    fabric::{Fabric, HostSpec, Speaker, SpeakerMode, SpeakerOptions, HOST_IF},
-    netns::{vip_answered, workspace_root, Arping, CmdOutput},
+use speaker_tests::lab::{
+    vip_answered, workspace_root, Arping, CmdOutput, Fabric, HostSpec, Speaker, SpeakerMode,
+    SpeakerOptions, HOST_IF,
 };
 
 const VIP_V4: &str = "192.0.2.100";

@@ -1,7 +1,7 @@
 //! `speaker run` end to end against the Kubernetes API (the kube emulator),
 //! with real ARP traffic between network namespaces.
 //!
-//! Setup (see `speaker_tests::kube_lab`): the emulator runs inside the lab's
+//! Setup (see `speaker_tests::lab::kube`): the emulator runs inside the lab's
 //! node namespace, preloaded with `docs/examples/iris-regression.yaml`, so
 //! that `speaker run --node-name iris1` (started there with `ip netns exec`)
 //! reaches it on that namespace's loopback; the test drives it over HTTP from
@@ -19,12 +19,12 @@ use std::{
 use serde_json::{json, Value};
 use speaker_tests::{
     kube_emulator::Part,
-    kube_lab::{
-        iris_example, label, vips_on, KubeLab, EVENTS, METALLB, METALLB_NAMESPACE, NODE, OTHER_NODE,
-    },
-    netns::{
-        linked_interfaces, require_root, speaker_bin, vip_answered, wait_for, Arping, ArpingRun,
-        Side,
+    lab::{
+        kube::{
+            iris_example, label, KubeLab, EVENTS, METALLB, METALLB_NAMESPACE, NODE, OTHER_NODE,
+        },
+        linked_interfaces, require_root, speaker_bin, vip_answered, vips_on, wait_for, Arping,
+        ArpingRun, Side,
     },
 };
 
@@ -200,7 +200,8 @@ fn set_endpoint_node(k: &KubeLab, slice: &str, node: &str) {
     );
 }
 
-/// The `withdrawn` lines of the speaker log from line `from` on.
+/// The `withdrawn` lines of the speaker log from byte `from` on (a
+/// [`speaker_tests::lab::Speaker::log_len`] mark).
 fn withdrawals_since(k: &KubeLab, from: usize) -> Vec<String> {
     k.speaker()
         .log_lines_since(from)
@@ -467,7 +468,7 @@ fn speaker_run_against_the_kubernetes_api() {
     phases.done("pool with an invalid CIDR: logged, VIP kept and answered");
 
     // ---- SIGTERM: the daemon exits, the pins stay.
-    let (status, in_time) = k.speaker_mut().terminate(Duration::from_secs(10));
+    let (status, in_time) = k.speaker().terminate_or_kill(Duration::from_secs(10));
     assert!(
         in_time && status.success(),
         "speaker did not exit cleanly on SIGTERM ({status}, in time: {in_time})\n{}",

@@ -260,13 +260,12 @@ fn ok(met: bool) -> &'static str {
 mod real_speaker {
     use std::{
         fmt::Write as _,
-        process::{Child, Command, Stdio},
         time::{Duration, Instant},
     };
 
-    use anyhow::{bail, Context, Result};
+    use anyhow::{bail, Result};
     use speaker::{cluster::ClusterState, election::ExternalTrafficPolicy};
-    use speaker_tests::netns::{run, speaker_bin};
+    use speaker_tests::lab::{Fabric, HostSpec, SpeakerMode, SpeakerOptions};
 
     pub struct Measured {
         pub synced_after: Duration,
@@ -274,25 +273,9 @@ mod real_speaker {
         pub hwm_mib: f64,
     }
 
-    struct Scratch {
-        ns: String,
-        dir: String,
-        child: Option<Child>,
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-            let _ = Command::new("umount")
-                .arg(format!("{}/bpffs", self.dir))
-                .status();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
+    /// The node the daemon runs as (one host of a fabric, alone on its
+    /// bridge).
+    const NODE: &str = "node-0000";
 
     fn yaml(state: &ClusterState) -> String {
         let mut out = String::with_capacity(8 << 20);
@@ -340,85 +323,34 @@ mod real_speaker {
     }
 
     pub fn measure(state: &ClusterState, owned: usize) -> Result<Measured> {
-        let pid = std::process::id();
-        let mut scratch = Scratch {
-            ns: format!("xsbench-{pid}"),
-            dir: format!("/run/xdp-speaker-bench-{pid}"),
-            child: None,
-        };
-        let bpffs = format!("{}/bpffs", scratch.dir);
-        std::fs::create_dir_all(&bpffs)?;
-        run(
-            "mount",
-            &["-t", "bpf", "bpf", &bpffs],
-            Duration::from_secs(10),
-        )
-        .assert_success();
-        let file = format!("{}/cluster.yaml", scratch.dir);
-        std::fs::write(&file, yaml(state))?;
-        let ns = scratch.ns.clone();
-        run("ip", &["netns", "add", &ns], Duration::from_secs(10)).assert_success();
-        for args in [
-            vec![
-                "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
-            ],
-            vec!["-n", &ns, "link", "set", "eth0", "up"],
-            vec!["-n", &ns, "link", "set", "eth1", "up"],
-        ] {
-            run("ip", &args, Duration::from_secs(10)).assert_success();
-        }
-        let pins = format!("{bpffs}/node");
-        let bin = speaker_bin();
+        let fabric = Fabric::new(&[HostSpec::new(NODE)]);
+        fabric.write_cluster_state(&yaml(state));
+        let mut options = SpeakerOptions::file(SpeakerMode::Generic);
+        options.rust_log = "warn".to_owned();
         let started = Instant::now();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(&bin)
-            .args([
-                "run",
-                "--node-name",
-                "node-0000",
-                "--cluster-state",
-                &file,
-                "--pin-dir",
-                &pins,
-            ])
-            .args([
-                "--memberlist=false",
-                "--mode",
-                "generic",
-                "--exclude-interfaces",
-                "^eth1$",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting speaker run")?;
-        let child_pid = child.id();
-        scratch.child = Some(child);
+        let daemon = fabric.start_speaker(NODE, &options);
         let deadline = started + Duration::from_secs(60);
         loop {
-            let out = Command::new("ip")
-                .args(["netns", "exec", &ns])
-                .arg(&bin)
-                .args(["maps", "--json", "--pin-dir", &pins])
-                .output()?;
-            if out.status.success() {
-                let maps: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let out = fabric.speaker_cmd(NODE, &["maps", "--json"]);
+            if out.success() {
+                let maps: serde_json::Value = serde_json::from_str(&out.stdout)?;
                 if maps["vips"].as_array().map_or(0, Vec::len) == owned {
                     break;
                 }
             }
             if Instant::now() > deadline {
-                bail!("speaker run did not program {owned} VIPs within 60 s");
+                bail!(
+                    "speaker run did not program {owned} VIPs within 60 s\n{}",
+                    fabric.all_logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let synced_after = started.elapsed();
         Ok(Measured {
             synced_after,
-            rss_mib: status_mib(child_pid, "VmRSS:"),
-            hwm_mib: status_mib(child_pid, "VmHWM:"),
+            rss_mib: status_mib(daemon.pid(), "VmRSS:"),
+            hwm_mib: status_mib(daemon.pid(), "VmHWM:"),
         })
     }
 }

@@ -2,7 +2,7 @@
 //! sees a load-balancer IP move when its owner's speaker dies, with gossip
 //! membership, and what the gossip costs.
 //!
-//! The lab ([`speaker_tests::fabric`]): three node namespaces iris1..3
+//! The lab ([`speaker_tests::lab::fabric`]): three node namespaces iris1..3
 //! (InternalIPs 192.0.2.11–13) and a client on one bridge, each node running
 //! `speaker run --cluster-state FILE` (memberlist on, one shared key, XDP in
 //! native mode with pass-through programs on the bridge ports), one
@@ -12,7 +12,7 @@
 //!
 //! The client sends a broadcast ARP request for 192.0.2.100 every 50 ms from
 //! an AF_PACKET socket in its namespace
-//! ([`speaker_tests::fabric::ArpProber`]; each reply is matched
+//! ([`speaker_tests::lab::probe::ArpProber`]; each reply is matched
 //! to its request by a tag in the padding). A trial:
 //!
 //! 1. the owner's speaker gets SIGKILL (`kill -9`) or SIGTERM (graceful);
@@ -40,7 +40,6 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::Read,
     net::Ipv4Addr,
     path::PathBuf,
     thread,
@@ -50,8 +49,9 @@ use std::{
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use speaker::membership::{simulate_bandwidth, Timers};
-use speaker_tests::fabric::{
-    metric_value, ArpProbing, Fabric, HostSpec, Speaker, SpeakerMode, SpeakerOptions,
+use speaker_tests::lab::{
+    http::metric_value, probe::ArpProbing, random_hex_key, Fabric, HostSpec, Speaker, SpeakerMode,
+    SpeakerOptions,
 };
 
 const NODES: [&str; 3] = ["iris1", "iris2", "iris3"];
@@ -269,12 +269,6 @@ impl Lab {
     }
 }
 
-fn random_hex_key() -> Result<String> {
-    let mut bytes = [0u8; 32];
-    fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Median (mean of the middle two for an even count) and nearest-rank
 /// percentiles of seconds.
 struct Stats {
@@ -333,7 +327,7 @@ fn main() -> Result<()> {
     specs.push(HostSpec::numbered(CLIENT, 10));
     let fabric = Fabric::new(&specs);
     fabric.attach_pass_through_ports();
-    fabric.write_cluster_state(&speaker_tests::fabric::lab_cluster_yaml(
+    fabric.write_cluster_state(&speaker_tests::lab::cluster::lab_cluster_yaml(
         &NODES,
         &[VIP],
         "Cluster",

@@ -3,7 +3,7 @@
 //! `externalTrafficPolicy: Local`, the ready endpoint on iris1), a client on
 //! the same Ethernet segment, and the IP moving to iris2 when the file says
 //! the endpoint moved. Every step prints the real command and its real
-//! output; the lab ([`speaker_tests::fabric`]) is removed at the end.
+//! output; the lab ([`speaker_tests::lab::fabric`]) is removed at the end.
 //!
 //! Run as root: `cargo run -p speaker-tests --bin election_demo`. Exits
 //! non-zero when an expected step fails.
@@ -14,11 +14,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use speaker_tests::narration::Narrator;
-use speaker_tests::{
-    fabric::{Fabric, HostSpec, Speaker, SpeakerMode, SpeakerOptions, BRIDGE, HOST_IF},
-    netns::{require_root, run, speaker_bin, vip_answered, workspace_root, Arping, CmdOutput},
+use speaker_tests::lab::{
+    require_root, run, speaker_bin, vip_answered, workspace_root, Arping, CmdOutput, Fabric,
+    HostSpec, Speaker, SpeakerMode, SpeakerOptions, BRIDGE, HOST_IF,
 };
+use speaker_tests::narration::Narrator;
 
 const VIP_V4: &str = "192.0.2.100";
 const VIP_V6: &str = "2001:db8::100";

@@ -8,10 +8,11 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use speaker_tests::narration::Narrator;
-use speaker_tests::netns::{
-    require_root, vip_answered, Arping, Lab, Side, XdpMode, NOT_OWNED_V4, VIP_V4, VIP_V6,
+use speaker_tests::lab::{
+    pair::{NOT_OWNED_V4, VIP_V4, VIP_V6},
+    require_root, vip_answered, Arping, Lab, Side, XdpMode,
 };
+use speaker_tests::narration::Narrator;
 
 fn run_demo(lab: &Lab) -> Vec<String> {
     let mut demo = Narrator::default();

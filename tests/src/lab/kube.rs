@@ -27,24 +27,22 @@
 
 use std::{
     fs,
-    io::Read,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        Arc, Mutex,
-    },
-    thread::{self, JoinHandle},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use kube_standin::{Options, Server};
 use serde_json::Value;
 
-use crate::{
-    kube_emulator::{must, KubeEmulator, Part},
-    netns::{run, wait_for, Arping, ArpingReport, CmdOutput, Lab, Side},
+use super::{
+    arping::{Arping, ArpingReport},
+    command::CmdOutput,
+    maps::vips_on,
+    pair::{Lab, Side},
+    speaker::{Speaker, SpeakerLaunch},
+    wait_for,
 };
+use crate::kube_emulator::{must, KubeEmulator, Part};
 
 /// The node this lab's speaker runs as (the iris example's node with the
 /// endpoint).
@@ -55,11 +53,6 @@ pub const OTHER_NODE: &str = "iris2";
 pub const METALLB_NAMESPACE: &str = "metallb-system";
 pub const METALLB: &str = "metallb.io/v1beta1";
 pub const EVENTS: &str = "events.k8s.io/v1";
-
-/// Prefix of the temporary directories (kubeconfig, cluster files).
-const TEMP_PREFIX: &str = "xdp-speaker-kube-lab-";
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// `docs/examples/iris-regression.yaml`: nodes iris1 and iris2, pool and
 /// advertisement `lab`, Service default/web (ETP Local, 192.0.2.100) with
@@ -178,158 +171,16 @@ pub fn kubeconfig_for(url: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// The speaker daemon
-// ---------------------------------------------------------------------------
-
-/// A running `speaker run` (started with `ip netns exec`, which execs it, so
-/// the child's id is the speaker's). Its stdout and stderr are collected into
-/// one log. Killed on drop if still running.
-pub struct SpeakerRun {
-    command: String,
-    child: Child,
-    log: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-    status: Option<ExitStatus>,
-}
-
-impl SpeakerRun {
-    fn spawn(program: &str, args: &[String]) -> SpeakerRun {
-        let command = format!("{program} {}", args.join(" "));
-        let mut child = Command::new(program)
-            .args(args)
-            .env_remove("KUBECONFIG")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut readers = Vec::new();
-        let pipes: [Box<dyn Read + Send>; 2] = [
-            Box::new(child.stdout.take().unwrap()),
-            Box::new(child.stderr.take().unwrap()),
-        ];
-        for mut pipe in pipes {
-            let log = Arc::clone(&log);
-            readers.push(thread::spawn(move || {
-                let mut buffer = [0u8; 4096];
-                while let Ok(n @ 1..) = pipe.read(&mut buffer) {
-                    let text = String::from_utf8_lossy(&buffer[..n]);
-                    log.lock().unwrap().push_str(&text);
-                }
-            }));
-        }
-        SpeakerRun {
-            command,
-            child,
-            log,
-            readers,
-            status: None,
-        }
-    }
-
-    pub fn command(&self) -> &str {
-        &self.command
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Everything the speaker printed so far.
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The log's lines from line `from` on (see [`SpeakerRun::log_len`]).
-    pub fn log_lines_since(&self, from: usize) -> Vec<String> {
-        self.log().lines().skip(from).map(str::to_owned).collect()
-    }
-
-    /// How many lines the log has now.
-    pub fn log_len(&self) -> usize {
-        self.log().lines().count()
-    }
-
-    /// Waits until a log line from line `from` on satisfies `wanted`;
-    /// returns it.
-    pub fn wait_log_line(
-        &self,
-        from: usize,
-        limit: Duration,
-        wanted: impl Fn(&str) -> bool,
-    ) -> Option<String> {
-        wait_for(limit, || {
-            self.log_lines_since(from)
-                .into_iter()
-                .find(|line| wanted(line))
-        })
-    }
-
-    /// `None` while running, its exit status once it ended.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().ok().flatten();
-        }
-        self.status
-    }
-
-    /// Sends SIGTERM (by this child's id) and waits up to `limit` for the
-    /// exit; kills it after that. Returns the exit status and whether it
-    /// ended in time.
-    pub fn terminate(&mut self, limit: Duration) -> (ExitStatus, bool) {
-        if let Some(status) = self.exited() {
-            return (status, true);
-        }
-        let pid = self.pid().to_string();
-        let out = run("kill", &["-TERM", &pid], Duration::from_secs(10));
-        assert!(out.success(), "kill -TERM {pid} failed:\n{out}");
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.exited() {
-                self.join_readers();
-                return (status, true);
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let status = self.child.wait().expect("waiting for the killed speaker");
-                self.status = Some(status);
-                self.join_readers();
-                return (status, false);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn join_readers(&mut self) {
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-    }
-}
-
-impl Drop for SpeakerRun {
-    fn drop(&mut self) {
-        if self.exited().is_none() {
-            // Only our own child, by its id.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        self.join_readers();
-    }
-}
-
-// ---------------------------------------------------------------------------
 // The lab
 // ---------------------------------------------------------------------------
 
-/// A [`Lab`] whose node namespace runs the stand-in API server and `speaker run`.
+/// A [`Lab`] whose node namespace runs the kube emulator and `speaker run`.
 /// Fields are public for the tests; tear-down is in `Drop`.
 pub struct KubeLab {
-    speaker: Option<SpeakerRun>,
+    speaker: Option<Speaker>,
     kube: Option<NsEmulator>,
-    /// Holds the kubeconfig (and any cluster files written for `--load`).
+    /// Holds the kubeconfig and the speaker's log (inside the lab's
+    /// directory under /run).
     pub temp_dir: PathBuf,
     pub kubeconfig: PathBuf,
     /// Declared last: dropped after everything above is gone.
@@ -344,12 +195,7 @@ impl KubeLab {
     /// started by [`KubeLab::start_speaker`].
     pub fn new(load: &[PathBuf]) -> KubeLab {
         let lab = Lab::new();
-        reap_stale_temp_dirs();
-        let temp_dir = std::env::temp_dir().join(format!(
-            "{TEMP_PREFIX}{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        ));
+        let temp_dir = lab.run_dir.join("kube");
         let mut kube_lab = KubeLab {
             speaker: None,
             kube: None,
@@ -368,7 +214,7 @@ impl KubeLab {
         kube_lab
     }
 
-    /// The stand-in API server of the node namespace.
+    /// The emulator (requests run inside the node namespace).
     pub fn kube(&self) -> &NsEmulator {
         self.kube.as_ref().expect("the emulator is stopped")
     }
@@ -376,12 +222,9 @@ impl KubeLab {
     /// Starts `speaker run --node-name node --kubeconfig … --pin-dir <node
     /// pin dir> --memberlist=false --mode native --exclude-interfaces ^lo$`
     /// plus `extra` in the node namespace.
-    pub fn start_speaker(&mut self, node: &str, extra: &[&str]) -> &SpeakerRun {
+    pub fn start_speaker(&mut self, node: &str, extra: &[&str]) -> &Speaker {
         assert!(self.speaker.is_none(), "a speaker is already running");
-        let ns = self.lab.ns(Side::Node).to_owned();
-        let mut args: Vec<String> = vec!["netns".into(), "exec".into(), ns];
-        args.push(self.lab.speaker.to_string_lossy().into_owned());
-        for arg in [
+        let mut args: Vec<String> = [
             "run",
             "--node-name",
             node,
@@ -394,20 +237,24 @@ impl KubeLab {
             "native",
             "--exclude-interfaces",
             "^lo$",
-        ] {
-            args.push(arg.to_owned());
-        }
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        self.speaker = Some(SpeakerRun::spawn("ip", &args));
+        self.speaker = Some(Speaker::start(SpeakerLaunch {
+            host: node.to_owned(),
+            netns: self.lab.ns(Side::Node).to_owned(),
+            args,
+            log_path: self.temp_dir.join("speaker.log"),
+            rust_log: "info".to_owned(),
+            env: Vec::new(),
+        }));
         self.speaker()
     }
 
-    pub fn speaker(&self) -> &SpeakerRun {
+    pub fn speaker(&self) -> &Speaker {
         self.speaker.as_ref().expect("no speaker running")
-    }
-
-    pub fn speaker_mut(&mut self) -> &mut SpeakerRun {
-        self.speaker.as_mut().expect("no speaker running")
     }
 
     /// `speaker maps --json` in the node, parsed; `None` while it fails
@@ -444,13 +291,9 @@ impl KubeLab {
     }
 
     /// Context for assertion messages: the speaker's log and the last
-    /// requests the stand-in API server served.
+    /// requests the stand-in served.
     pub fn diagnostics(&self) -> String {
-        let log = self
-            .speaker
-            .as_ref()
-            .map(SpeakerRun::log)
-            .unwrap_or_default();
+        let log = self.speaker.as_ref().map(Speaker::log).unwrap_or_default();
         let requests = self
             .kube
             .as_ref()
@@ -467,36 +310,6 @@ impl Drop for KubeLab {
         drop(self.kube.take());
         let _ = fs::remove_dir_all(&self.temp_dir);
         // `lab` is dropped after this: namespaces, veths, XDP links, bpffs.
-    }
-}
-
-/// The addresses of `maps`' VIP rows on `interface`.
-pub fn vips_on(maps: &Value, interface: &str) -> Vec<String> {
-    maps["vips"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|v| v["interface"] == interface)
-        .filter_map(|v| v["address"].as_str().map(str::to_owned))
-        .collect()
-}
-
-/// Removes the temporary directories of runs whose process is gone.
-fn reap_stale_temp_dirs() {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
-            continue;
-        };
-        let pid: Option<u32> = rest.split('-').next().and_then(|p| p.parse().ok());
-        if let Some(pid) = pid {
-            if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
-                let _ = fs::remove_dir_all(entry.path());
-            }
-        }
     }
 }
 
