@@ -18,6 +18,7 @@
 //! - [`arping`], [`neighbour`], [`maps`], [`mac`]: what arping, ndisc6,
 //!   `ip -j neigh` and `speaker maps --json` print, and MAC text.
 //! - [`kube`]: the kube emulator inside a lab's node namespace.
+//! - [`podman`]: the speaker image under podman (image and chart-pod labs).
 //!
 //! Only documentation addresses are used: 192.0.2.0/24 and 2001:db8::/64.
 
@@ -33,6 +34,7 @@ pub mod maps;
 pub mod neighbour;
 pub mod netns;
 pub mod pair;
+pub mod podman;
 pub mod probe;
 pub mod speaker;
 pub mod tools;
