@@ -79,10 +79,9 @@ fn chart_values() -> &'static ChartValues {
     static VALUES: OnceLock<ChartValues> = OnceLock::new();
     VALUES.get_or_init(|| {
         let path = workspace_root().join("charts/xdp-speaker/values.yaml");
-        let text = fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        serde_yaml_ng::from_str(&text)
-            .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+        let text =
+            fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
     })
 }
 
@@ -139,10 +138,7 @@ fn speaker_in_image(
     for (host, pod) in mounts {
         podman = podman.args(["--volume", &format!("{}:{pod}:ro", host.display())]);
     }
-    podman
-        .arg(speaker_image())
-        .args(args)
-        .run(PODMAN_TIMEOUT)
+    podman.arg(speaker_image()).args(args).run(PODMAN_TIMEOUT)
 }
 
 /// Three ARP requests for the VIP from the client, within 5 s.
@@ -381,7 +377,10 @@ fn chart_pod_spec_attaches_under_podman() {
         .expect("podman arguments for the pod spec");
     // The arguments start with podman's global options already.
     let attach = Spawn::tool("podman").args(&args).run(PODMAN_TIMEOUT);
-    assert!(attach.success(), "the chart's pod spec under podman:\n{attach}");
+    assert!(
+        attach.success(),
+        "the chart's pod spec under podman:\n{attach}"
+    );
 
     let vip = speaker_in_image(
         &lab,
