@@ -1,13 +1,14 @@
 //! The container image `cargo xtask image` builds, run the way the Helm chart
-//! runs it: under podman, in the "node's" network namespace, root file system
-//! read-only, ALL capabilities dropped and exactly the chart's
-//! `speaker.capabilities` added, with the chart's `speaker.seccompProfile`
-//! (both read from charts/xdp-speaker/values.yaml), the node's bpffs bind-mounted
-//! at /sys/fs/bpf and `--pin-dir /sys/fs/bpf/xdp-speaker` as in the DaemonSet.
+//! runs it: under podman, in the node namespace of a `speaker_tests::lab::Lab`
+//! (nothing attached on its client side), root file system read-only, ALL
+//! capabilities dropped and exactly the chart's `speaker.capabilities` added,
+//! with the chart's `speaker.seccompProfile` (both read from
+//! charts/xdp-speaker/values.yaml), the lab's bpffs bind-mounted at
+//! /sys/fs/bpf and `--pin-dir /sys/fs/bpf/xdp-speaker` as in the DaemonSet.
 //!
 //! ```text
-//!   node ns (imglab-<pid>-<n>-node)            client ns (imglab-<pid>-<n>-client)
-//!   in<pid>x<n> 192.0.2.1/24  ───── veth ─────  ic<pid>x<n> 192.0.2.10/24
+//!   node ns (xdpspk-<pid>-<n>-node)            client ns (xdpspk-<pid>-<n>-client)
+//!   xn<pid>_<n> 192.0.2.1/24  ───── veth ─────  xc<pid>_<n> 192.0.2.10/24
 //!   (podman --network ns:/run/netns/...)       arping 192.0.2.100
 //! ```
 //!
@@ -20,6 +21,8 @@
 //!   chart's capabilities dropped at a time exits non-zero, printing exactly
 //!   one line that names that capability; so does `speaker xdp attach`
 //!   without CAP_BPF.
+//! - `reply_macs_from_both_arping_flavours`: the reply MACs these tests
+//!   compare are read from either arping package's output.
 //!
 //! Needs root, podman and runc (`cargo xtask image` installs them), iproute2,
 //! arping, and the archive `target/image/xdp-speaker-<appVersion>.oci.tar`
@@ -29,43 +32,30 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Output},
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        OnceLock,
-    },
+    sync::OnceLock,
 };
 
 use serde::Deserialize;
-use speaker_tests::pod_spec::{PODMAN_GLOBAL, PODMAN_ULIMITS};
+use speaker_tests::{
+    lab::{
+        arping::{parse_arping, Arping, ArpingReport},
+        maps::parse_maps,
+        pair::{NODE_V4, VIP_V4},
+        podman::{self, speaker_image, PODMAN_TIMEOUT},
+        vip_answered, workspace_root, CmdOutput, Lab, Spawn,
+    },
+    pod_spec::PODMAN_ULIMITS,
+};
 
-const NODE_V4: &str = "192.0.2.1/24";
-const CLIENT_V4: &str = "192.0.2.10/24";
-const VIP_V4: &str = "192.0.2.100";
 /// The DaemonSet mounts the host's bpffs here and pins below it.
 const POD_BPFFS: &str = "/sys/fs/bpf";
 const POD_PIN_DIR: &str = "/sys/fs/bpf/xdp-speaker";
 /// Where the cluster-state file is mounted for `speaker run`.
 const POD_STATE: &str = "/etc/xdp-speaker/state.yaml";
 
-static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
 // ---------------------------------------------------------------------------
 // What the chart says
 // ---------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-struct ChartMeta {
-    #[serde(rename = "appVersion")]
-    app_version: String,
-}
 
 #[derive(Deserialize)]
 struct ChartValues {
@@ -85,16 +75,14 @@ struct SeccompProfile {
     kind: String,
 }
 
-fn read_yaml<T: for<'de> Deserialize<'de>>(relative: &str) -> T {
-    let path = workspace_root().join(relative);
-    let text =
-        fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
-}
-
 fn chart_values() -> &'static ChartValues {
     static VALUES: OnceLock<ChartValues> = OnceLock::new();
-    VALUES.get_or_init(|| read_yaml("charts/xdp-speaker/values.yaml"))
+    VALUES.get_or_init(|| {
+        let path = workspace_root().join("charts/xdp-speaker/values.yaml");
+        let text =
+            fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+    })
 }
 
 /// `speaker.capabilities` as podman names them.
@@ -124,253 +112,49 @@ fn chart_seccomp_options() -> Vec<String> {
 }
 
 // ---------------------------------------------------------------------------
-// Commands
+// The image in the lab
 // ---------------------------------------------------------------------------
 
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e} (is it installed? `cargo xtask image` installs podman and runc)"))
-}
-
-fn must(program: &str, args: &[&str]) -> Output {
-    let output = run(program, args);
-    assert!(
-        output.status.success(),
-        "{program} {} failed ({}): {}",
-        args.join(" "),
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    output
-}
-
-fn require_root() {
-    let status = fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .expect("Uid line");
-    assert_eq!(
-        euid, "0",
-        "the image lab needs root (network namespaces, bpffs, podman)"
-    );
-}
-
-/// Loads the archive into podman's storage, once, and returns the image name.
-fn image() -> &'static str {
-    static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let meta: ChartMeta = read_yaml("charts/xdp-speaker/Chart.yaml");
-        let archive = workspace_root().join(format!(
-            "target/image/xdp-speaker-{}.oci.tar",
-            meta.app_version
-        ));
-        assert!(
-            archive.exists(),
-            "{} is missing: run `cargo xtask image` first",
-            archive.display()
-        );
-        let mut args = PODMAN_GLOBAL.to_vec();
-        let archive_arg = archive.to_str().expect("UTF-8 path");
-        args.extend(["load", "--input", archive_arg]);
-        let output = must("podman", &args);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        // "Loaded image: localhost/xdp-speaker:0.1.0" (older podman: "Loaded image(s): ...").
-        let name = stdout
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("Loaded image")
-                    .and_then(|rest| rest.split_once(": "))
-            })
-            .map(|(_, name)| name.trim().to_owned())
-            .unwrap_or_else(|| panic!("podman load printed no image name: {stdout}"));
-        assert!(
-            name.ends_with(&format!(":{}", meta.app_version)),
-            "{} holds {name}, not the chart's appVersion {}",
-            archive.display(),
-            meta.app_version
-        );
-        name
-    })
-}
-
-// ---------------------------------------------------------------------------
-// The lab
-// ---------------------------------------------------------------------------
-
-struct ImageLab {
-    node_ns: String,
-    client_ns: String,
-    node_if: String,
-    client_if: String,
-    /// The node's bpffs, mounted at /sys/fs/bpf in the container.
-    bpffs: PathBuf,
-    run_dir: PathBuf,
-}
-
-impl ImageLab {
-    fn new() -> ImageLab {
-        require_root();
-        let pid = std::process::id();
-        let seq = LAB_SEQ.fetch_add(1, Ordering::SeqCst);
-        let name = format!("imglab-{pid}-{seq}");
-        let run_dir = PathBuf::from(format!("/run/xdp-speaker-image-lab/{pid}-{seq}"));
-        let lab = ImageLab {
-            node_ns: format!("{name}-node"),
-            client_ns: format!("{name}-client"),
-            node_if: format!("in{pid}x{seq}"),
-            client_if: format!("ic{pid}x{seq}"),
-            bpffs: run_dir.join("bpffs"),
-            run_dir,
-        };
-        // From here on Drop cleans up whatever was made.
-        must("ip", &["netns", "add", &lab.node_ns]);
-        must("ip", &["netns", "add", &lab.client_ns]);
-        must(
-            "ip",
-            &[
-                "link",
-                "add",
-                &lab.node_if,
-                "netns",
-                &lab.node_ns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &lab.client_if,
-                "netns",
-                &lab.client_ns,
-            ],
-        );
-        for (ns, interface, address) in [
-            (&lab.node_ns, &lab.node_if, NODE_V4),
-            (&lab.client_ns, &lab.client_if, CLIENT_V4),
-        ] {
-            must(
-                "ip",
-                &["-n", ns, "address", "add", address, "dev", interface],
-            );
-            must("ip", &["-n", ns, "link", "set", interface, "up"]);
-            must("ip", &["-n", ns, "link", "set", "lo", "up"]);
-        }
-        fs::create_dir_all(&lab.bpffs).expect("creating the lab's bpffs directory");
-        must("mount", &["-t", "bpf", "bpf", lab.bpffs.to_str().unwrap()]);
-        lab
-    }
-
-    /// The node interface's MAC, from the kernel.
-    fn node_mac(&self) -> String {
-        let output = must(
-            "ip",
-            &[
-                "-n",
-                &self.node_ns,
-                "-j",
-                "link",
-                "show",
-                "dev",
-                &self.node_if,
-            ],
-        );
-        let links: serde_json::Value =
-            serde_json::from_slice(&output.stdout).expect("ip -j output");
-        links[0]["address"]
-            .as_str()
-            .expect("the node interface has an address")
-            .to_ascii_lowercase()
-    }
-
-    /// `podman run` of the image in the node's namespace, as the chart runs
-    /// it, with `capabilities` added after dropping ALL.
-    fn speaker(&self, capabilities: &[String], mounts: &[(&Path, &str)], args: &[&str]) -> Output {
-        let mut podman: Vec<String> = PODMAN_GLOBAL.iter().map(|s| s.to_string()).collect();
-        podman.extend(["run", "--rm", "--read-only"].map(String::from));
-        podman.extend(PODMAN_ULIMITS.iter().map(|s| s.to_string()));
-        podman.extend([
-            "--network".into(),
-            format!("ns:/run/netns/{}", self.node_ns),
-        ]);
-        podman.push("--cap-drop=ALL".into());
-        podman.extend(capabilities.iter().map(|c| format!("--cap-add={c}")));
-        podman.extend(chart_seccomp_options());
+/// `podman run` of the image in the lab's node namespace, as the chart runs
+/// it, with `capabilities` added after dropping ALL and the lab's bpffs as
+/// the host's.
+fn speaker_in_image(
+    lab: &Lab,
+    capabilities: &[String],
+    mounts: &[(&Path, &str)],
+    args: &[&str],
+) -> CmdOutput {
+    let mut podman = podman::command(&["run", "--rm", "--read-only"])
+        .args(PODMAN_ULIMITS)
+        .args(["--network", &format!("ns:/run/netns/{}", lab.node_ns)])
+        .arg("--cap-drop=ALL")
+        .args(capabilities.iter().map(|c| format!("--cap-add={c}")))
+        .args(chart_seccomp_options())
         // HostToContainer, as the chart mounts the host's bpffs.
-        podman.extend([
-            "--volume".into(),
-            format!("{}:{POD_BPFFS}:rw,rslave", self.bpffs.display()),
+        .args([
+            "--volume",
+            &format!("{}:{POD_BPFFS}:rw,rslave", lab.bpffs.display()),
         ]);
-        for (host, pod) in mounts {
-            podman.extend(["--volume".into(), format!("{}:{pod}:ro", host.display())]);
-        }
-        podman.push(image().to_owned());
-        podman.extend(args.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = podman.iter().map(String::as_str).collect();
-        run("podman", &args)
+    for (host, pod) in mounts {
+        podman = podman.args(["--volume", &format!("{}:{pod}:ro", host.display())]);
     }
-
-    fn arping_vip(&self) -> String {
-        let output = run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.client_ns,
-                "arping",
-                "-c",
-                "3",
-                "-w",
-                "5",
-                "-I",
-                &self.client_if,
-                VIP_V4,
-            ],
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
+    podman.arg(speaker_image()).args(args).run(PODMAN_TIMEOUT)
 }
 
-impl Drop for ImageLab {
-    fn drop(&mut self) {
-        // Deleting the namespaces takes the veth pair and its XDP link along.
-        for ns in [&self.node_ns, &self.client_ns] {
-            let _ = run("ip", &["netns", "delete", ns]);
-        }
-        let _ = run("umount", &[self.bpffs.to_str().unwrap()]);
-        let _ = fs::remove_dir_all(&self.run_dir);
-    }
+/// Three ARP requests for the VIP from the client, within 5 s.
+fn arping_vip(lab: &Lab) -> (CmdOutput, ArpingReport) {
+    lab.arping(&Arping::new(VIP_V4, &lab.client_if, 3).deadline(5))
 }
 
-/// MACs in arping's reply lines, lower case (iputils: "Unicast reply from
-/// IP [MAC]", Habets: "N bytes from MAC (IP)").
-fn reply_macs(arping_output: &str) -> Vec<String> {
-    arping_output
-        .lines()
-        .filter(|l| l.contains("reply from") || l.contains("bytes from"))
-        .flat_map(|l| l.split_whitespace())
-        .map(|token| token.trim_matches(|c| c == '[' || c == ']' || c == '(' || c == ')'))
-        .filter(|token| token.len() == 17 && token.split(':').count() == 6)
-        .map(str::to_ascii_lowercase)
-        .collect()
+/// Exited on its own with a failure status (not killed at the time limit).
+fn refused(out: &CmdOutput) -> bool {
+    !out.timed_out && !out.status.success()
 }
 
-fn stderr_lines(output: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&output.stderr)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn show(output: &Output) -> String {
-    format!(
-        "status {}, stdout {:?}, stderr {:?}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout).trim(),
-        String::from_utf8_lossy(&output.stderr).trim()
-    )
+/// The lab's pinned XDP link of the node interface, as the container's
+/// `--pin-dir` leaves it on the host's bpffs.
+fn pinned_link(lab: &Lab) -> PathBuf {
+    lab.bpffs.join("xdp-speaker/links").join(&lab.node_if)
 }
 
 // ---------------------------------------------------------------------------
@@ -379,13 +163,13 @@ fn show(output: &Output) -> String {
 
 #[test]
 fn chart_capabilities_answer_arp() {
-    let lab = ImageLab::new();
+    let lab = Lab::new();
     let capabilities = chart_capabilities();
-    let node_mac = lab.node_mac();
 
     // Generic mode: XDP_TX on a native-mode veth is dropped unless the peer
     // has an XDP program too (kernel quirk), and the client has none.
-    let attach = lab.speaker(
+    let attach = speaker_in_image(
+        &lab,
         &capabilities,
         &[],
         &[
@@ -399,25 +183,18 @@ fn chart_capabilities_answer_arp() {
             POD_PIN_DIR,
         ],
     );
+    assert!(attach.success(), "xdp attach in the image:\n{attach}");
     assert!(
-        attach.status.success(),
-        "xdp attach in the image: {}",
-        show(&attach)
-    );
-    assert!(
-        String::from_utf8_lossy(&attach.stdout)
+        attach
+            .stdout
             .contains(&format!("attached xdp_speaker to {}", lab.node_if)),
-        "{}",
-        show(&attach)
+        "{attach}"
     );
     // The link is pinned on the node's bpffs, outliving the container.
-    assert!(lab
-        .bpffs
-        .join("xdp-speaker/links")
-        .join(&lab.node_if)
-        .exists());
+    assert!(pinned_link(&lab).exists());
 
-    let vip = lab.speaker(
+    let vip = speaker_in_image(
+        &lab,
         &capabilities,
         &[],
         &[
@@ -430,37 +207,34 @@ fn chart_capabilities_answer_arp() {
             POD_PIN_DIR,
         ],
     );
-    assert!(vip.status.success(), "vip add in the image: {}", show(&vip));
+    assert!(vip.success(), "vip add in the image:\n{vip}");
 
-    let arping = lab.arping_vip();
-    let macs = reply_macs(&arping);
+    let (arping, report) = arping_vip(&lab);
+    let macs = report.macs();
     assert!(!macs.is_empty(), "no ARP reply for {VIP_V4}:\n{arping}");
     assert!(
-        macs.iter().all(|mac| *mac == node_mac),
-        "replies for {VIP_V4} not all from the node's {node_mac}: {macs:?}\n{arping}"
+        macs.iter().all(|mac| *mac == lab.node_mac),
+        "replies for {VIP_V4} not all from the node's {}: {macs:?}\n{arping}",
+        lab.node_mac
     );
 
     // The answers came from the data plane: its per-VIP counter moved.
-    let maps = lab.speaker(
+    let maps = speaker_in_image(
+        &lab,
         &capabilities,
         &[],
         &["maps", "--json", "--pin-dir", POD_PIN_DIR],
     );
-    assert!(maps.status.success(), "maps in the image: {}", show(&maps));
-    let report: serde_json::Value = serde_json::from_slice(&maps.stdout).expect("maps --json");
-    let answered = report["vips"]
-        .as_array()
-        .and_then(|vips| vips.iter().find(|v| v["address"] == VIP_V4))
-        .and_then(|v| v["answered"].as_u64());
+    let report = parse_maps(&maps, "the image");
     assert!(
-        answered.is_some_and(|n| n >= 1),
+        vip_answered(&report, VIP_V4).is_some_and(|n| n >= 1),
         "VIP_ANSWERED for {VIP_V4} did not move: {report}"
     );
 }
 
 #[test]
 fn each_missing_chart_capability_is_named() {
-    let lab = ImageLab::new();
+    let lab = Lab::new();
     let capabilities = chart_capabilities();
     let state = workspace_root().join("docs/examples/iris-regression.yaml");
     for missing in &capabilities {
@@ -469,7 +243,8 @@ fn each_missing_chart_capability_is_named() {
             .filter(|c| *c != missing)
             .cloned()
             .collect();
-        let output = lab.speaker(
+        let output = speaker_in_image(
+            &lab,
             &kept,
             &[(&state, POD_STATE)],
             &[
@@ -485,16 +260,14 @@ fn each_missing_chart_capability_is_named() {
             ],
         );
         assert!(
-            !output.status.success(),
-            "speaker run without {missing} succeeded: {}",
-            show(&output)
+            refused(&output),
+            "speaker run without {missing} did not fail:\n{output}"
         );
-        let lines = stderr_lines(&output);
+        let lines = output.stderr_lines();
         assert_eq!(
             lines.len(),
             1,
-            "speaker run without {missing}: not one line: {}",
-            show(&output)
+            "speaker run without {missing}: not one line:\n{output}"
         );
         assert!(
             lines[0].starts_with(&format!("speaker: error: missing capability {missing} (")),
@@ -513,7 +286,8 @@ fn each_missing_chart_capability_is_named() {
         capabilities.len(),
         "the chart does not add CAP_BPF"
     );
-    let attach = lab.speaker(
+    let attach = speaker_in_image(
+        &lab,
         &without_bpf,
         &[],
         &[
@@ -526,23 +300,18 @@ fn each_missing_chart_capability_is_named() {
         ],
     );
     assert!(
-        !attach.status.success(),
-        "xdp attach without CAP_BPF succeeded: {}",
-        show(&attach)
+        refused(&attach),
+        "xdp attach without CAP_BPF did not fail:\n{attach}"
     );
-    let lines = stderr_lines(&attach);
-    assert_eq!(lines.len(), 1, "{}", show(&attach));
+    let lines = attach.stderr_lines();
+    assert_eq!(lines.len(), 1, "{attach}");
     assert!(
         lines[0].starts_with("speaker: error: missing capability CAP_BPF ("),
         "{:?}",
         lines[0]
     );
     // Nothing was attached.
-    assert!(!lab
-        .bpffs
-        .join("xdp-speaker/links")
-        .join(&lab.node_if)
-        .exists());
+    assert!(!pinned_link(&lab).exists());
 }
 
 /// The chart's speaker container as `pod_spec` resolves it from the rendered
@@ -556,14 +325,14 @@ fn each_missing_chart_capability_is_named() {
 fn chart_pod_spec_attaches_under_podman() {
     use speaker_tests::pod_spec::{speaker_container, PodIdentity, PodmanTarget};
 
-    let lab = ImageLab::new();
+    let lab = Lab::new();
     let rendered = fs::read_to_string(workspace_root().join("tests/fixtures/chart-default.yaml"))
         .expect("reading the rendered chart fixture");
     let identity = PodIdentity {
         node_name: "node-a".into(),
         pod_name: "lb-xdp-speaker-lab".into(),
         namespace: "lb-system".into(),
-        pod_ip: NODE_V4.split('/').next().unwrap().into(),
+        pod_ip: NODE_V4.into(),
         pod_uid: "00000000-0000-4000-8000-000000000001".into(),
     };
     let mut pod = speaker_container(&rendered, &identity).expect("resolving the chart's pod spec");
@@ -600,22 +369,21 @@ fn chart_pod_spec_attaches_under_podman() {
         .into_iter()
         .collect(),
         name: None,
-        image: Some(image().to_owned()),
+        image: Some(speaker_image().to_owned()),
         extra: Vec::new(),
     };
     let args = pod
         .podman_args(&target)
         .expect("podman arguments for the pod spec");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let attach = run("podman", &args);
+    // The arguments start with podman's global options already.
+    let attach = Spawn::tool("podman").args(&args).run(PODMAN_TIMEOUT);
     assert!(
-        attach.status.success(),
-        "podman {}: {}",
-        args.join(" "),
-        show(&attach)
+        attach.success(),
+        "the chart's pod spec under podman:\n{attach}"
     );
 
-    let vip = lab.speaker(
+    let vip = speaker_in_image(
+        &lab,
         &chart_capabilities(),
         &[],
         &[
@@ -628,13 +396,13 @@ fn chart_pod_spec_attaches_under_podman() {
             POD_PIN_DIR,
         ],
     );
-    assert!(vip.status.success(), "vip add in the image: {}", show(&vip));
-    let node_mac = lab.node_mac();
-    let arping = lab.arping_vip();
-    let macs = reply_macs(&arping);
+    assert!(vip.success(), "vip add in the image:\n{vip}");
+    let (arping, report) = arping_vip(&lab);
+    let macs = report.macs();
     assert!(
-        !macs.is_empty() && macs.iter().all(|mac| *mac == node_mac),
-        "replies for {VIP_V4} should all come from {node_mac}: {macs:?}\n{arping}"
+        !macs.is_empty() && macs.iter().all(|mac| *mac == lab.node_mac),
+        "replies for {VIP_V4} should all come from {}: {macs:?}\n{arping}",
+        lab.node_mac
     );
 }
 
@@ -643,9 +411,11 @@ fn reply_macs_from_both_arping_flavours() {
     let iputils = "ARPING 192.0.2.100 from 192.0.2.10 ic1\n\
         Unicast reply from 192.0.2.100 [5A:BB:06:4F:E6:D1]  0.527ms\n\
         Sent 1 probes (1 broadcast(s))\nReceived 1 response(s)\n";
-    assert_eq!(reply_macs(iputils), ["5a:bb:06:4f:e6:d1"]);
+    assert_eq!(parse_arping(iputils).macs(), ["5a:bb:06:4f:e6:d1"]);
     let habets = "ARPING 192.0.2.100\n\
         42 bytes from 5a:bb:06:4f:e6:d1 (192.0.2.100): index=0 time=1.2 msec\n";
-    assert_eq!(reply_macs(habets), ["5a:bb:06:4f:e6:d1"]);
-    assert!(reply_macs("Sent 3 probes\nReceived 0 response(s)\n").is_empty());
+    assert_eq!(parse_arping(habets).macs(), ["5a:bb:06:4f:e6:d1"]);
+    assert!(parse_arping("Sent 3 probes\nReceived 0 response(s)\n")
+        .macs()
+        .is_empty());
 }
