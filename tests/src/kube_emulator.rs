@@ -8,7 +8,7 @@
 //! controller's; [`KubeEmulator::compact`] makes every open watch fail with
 //! `410 Gone`. A stand-in that cannot start fails the test.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kube::{Client, Config};
 pub use kube_standin::Part;
@@ -24,7 +24,7 @@ pub struct KubeEmulator {
 }
 
 /// The value of an in-process call, or a panic naming `what` failed.
-pub(crate) fn must<T>(what: impl FnOnce() -> String, result: Result<T, ApiError>) -> T {
+fn must<T>(what: impl FnOnce() -> String, result: Result<T, ApiError>) -> T {
     result.unwrap_or_else(|e| panic!("{}: {e}", what()))
 }
 
@@ -33,6 +33,17 @@ impl KubeEmulator {
     pub fn start(load: &[&Path]) -> KubeEmulator {
         KubeEmulator::start_with(Options {
             preload: load.iter().map(|path| path.to_path_buf()).collect(),
+            ..Options::default()
+        })
+    }
+
+    /// Starts a stand-in serving inside network namespace `ns` (its server
+    /// thread joins it before binding), with `load` preloaded: reachable at
+    /// the namespace's own loopback.
+    pub fn start_in(ns: &str, load: &[PathBuf]) -> KubeEmulator {
+        KubeEmulator::start_with(Options {
+            netns: Some(Path::new("/run/netns").join(ns)),
+            preload: load.to_vec(),
             ..Options::default()
         })
     }
@@ -83,13 +94,13 @@ impl KubeEmulator {
 
     /// Creates `object` (`apiVersion`, `kind` and `metadata.namespace` say
     /// where), its `status` included, and returns it as stored.
-    pub async fn create(&self, object: Value) -> Value {
+    pub fn create(&self, object: Value) -> Value {
         let kind = object["kind"].clone();
         must(|| format!("creating {kind}"), self.server.create(object))
     }
 
     /// A JSON merge patch of the object or of its `status` subresource.
-    pub async fn patch(
+    pub fn patch(
         &self,
         part: Part,
         api_version: &str,
@@ -105,14 +116,14 @@ impl KubeEmulator {
         )
     }
 
-    pub async fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) {
+    pub fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) {
         must(
             || format!("deleting {kind} {name}"),
             self.server.delete(api_version, kind, namespace, name),
         );
     }
 
-    pub async fn get(
+    pub fn get(
         &self,
         api_version: &str,
         kind: &str,
@@ -126,7 +137,7 @@ impl KubeEmulator {
     }
 
     /// The objects of a kind in `namespace` (all namespaces for `None`).
-    pub async fn list(&self, api_version: &str, kind: &str, namespace: Option<&str>) -> Vec<Value> {
+    pub fn list(&self, api_version: &str, kind: &str, namespace: Option<&str>) -> Vec<Value> {
         must(
             || format!("listing {kind}"),
             self.server.list(api_version, kind, namespace),

@@ -31,7 +31,7 @@ fn lists_matching_speaker_pods_by_ip() {
             pod("metallb-system", "controller", "controller", "192.0.2.50"),
             pod("default", "speaker-elsewhere", "speaker", "192.0.2.60"),
         ] {
-            emulator.create(object).await;
+            emulator.create(object);
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(speaker_pod_addresses(
@@ -56,9 +56,7 @@ fn lists_matching_speaker_pods_by_ip() {
         );
 
         // Re-listed: a new speaker pod shows up without a restart.
-        emulator
-            .create(pod("metallb-system", "speaker-c", "speaker", "192.0.2.13"))
-            .await;
+        emulator.create(pod("metallb-system", "speaker-c", "speaker", "192.0.2.13"));
         let seen = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 let list = rx.recv().await.unwrap();

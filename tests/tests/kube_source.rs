@@ -148,45 +148,39 @@ fn ip(text: &str) -> IpAddr {
 }
 
 /// What MetalLB's controller does when it (re)allocates.
-async fn set_ingress(emulator: &KubeEmulator, service: &str, ip: &str) {
+fn set_ingress(emulator: &KubeEmulator, service: &str, ip: &str) {
     let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
-    emulator
-        .patch(
-            Part::Status,
-            "v1",
-            "Service",
-            Some("default"),
-            service,
-            status,
-        )
-        .await;
+    emulator.patch(
+        Part::Status,
+        "v1",
+        "Service",
+        Some("default"),
+        service,
+        status,
+    );
 }
 
-async fn label_node(emulator: &KubeEmulator, node: &str, zone: &str) {
+fn label_node(emulator: &KubeEmulator, node: &str, zone: &str) {
     let labels = json!({"metadata": {"labels": {"zone": zone}}});
-    emulator
-        .patch(Part::Object, "v1", "Node", None, node, labels)
-        .await;
+    emulator.patch(Part::Object, "v1", "Node", None, node, labels);
 }
 
 /// Replaces the endpoints of web's slice with ready ones at (address, node).
-async fn set_web_endpoints(emulator: &KubeEmulator, endpoints: &[(&str, &str)]) {
+fn set_web_endpoints(emulator: &KubeEmulator, endpoints: &[(&str, &str)]) {
     let endpoints: Vec<Value> = endpoints
         .iter()
         .map(|(address, node)| {
             json!({"addresses": [address], "nodeName": node, "conditions": {"ready": true}})
         })
         .collect();
-    emulator
-        .patch(
-            Part::Object,
-            "discovery.k8s.io/v1",
-            "EndpointSlice",
-            Some("default"),
-            "web-abcde",
-            json!({ "endpoints": endpoints }),
-        )
-        .await;
+    emulator.patch(
+        Part::Object,
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        Some("default"),
+        "web-abcde",
+        json!({ "endpoints": endpoints }),
+    );
 }
 
 fn lb_service(name: &str, ip: &str) -> Value {
@@ -253,27 +247,25 @@ async fn changes_arrive_one_by_one_and_only_when_the_model_changes() {
     let mut run = Running::start(&[&iris()]).await;
     let _ = run.reset().await;
 
-    run.emulator.create(lb_service("api", "192.0.2.101")).await;
+    run.emulator.create(lb_service("api", "192.0.2.101"));
     let api = run.applied().await;
     assert_eq!(api.key(), "default/api");
     assert_eq!(api.ingress_ips, [ip("192.0.2.101")]);
 
-    set_ingress(&run.emulator, "api", "192.0.2.102").await;
+    set_ingress(&run.emulator, "api", "192.0.2.102");
     assert_eq!(run.applied().await.ingress_ips, [ip("192.0.2.102")]);
 
     // Fields the election does not read: nothing.
-    run.emulator
-        .patch(
-            Part::Object,
-            "v1",
-            "Service",
-            Some("default"),
-            "api",
-            json!({"spec": {"ports": [{"port": 8080}]}}),
-        )
-        .await;
+    run.emulator.patch(
+        Part::Object,
+        "v1",
+        "Service",
+        Some("default"),
+        "api",
+        json!({"spec": {"ports": [{"port": 8080}]}}),
+    );
 
-    set_web_endpoints(&run.emulator, &[("10.244.2.7", "iris2")]).await;
+    set_web_endpoints(&run.emulator, &[("10.244.2.7", "iris2")]);
     match run.next().await {
         Change::Endpoints(key, endpoints) => {
             assert_eq!(key, web());
@@ -282,9 +274,7 @@ async fn changes_arrive_one_by_one_and_only_when_the_model_changes() {
         other => panic!("expected web's endpoints, got {other:?}"),
     }
 
-    run.emulator
-        .delete("v1", "Service", Some("default"), "web")
-        .await;
+    run.emulator.delete("v1", "Service", Some("default"), "web");
     match run.next().await {
         Change::ServiceDeleted(key) => assert_eq!(key, web()),
         other => panic!("expected web deleted, got {other:?}"),
@@ -292,24 +282,22 @@ async fn changes_arrive_one_by_one_and_only_when_the_model_changes() {
 
     // A kubelet heartbeat: only the status times change. Then a label on
     // the other node, on the same watch: its Nodes list must come next.
-    run.emulator
-        .patch(
-            Part::Status,
-            "v1",
-            "Node",
-            None,
-            "iris1",
-            json!({"status": {
-                "conditions": [{
-                    "type": "Ready",
-                    "status": "True",
-                    "lastHeartbeatTime": "2030-01-01T00:00:00Z",
-                    "reason": "KubeletReady",
-                }],
-            }}),
-        )
-        .await;
-    label_node(&run.emulator, "iris2", "b").await;
+    run.emulator.patch(
+        Part::Status,
+        "v1",
+        "Node",
+        None,
+        "iris1",
+        json!({"status": {
+            "conditions": [{
+                "type": "Ready",
+                "status": "True",
+                "lastHeartbeatTime": "2030-01-01T00:00:00Z",
+                "reason": "KubeletReady",
+            }],
+        }}),
+    );
+    label_node(&run.emulator, "iris2", "b");
     match run.next().await {
         Change::Nodes(nodes) => {
             assert_eq!(names(&nodes, |n| &n.name), ["iris1", "iris2"]);
@@ -325,31 +313,28 @@ async fn changes_arrive_one_by_one_and_only_when_the_model_changes() {
 async fn an_expired_watch_lists_again_without_false_deletions() {
     let mut run = Running::start(&[&iris()]).await;
     let _ = run.reset().await;
-    run.emulator.create(lb_service("api", "192.0.2.101")).await;
+    run.emulator.create(lb_service("api", "192.0.2.101"));
     assert!(matches!(run.next().await, Change::ServiceApplied(_)));
 
     // Every watch fails with 410; the changes below happen while they are
     // down and can only arrive through the lists that follow.
     run.emulator.compact();
     let emulator = &run.emulator;
-    label_node(emulator, "iris2", "b").await;
-    set_ingress(emulator, "api", "192.0.2.105").await;
+    label_node(emulator, "iris2", "b");
+    set_ingress(emulator, "api", "192.0.2.105");
     set_web_endpoints(
         emulator,
         &[("10.244.1.7", "iris1"), ("10.244.2.7", "iris2")],
-    )
-    .await;
-    emulator.create(pool("extra", &["198.51.100.0/24"])).await;
-    emulator
-        .patch(
-            Part::Object,
-            METALLB,
-            "L2Advertisement",
-            Some(NAMESPACE),
-            "lab",
-            json!({"spec": {"interfaces": ["eth0"]}}),
-        )
-        .await;
+    );
+    emulator.create(pool("extra", &["198.51.100.0/24"]));
+    emulator.patch(
+        Part::Object,
+        METALLB,
+        "L2Advertisement",
+        Some(NAMESPACE),
+        "lab",
+        json!({"spec": {"interfaces": ["eth0"]}}),
+    );
 
     // Exactly one change per kind, in any order across kinds; no deletions.
     let mut changes = run.next_n(5).await;
@@ -381,9 +366,7 @@ async fn an_expired_watch_lists_again_without_false_deletions() {
     // watches still work afterwards.
     run.emulator.compact();
     run.assert_quiet_for(RELIST_QUIET).await;
-    run.emulator
-        .delete("v1", "Service", Some("default"), "api")
-        .await;
+    run.emulator.delete("v1", "Service", Some("default"), "api");
     match run.next().await {
         Change::ServiceDeleted(key) => assert_eq!(key, ServiceKey::new("default", "api")),
         other => panic!("expected api deleted, got {other:?}"),
@@ -406,9 +389,7 @@ async fn unusable_objects_are_skipped_and_the_rest_keeps_flowing() {
     assert_eq!(objects, ["IPAddressPool metallb-system/preloaded-bad"]);
 
     // A pool with a bad CIDR created over HTTP: skipped, nothing sent.
-    run.emulator
-        .create(pool("broken", &["192.0.2.300/24"]))
-        .await;
+    run.emulator.create(pool("broken", &["192.0.2.300/24"]));
     let problems = run.skipped_soon(|p| p.len() == 2).await;
     let broken = problems
         .iter()
@@ -423,27 +404,23 @@ async fn unusable_objects_are_skipped_and_the_rest_keeps_flowing() {
     );
 
     // Everything else keeps working.
-    run.emulator.create(lb_service("api", "192.0.2.101")).await;
+    run.emulator.create(lb_service("api", "192.0.2.101"));
     assert!(matches!(run.next().await, Change::ServiceApplied(s) if s.name == "api"));
-    run.emulator
-        .create(pool("good", &["198.51.100.0/24"]))
-        .await;
+    run.emulator.create(pool("good", &["198.51.100.0/24"]));
     match run.next().await {
         Change::Pools(pools) => assert_eq!(names(&pools, |p| &p.name), ["good", "lab"]),
         other => panic!("expected the pools, got {other:?}"),
     }
 
     // Fixed, it joins the pools and leaves the skipped objects.
-    run.emulator
-        .patch(
-            Part::Object,
-            METALLB,
-            "IPAddressPool",
-            Some(NAMESPACE),
-            "broken",
-            json!({"spec": {"addresses": ["192.0.2.200/29"]}}),
-        )
-        .await;
+    run.emulator.patch(
+        Part::Object,
+        METALLB,
+        "IPAddressPool",
+        Some(NAMESPACE),
+        "broken",
+        json!({"spec": {"addresses": ["192.0.2.200/29"]}}),
+    );
     match run.next().await {
         Change::Pools(pools) => {
             assert_eq!(names(&pools, |p| &p.name), ["broken", "good", "lab"])

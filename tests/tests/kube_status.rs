@@ -29,14 +29,12 @@ fn writer(emulator: &KubeEmulator, node: &str) -> StatusWriter {
     StatusWriter::new(emulator.client(), node.to_owned(), NAMESPACE.to_owned())
 }
 
-async fn statuses(emulator: &KubeEmulator) -> Vec<Value> {
-    emulator
-        .list(METALLB, "ServiceL2Status", Some(NAMESPACE))
-        .await
+fn statuses(emulator: &KubeEmulator) -> Vec<Value> {
+    emulator.list(METALLB, "ServiceL2Status", Some(NAMESPACE))
 }
 
-async fn events(emulator: &KubeEmulator, reason: &str) -> Vec<Value> {
-    let mut events = emulator.list(EVENTS, "Event", Some("default")).await;
+fn events(emulator: &KubeEmulator, reason: &str) -> Vec<Value> {
+    let mut events = emulator.list(EVENTS, "Event", Some("default"));
     events.retain(|e| e["reason"] == reason);
     events
 }
@@ -66,14 +64,13 @@ async fn announcing_records_the_event_and_one_service_l2_status() {
     let emulator = KubeEmulator::start(&[&iris()]);
     let service = emulator
         .get("v1", "Service", Some("default"), "web")
-        .await
         .expect("web is preloaded");
     let status = writer(&emulator, "iris1");
 
     status.announcing(&web(), &["eth0".to_owned()]).await;
     status.flush().await;
 
-    let assigned = events(&emulator, "nodeAssigned").await;
+    let assigned = events(&emulator, "nodeAssigned");
     let [event] = assigned.as_slice() else {
         panic!("expected one nodeAssigned event: {assigned:#?}");
     };
@@ -91,7 +88,7 @@ async fn announcing_records_the_event_and_one_service_l2_status() {
     assert_eq!(event["reportingController"], "metallb-speaker");
     assert_eq!(event["reportingInstance"], "iris1");
 
-    let objects = statuses(&emulator).await;
+    let objects = statuses(&emulator);
     let [object] = objects.as_slice() else {
         panic!("expected one ServiceL2Status: {objects:#?}");
     };
@@ -113,7 +110,7 @@ async fn announcing_again_updates_and_withdrawing_deletes() {
 
     iris1.announcing(&web(), &["eth0".to_owned()]).await;
     iris1.flush().await;
-    let first = statuses(&emulator).await;
+    let first = statuses(&emulator);
     assert_eq!(first.len(), 1, "{first:#?}");
     let name = first[0]["metadata"]["name"].clone();
 
@@ -122,7 +119,7 @@ async fn announcing_again_updates_and_withdrawing_deletes() {
         .announcing(&web(), &["eth1".to_owned(), "eth0".to_owned()])
         .await;
     iris1.flush().await;
-    let second = statuses(&emulator).await;
+    let second = statuses(&emulator);
     assert_eq!(second.len(), 1, "updated, not duplicated: {second:#?}");
     assert_eq!(second[0]["metadata"]["name"], name);
     assert_eq!(second[0]["status"], status_for("iris1", &["eth0", "eth1"]));
@@ -130,27 +127,27 @@ async fn announcing_again_updates_and_withdrawing_deletes() {
     // All interfaces: the list goes away, as in MetalLB.
     iris1.announcing(&web(), &[]).await;
     iris1.flush().await;
-    let third = statuses(&emulator).await;
+    let third = statuses(&emulator);
     assert_eq!(third.len(), 1, "{third:#?}");
     assert_eq!(third[0]["status"], status_for("iris1", &[]));
 
     // A node that does not own it deletes only its own (it has none).
     iris2.withdrawn(&web(), "notOwner").await;
     iris2.flush().await;
-    assert_eq!(statuses(&emulator).await.len(), 1);
+    assert_eq!(statuses(&emulator).len(), 1);
 
     // The owner withdrawing deletes its status, and records no event.
-    let events_before = emulator.list(EVENTS, "Event", Some("default")).await.len();
+    let events_before = emulator.list(EVENTS, "Event", Some("default")).len();
     iris1.withdrawn(&web(), "notOwner").await;
     iris1.flush().await;
-    assert!(statuses(&emulator).await.is_empty());
-    let events_after = emulator.list(EVENTS, "Event", Some("default")).await.len();
+    assert!(statuses(&emulator).is_empty());
+    let events_after = emulator.list(EVENTS, "Event", Some("default")).len();
     assert_eq!(events_before, events_after, "withdrawing records no event");
 
     // Withdrawing again is harmless.
     iris1.withdrawn(&web(), "notOwner").await;
     iris1.flush().await;
-    assert!(statuses(&emulator).await.is_empty());
+    assert!(statuses(&emulator).is_empty());
 }
 
 #[tokio::test]
@@ -165,7 +162,7 @@ async fn the_new_owner_removes_the_previous_owners_status() {
     iris2.announcing(&web(), &[]).await;
     iris2.flush().await;
 
-    let objects = statuses(&emulator).await;
+    let objects = statuses(&emulator);
     let [object] = objects.as_slice() else {
         panic!("expected only iris2's status: {objects:#?}");
     };
@@ -182,7 +179,7 @@ async fn announce_failed_records_a_warning() {
     status.announce_failed(&web(), message).await;
     status.flush().await;
 
-    let failed = events(&emulator, "announceFailed").await;
+    let failed = events(&emulator, "announceFailed");
     let [event] = failed.as_slice() else {
         panic!("expected one announceFailed event: {failed:#?}");
     };
@@ -191,7 +188,7 @@ async fn announce_failed_records_a_warning() {
     assert_eq!(event["regarding"]["kind"], "Service");
     assert_eq!(event["regarding"]["name"], "web");
     assert!(
-        statuses(&emulator).await.is_empty(),
+        statuses(&emulator).is_empty(),
         "a failed announcement writes no ServiceL2Status"
     );
 }

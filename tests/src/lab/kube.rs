@@ -13,7 +13,7 @@
 //!   xn<pid>_<seq> (XDP responder, native) ────────── xc<pid>_<seq> (XDP pass-through)
 //! ```
 //!
-//! [`NsEmulator`] starts the stand-in with its network-namespace option: its
+//! [`KubeEmulator::start_in`] starts the stand-in with its network-namespace option: its
 //! server thread joins the node namespace with `setns(2)` before it binds
 //! (only that thread moves). The test changes objects with the stand-in's
 //! in-process calls, which open no sockets. The speaker is started with
@@ -31,7 +31,6 @@ use std::{
     time::Duration,
 };
 
-use kube_standin::{Options, Server};
 use serde_json::Value;
 
 use super::{
@@ -42,7 +41,7 @@ use super::{
     speaker::{Speaker, SpeakerLaunch},
     wait_for,
 };
-use crate::kube_emulator::{must, KubeEmulator, Part};
+use crate::kube_emulator::KubeEmulator;
 
 /// The node this lab's speaker runs as (the iris example's node with the
 /// endpoint).
@@ -59,100 +58,6 @@ pub const EVENTS: &str = "events.k8s.io/v1";
 /// its endpoint on iris1.
 pub fn iris_example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/iris-regression.yaml")
-}
-
-// ---------------------------------------------------------------------------
-// The stand-in API server inside a namespace
-// ---------------------------------------------------------------------------
-
-/// A [`KubeEmulator`] serving inside a network namespace (its server thread
-/// joins the namespace before it binds), driven from the test's thread with
-/// the stand-in's in-process calls. Stopped on drop.
-pub struct NsEmulator {
-    emulator: KubeEmulator,
-}
-
-impl NsEmulator {
-    /// Starts the stand-in in network namespace `ns` with `load` preloaded.
-    pub fn start(ns: &str, load: &[PathBuf]) -> NsEmulator {
-        let emulator = KubeEmulator::start_with(Options {
-            netns: Some(Path::new("/run/netns").join(ns)),
-            preload: load.to_vec(),
-            ..Options::default()
-        });
-        NsEmulator { emulator }
-    }
-
-    /// `http://127.0.0.1:PORT`, reachable inside the namespace only.
-    pub fn url(&self) -> &str {
-        self.emulator.url()
-    }
-
-    /// The stand-in itself: its test controls (faults, request log).
-    pub fn standin(&self) -> &Server {
-        self.emulator.standin()
-    }
-
-    /// The last requests served, for assertion messages.
-    pub fn request_log(&self) -> String {
-        self.emulator.request_log()
-    }
-
-    /// Creates `object` and returns it as stored.
-    pub fn create(&self, object: Value) -> Value {
-        let kind = object["kind"].clone();
-        must(|| format!("creating {kind}"), self.standin().create(object))
-    }
-
-    /// A JSON merge patch of an object or of its `status`.
-    pub fn patch(
-        &self,
-        part: Part,
-        api_version: &str,
-        kind: &str,
-        namespace: Option<&str>,
-        name: &str,
-        patch: Value,
-    ) -> Value {
-        must(
-            || format!("patching {kind} {name} ({part:?})"),
-            self.standin()
-                .patch(part, api_version, kind, namespace, name, patch),
-        )
-    }
-
-    pub fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) {
-        must(
-            || format!("deleting {kind} {name}"),
-            self.standin().delete(api_version, kind, namespace, name),
-        );
-    }
-
-    pub fn get(
-        &self,
-        api_version: &str,
-        kind: &str,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Option<Value> {
-        must(
-            || format!("reading {kind} {name}"),
-            self.standin().get(api_version, kind, namespace, name),
-        )
-    }
-
-    /// The objects of a kind in `namespace` (all namespaces for `None`).
-    pub fn list(&self, api_version: &str, kind: &str, namespace: Option<&str>) -> Vec<Value> {
-        must(
-            || format!("listing {kind}"),
-            self.standin().list(api_version, kind, namespace),
-        )
-    }
-
-    /// Every open watch fails with `410 Gone`.
-    pub fn compact(&self) {
-        self.emulator.compact();
-    }
 }
 
 /// A kubeconfig whose only cluster is `url`, without credentials.
@@ -178,7 +83,7 @@ pub fn kubeconfig_for(url: &str) -> String {
 /// Fields are public for the tests; tear-down is in `Drop`.
 pub struct KubeLab {
     speaker: Option<Speaker>,
-    kube: Option<NsEmulator>,
+    kube: Option<KubeEmulator>,
     /// Holds the kubeconfig and the speaker's log (inside the lab's
     /// directory under /run).
     pub temp_dir: PathBuf,
@@ -207,7 +112,7 @@ impl KubeLab {
         fs::create_dir_all(&kube_lab.temp_dir)
             .unwrap_or_else(|e| panic!("creating {}: {e}", kube_lab.temp_dir.display()));
         kube_lab.lab.attach_pass_through().assert_success();
-        let kube = NsEmulator::start(&kube_lab.lab.node_ns, load);
+        let kube = KubeEmulator::start_in(&kube_lab.lab.node_ns, load);
         fs::write(&kube_lab.kubeconfig, kubeconfig_for(kube.url()))
             .unwrap_or_else(|e| panic!("writing {}: {e}", kube_lab.kubeconfig.display()));
         kube_lab.kube = Some(kube);
@@ -215,7 +120,7 @@ impl KubeLab {
     }
 
     /// The emulator (requests run inside the node namespace).
-    pub fn kube(&self) -> &NsEmulator {
+    pub fn kube(&self) -> &KubeEmulator {
         self.kube.as_ref().expect("the emulator is stopped")
     }
 
@@ -297,7 +202,7 @@ impl KubeLab {
         let requests = self
             .kube
             .as_ref()
-            .map(NsEmulator::request_log)
+            .map(KubeEmulator::request_log)
             .unwrap_or_default();
         format!("--- speaker log ---\n{log}--- last API requests ---\n{requests}")
     }
