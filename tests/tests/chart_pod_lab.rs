@@ -38,7 +38,7 @@ use speaker_tests::{
         self,
         cluster::lab_cluster_yaml,
         command::{Process, Sink},
-        http, podman, Fabric, HostSpec, Spawn,
+        http, podman, probe, Fabric, HostSpec, Spawn,
     },
     pod_spec::{self, ContainerRun, PodIdentity, PodmanTarget},
 };
@@ -580,11 +580,7 @@ fn chart_pods_run_announce_restart_and_upgrade() {
         .iter()
         .filter(|p| p.sent + PROBE_INTERVAL * 4 < Instant::now())
         .collect();
-    let lost: Vec<u64> = settled
-        .iter()
-        .filter(|p| p.answers.is_empty())
-        .map(|p| p.seq)
-        .collect();
+    let lost = probe::unanswered(settled.iter().copied());
     assert!(
         lost.is_empty(),
         "{} of {} probes unanswered during the owner's restart: {lost:?}",

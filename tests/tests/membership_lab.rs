@@ -67,7 +67,7 @@ use std::{
 
 use serde_json::Value;
 use speaker_tests::lab::{
-    probe::{ArpProbe, ArpProbing},
+    probe::{self, ArpProbe, ArpProbing},
     vip_answered, Arping, Fabric, HostSpec, Speaker, SpeakerMode, SpeakerOptions, HOST_IF,
 };
 
@@ -572,11 +572,7 @@ fn sigterm_of_the_owner_hands_over_without_losing_a_request() {
         before >= 8 && after >= 18,
         "the prober fell behind ({before} requests before the stop, {after} after):\n{timeline}"
     );
-    let lost: Vec<u64> = probes
-        .iter()
-        .filter(|p| p.answers.is_empty())
-        .map(|p| p.seq)
-        .collect();
+    let lost = probe::unanswered(probes);
     assert!(
         lost.is_empty(),
         "requests {lost:?} went unanswered around the SIGTERM:\n{timeline}\n{}",
@@ -653,11 +649,7 @@ fn restarts_lose_no_request_and_the_owner_comes_back() {
         );
     }
 
-    let lost: Vec<u64> = probes
-        .iter()
-        .filter(|p| p.answers.is_empty())
-        .map(|p| p.seq)
-        .collect();
+    let lost = probe::unanswered(probes);
     assert!(
         lost.is_empty(),
         "requests {lost:?} went unanswered during the restarts:\n{timeline}\n{}",

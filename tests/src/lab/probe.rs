@@ -61,6 +61,15 @@ pub struct GratuitousArp {
     pub at: Instant,
 }
 
+/// The sequence numbers of the `probes` nothing answered.
+pub fn unanswered<'a>(probes: impl IntoIterator<Item = &'a ArpProbe>) -> Vec<u64> {
+    probes
+        .into_iter()
+        .filter(|p| p.answers.is_empty())
+        .map(|p| p.seq)
+        .collect()
+}
+
 /// What a running [`ArpProber::spawn`] series has seen so far.
 #[derive(Clone, Debug, Default)]
 pub struct ArpSeries {
