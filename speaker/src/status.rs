@@ -31,9 +31,9 @@ use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
     Client, Resource, ResourceExt,
 };
-use log::{debug, info, warn};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
 
 use crate::{
     daemon::change::ServiceKey,

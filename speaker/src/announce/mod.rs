@@ -197,7 +197,7 @@ impl Announcer {
             },
         );
         drop(schedules);
-        log::info!(
+        tracing::info!(
             "announcing {ip} on {} (index {}, {}){}",
             interface.name,
             interface.index,
@@ -211,7 +211,7 @@ impl Announcer {
         let running = self.inner.state.schedules().remove(&(ip, ifindex));
         if let Some(running) = running {
             running.stop();
-            log::debug!("stopped announcing {ip} on interface index {ifindex}");
+            tracing::debug!("stopped announcing {ip} on interface index {ifindex}");
         }
     }
 
@@ -227,7 +227,7 @@ impl Announcer {
         for key in keys {
             if let Some(running) = schedules.remove(&key) {
                 running.stop();
-                log::debug!("stopped announcing {} on interface index {ifindex}", key.0);
+                tracing::debug!("stopped announcing {} on interface index {ifindex}", key.0);
             }
         }
     }
@@ -299,7 +299,7 @@ impl State {
                 Err(e) => {
                     *counters.failures.entry(ip).or_default() += 1;
                     drop(counters);
-                    log::warn!(
+                    tracing::warn!(
                         "announcing {ip}: {} not sent on {} (index {}): {e}",
                         announcement.kind(),
                         interface.name,

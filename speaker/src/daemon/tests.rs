@@ -33,7 +33,7 @@ fn reconciler(node: &str, membership: Membership) -> Reconciler {
 }
 
 fn owned_ips(r: &Reconciler) -> Vec<IpAddr> {
-    r.owned().into_keys().collect()
+    r.owned().keys().copied().collect()
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsFd as _, OwnedFd},
     time::Duration,
 };
 
@@ -53,6 +54,59 @@ pub struct DataplaneMaps {
     vip_answered: PerCpuArray<MapData, u64>,
     reasons: PerCpuArray<MapData, u64>,
     watchdog: Array<MapData, Watchdog>,
+    /// A second descriptor of `WATCHDOG`, for [`HeartbeatWriter`]s.
+    watchdog_fd: OwnedFd,
+}
+
+/// Writes the heartbeat from another thread than the one holding the
+/// [`DataplaneMaps`]: its own descriptor of the `WATCHDOG` map.
+pub struct HeartbeatWriter {
+    watchdog: Array<MapData, Watchdog>,
+}
+
+impl HeartbeatWriter {
+    /// Refreshes the heartbeat, keeping the limit.
+    pub fn beat(&mut self) -> Result<()> {
+        let current = self
+            .watchdog
+            .get(&0, 0)
+            .map_err(|e| Error::bpf("reading WATCHDOG", e))?;
+        let watchdog = Watchdog {
+            heartbeat_ns: monotonic_now().as_nanos() as u64,
+            max_age_ns: current.max_age_ns,
+        };
+        self.watchdog
+            .set(0, watchdog, 0)
+            .map_err(|e| Error::bpf("writing WATCHDOG", e))
+    }
+
+    /// The heartbeat's age as the program sees it; `None`: never written.
+    pub fn age(&self) -> Result<Option<Duration>> {
+        let w = self
+            .watchdog
+            .get(&0, 0)
+            .map_err(|e| Error::bpf("reading WATCHDOG", e))?;
+        let now = monotonic_now().as_nanos() as u64;
+        Ok((w.heartbeat_ns != 0).then(|| Duration::from_nanos(now.saturating_sub(w.heartbeat_ns))))
+    }
+}
+
+/// The typed `WATCHDOG` and a duplicate of its descriptor.
+fn watchdog_of(map: Map) -> Result<(Array<MapData, Watchdog>, OwnedFd)> {
+    let fd = match &map {
+        Map::Array(data) => data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("duplicating the WATCHDOG descriptor", e))?,
+        _ => {
+            return Err(Error::Bpf {
+                context: format!("opening map {}", map_names::WATCHDOG),
+                message: "not an array".into(),
+            })
+        }
+    };
+    Ok((typed(map_names::WATCHDOG, map)?, fd))
 }
 
 fn typed<T: TryFrom<Map, Error = MapError>>(name: &str, map: Map) -> Result<T> {
@@ -68,12 +122,14 @@ impl DataplaneMaps {
                 message: format!("it has no map {name}"),
             })
         };
+        let (watchdog, watchdog_fd) = watchdog_of(take(map_names::WATCHDOG)?)?;
         Ok(DataplaneMaps {
             vips_v4: typed(map_names::VIPS_V4, take(map_names::VIPS_V4)?)?,
             vips_v6: typed(map_names::VIPS_V6, take(map_names::VIPS_V6)?)?,
             vip_answered: typed(map_names::VIP_ANSWERED, take(map_names::VIP_ANSWERED)?)?,
             reasons: typed(map_names::REASONS, take(map_names::REASONS)?)?,
-            watchdog: typed(map_names::WATCHDOG, take(map_names::WATCHDOG)?)?,
+            watchdog,
+            watchdog_fd,
         })
     }
 
@@ -86,6 +142,7 @@ impl DataplaneMaps {
             check_layout(name, &data, pins)?;
             Ok::<_, Error>(data)
         };
+        let (watchdog, watchdog_fd) = watchdog_of(Map::Array(open(map_names::WATCHDOG)?))?;
         Ok(DataplaneMaps {
             vips_v4: typed(map_names::VIPS_V4, Map::HashMap(open(map_names::VIPS_V4)?))?,
             vips_v6: typed(map_names::VIPS_V6, Map::HashMap(open(map_names::VIPS_V6)?))?,
@@ -97,7 +154,8 @@ impl DataplaneMaps {
                 map_names::REASONS,
                 Map::PerCpuArray(open(map_names::REASONS)?),
             )?,
-            watchdog: typed(map_names::WATCHDOG, Map::Array(open(map_names::WATCHDOG)?))?,
+            watchdog,
+            watchdog_fd,
         })
     }
 
@@ -263,6 +321,19 @@ impl DataplaneMaps {
         self.watchdog
             .set(0, watchdog, 0)
             .map_err(|e| Error::bpf("writing WATCHDOG", e))
+    }
+
+    /// A writer for the heartbeat that can live on another thread.
+    pub fn heartbeat_writer(&self) -> Result<HeartbeatWriter> {
+        let fd = self
+            .watchdog_fd
+            .try_clone()
+            .map_err(|e| Error::io("duplicating the WATCHDOG descriptor", e))?;
+        let data = MapData::from_fd(fd)
+            .map_err(|e| Error::bpf(format!("opening map {}", map_names::WATCHDOG), e))?;
+        Ok(HeartbeatWriter {
+            watchdog: typed(map_names::WATCHDOG, Map::Array(data))?,
+        })
     }
 
     pub fn watchdog(&self) -> Result<WatchdogState> {

@@ -13,7 +13,7 @@ use std::{
     net::{IpAddr, Ipv6Addr},
 };
 
-use log::{debug, info, warn};
+use tracing::{debug, info, warn};
 
 use super::{DataplaneMaps, VipRecord};
 use crate::{
