@@ -56,10 +56,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/* RUST_LOG from speaker.logLevel; MetalLB's "all" and "none" mapped. */}}
-{{- define "xdp-speaker.rustLog" -}}
-{{- $level := .Values.speaker.logLevel }}
-{{- if eq $level "all" }}trace{{ else if eq $level "none" }}off{{ else }}{{ $level }}{{ end }}
-{{- end }}
 
 {{/*
 MetalLB's default interface exclude list, the same as the speaker's own

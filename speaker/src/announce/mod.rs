@@ -198,6 +198,9 @@ impl Announcer {
         );
         drop(schedules);
         tracing::info!(
+            event = "gratuitousStarted",
+            ip = %ip,
+            interface = interface.name,
             "announcing {ip} on {} (index {}, {}){}",
             interface.name,
             interface.index,
@@ -300,6 +303,9 @@ impl State {
                     *counters.failures.entry(ip).or_default() += 1;
                     drop(counters);
                     tracing::warn!(
+                        ip = %ip,
+                        interface = interface.name,
+                        error = %e,
                         "announcing {ip}: {} not sent on {} (index {}): {e}",
                         announcement.kind(),
                         interface.name,

@@ -212,7 +212,7 @@ mod tests {
         let beats = recorder.0.lock().unwrap().clone();
         assert!(beats.len() >= 5, "only {} beats in 100 ms", beats.len());
         let longest = beats.windows(2).map(|w| w[1] - w[0]).max().unwrap();
-        assert!(longest < Duration::from_millis(60), "a {longest:?} gap");
+        assert!(longest < Duration::from_millis(100), "a {longest:?} gap");
     }
 
     #[test]

@@ -411,7 +411,7 @@ impl Daemon {
             match own {
                 Some(ip) => {
                     if let Err(e) = self.start_gossip(ip).await {
-                        error!("{e}");
+                        error!(error = %e, "{e}");
                     }
                 }
                 None => warn!(
@@ -481,7 +481,12 @@ impl Daemon {
             loop {
                 let set = members.borrow_and_update().clone();
                 let names: Vec<&str> = set.iter().map(String::as_str).collect();
-                info!("members: {}", names.join(", "));
+                info!(
+                    event = "membersChanged",
+                    members = names.join(","),
+                    "members: {}",
+                    names.join(", ")
+                );
                 if changes
                     .send(Change::Membership(crate::election::Membership::Members(
                         set,
@@ -556,7 +561,7 @@ impl Daemon {
                 self.interfaces = found;
             }
             // Keep the last good list: a failed scan must not withdraw anything.
-            Err(e) => error!("listing interfaces: {e}"),
+            Err(e) => error!(error = %e, "listing interfaces: {e}"),
         }
     }
 

@@ -398,10 +398,22 @@ impl Core {
         let us = &self.swim.identity().node;
         match notification {
             OwnedNotification::MemberUp(id) => {
-                tracing::info!("gossip: {} ({}) is up", id.node, id.gossip_addr);
+                tracing::info!(
+                    event = "memberUp",
+                    node = id.node,
+                    "gossip: {} ({}) is up",
+                    id.node,
+                    id.gossip_addr
+                );
             }
             OwnedNotification::MemberDown(id) => {
-                tracing::info!("gossip: {} ({}) is down", id.node, id.gossip_addr);
+                tracing::info!(
+                    event = "memberDown",
+                    node = id.node,
+                    "gossip: {} ({}) is down",
+                    id.node,
+                    id.gossip_addr
+                );
             }
             OwnedNotification::Rename(old, new) => tracing::debug!(
                 "gossip: {} ({}) restarted: generation {} replaces {}",

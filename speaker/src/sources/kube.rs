@@ -233,7 +233,12 @@ fn log_watch_error(kind: Kind, e: &watcher::Error) {
             let kind = kind.name();
             info!("{kind} watch expired ({}), listing again", status.message)
         }
-        _ => warn!("{} watch failed, retrying: {e}", kind.name()),
+        _ => warn!(
+            kind = kind.name(),
+            error = %e,
+            "{} watch failed, retrying: {e}",
+            kind.name()
+        ),
     }
 }
 
@@ -486,7 +491,15 @@ impl<T: Clone + PartialEq> Store<T> {
     }
 
     fn log_skipped(&self, key: &ObjectKey, reason: &str) {
-        error!("skipping {} {}: {reason}", self.kind.name(), Named(key));
+        error!(
+            event = "objectSkipped",
+            kind = self.kind.name(),
+            object = %Named(key),
+            reason,
+            "skipping {} {}: {reason}",
+            self.kind.name(),
+            Named(key)
+        );
     }
 
     fn values(&self) -> Vec<T> {
