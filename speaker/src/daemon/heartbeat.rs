@@ -75,7 +75,8 @@ impl Health {
         }
     }
 
-    /// The daemon is working until the guard drops.
+    /// The daemon is working until the guard drops. Guards do not nest:
+    /// dropping any marks the daemon idle.
     pub fn busy(&self) -> Busy<'_> {
         let since = self.inner.epoch.elapsed().as_nanos().max(1) as u64;
         self.inner.busy_since.store(since, Ordering::Release);
@@ -132,14 +133,25 @@ impl Heartbeat {
             .name("heartbeat".into())
             .spawn(move || {
                 let mut withheld = false;
+                // Logged once per run of failures, not every period.
+                let mut failing = false;
                 loop {
                     if health.alive(stall_limit) {
                         if withheld {
                             warn!("daemon responsive again: heartbeat resumed");
                             withheld = false;
                         }
-                        if let Err(e) = sink.beat() {
-                            error!(error = %e, "refreshing the heartbeat: {e}");
+                        match sink.beat() {
+                            Ok(()) if failing => {
+                                warn!("refreshing the heartbeat works again");
+                                failing = false;
+                            }
+                            Ok(()) => {}
+                            Err(e) if !failing => {
+                                error!(error = %e, "refreshing the heartbeat: {e}");
+                                failing = true;
+                            }
+                            Err(_) => {}
                         }
                     } else if !withheld {
                         error!(
