@@ -291,6 +291,7 @@ mod tests {
             ifindex,
             mac,
             answered: 5,
+            requests: 6,
         }
     }
 

@@ -12,14 +12,9 @@
 //! MetalLB's `metallb_k8s_client_updates_total` and `_update_errors_total`
 //! end in `_total`, so they are real counters.
 //!
-//! `metallb_layer2_requests_received{ip}`: the XDP program counts, per VIP,
-//! the requests it answered (`VIP_ANSWERED`). Requests for an owned VIP that
-//! it refuses after the lookup (`wrong_eth_destination`, `heartbeat_stale`,
-//! `bad_checksum`, `resize_failed`) are counted only per reason, for all VIPs
-//! together (`xdp_speaker_verdicts`). The per-VIP figure is therefore the
-//! answered count: equal to what MetalLB reports as received whenever the
-//! responder is healthy, and lower by exactly the refused requests otherwise
-//! (visible per reason).
+//! `metallb_layer2_requests_received{ip}` comes from the program's
+//! `VIP_REQUESTS` counters: every valid request for the VIP, answered or
+//! refused after the lookup (docs/dataplane.md).
 
 use std::{fmt, net::IpAddr};
 
@@ -144,8 +139,7 @@ impl Collector for PerScrape {
         family(
             &mut encoder,
             "metallb_layer2_requests_received",
-            "ARP requests and Neighbor Solicitations for the IP received by the XDP responder \
-             (counted when answered; see docs/metrics.md).",
+            "ARP requests and Neighbor Solicitations for the IP received by the XDP responder.",
             None,
             untyped,
             per_ip(&sample.requests),

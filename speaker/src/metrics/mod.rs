@@ -89,8 +89,8 @@ pub struct Sample {
     /// Requests for the VIP answered by the XDP program, per IP (summed
     /// over interfaces).
     pub responses: BTreeMap<IpAddr, u64>,
-    /// Requests for the VIP the XDP program received; see
-    /// [`families`] for what the maps can tell.
+    /// Requests for the VIP the XDP program received (answered or refused
+    /// after the lookup), per IP.
     pub requests: BTreeMap<IpAddr, u64>,
     pub gratuitous: BTreeMap<IpAddr, u64>,
     pub gratuitous_failures: BTreeMap<IpAddr, u64>,
@@ -121,8 +121,8 @@ impl MetricsState {
             Ok(maps) => {
                 for vip in maps.vips().unwrap_or_default() {
                     *sample.responses.entry(vip.address).or_default() += vip.answered;
+                    *sample.requests.entry(vip.address).or_default() += vip.requests;
                 }
-                sample.requests = sample.responses.clone();
                 sample.verdicts = maps
                     .reasons()
                     .unwrap_or_default()
