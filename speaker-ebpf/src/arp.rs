@@ -72,6 +72,7 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
         };
         return Verdict::pass(reason);
     }
+    maps::count_request(&vip);
     let eth_dst = arp.get::<Mac, { ethernet::field::DESTINATION }>();
     if !same_mac(eth_dst, BROADCAST) && !same_mac(eth_dst, our_mac) {
         return Verdict::pass(Reason::WrongEthDestination);

@@ -19,6 +19,14 @@ pub static VIPS_V6: HashMap<VipKeyV6, VipEntry, { MAX_VIPS as usize }> = HashMap
 #[btf_map]
 pub static VIP_ANSWERED: PerCpuArray<u64, { MAX_VIPS as usize }> = PerCpuArray::new();
 
+/// Requests received for the VIP, per (VIP, interface) slot and per CPU:
+/// every valid request for it, answered or refused after the lookup
+/// (wrong Ethernet destination, dead-man switch, resize failure); MetalLB's
+/// `metallb_layer2_requests_received`. Gratuitous announcements of the VIP
+/// (conflict, looped) are not requests and are not counted.
+#[btf_map]
+pub static VIP_REQUESTS: PerCpuArray<u64, { MAX_VIPS as usize }> = PerCpuArray::new();
+
 /// One counter per `Reason`, per CPU.
 #[btf_map]
 pub static REASONS: PerCpuArray<u64, { Reason::COUNT as usize }> = PerCpuArray::new();
@@ -37,6 +45,14 @@ pub fn count_reason(reason: Reason) {
 #[inline(always)]
 pub fn count_answer(entry: &VipEntry) {
     if let Some(counter) = VIP_ANSWERED.get_ptr_mut(entry.slot) {
+        // SAFETY: this CPU's slot.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn count_request(entry: &VipEntry) {
+    if let Some(counter) = VIP_REQUESTS.get_ptr_mut(entry.slot) {
         // SAFETY: this CPU's slot.
         unsafe { *counter += 1 };
     }

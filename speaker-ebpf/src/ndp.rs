@@ -243,6 +243,7 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
     if !options_valid(frame, ns.icmp_len, from_unspecified) {
         return Verdict::pass(Reason::Malformed);
     }
+    maps::count_request(&vip);
     let our_mac = mac_words(vip.mac);
     let Some(eth) = frame.bounded::<{ ethernet::HEADER_LEN }>() else {
         return Verdict::pass(Reason::Truncated);

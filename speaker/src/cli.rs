@@ -5,7 +5,10 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::dataplane::{AttachMode, DEFAULT_PIN_DIR};
+use crate::{
+    dataplane::{AttachMode, DEFAULT_PIN_DIR},
+    logging::{LogFormat, LogLevel},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -16,6 +19,13 @@ use crate::dataplane::{AttachMode, DEFAULT_PIN_DIR};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log level, as MetalLB's: all, debug, info, warn, error, none (also
+    /// trace, off). RUST_LOG, when set, takes precedence.
+    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+    /// Log format; default: json when stderr is not a terminal, text on one.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -10,6 +10,7 @@ pub mod dataplane;
 pub mod election;
 pub mod error;
 pub mod interfaces;
+pub mod logging;
 pub mod membership;
 pub mod metrics;
 pub mod report;

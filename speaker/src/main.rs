@@ -14,9 +14,6 @@ use speaker::{
 };
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
-        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
@@ -28,6 +25,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    speaker::logging::init(cli.log_level, cli.log_format);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -168,7 +166,7 @@ fn run_daemon(args: speaker::cli::RunArgs) -> Result<(), Error> {
             .transpose()
             .map_err(|e| Error::Config(e.to_string()))?;
         if key.is_none() {
-            log::warn!("no --memberlist-key-file: gossip is not encrypted or authenticated");
+            tracing::warn!("no --memberlist-key-file: gossip is not encrypted or authenticated");
         }
         let join = args
             .memberlist_join
@@ -197,10 +195,6 @@ fn run_daemon(args: speaker::cli::RunArgs) -> Result<(), Error> {
         Some(g) => dead_man_for(&g.timers),
         None => std::time::Duration::from_secs(10),
     });
-    let heartbeat_interval = (dead_man_timeout / 4).clamp(
-        std::time::Duration::from_millis(100),
-        std::time::Duration::from_secs(1),
-    );
     let metrics_address = match args.metrics_address.as_str() {
         "" => None,
         text => Some(text.parse().map_err(|_| {
@@ -227,7 +221,7 @@ fn run_daemon(args: speaker::cli::RunArgs) -> Result<(), Error> {
         },
         dead_man: dead_man_timeout,
         gossip,
-        heartbeat_interval,
+        heartbeat_interval: speaker::daemon::heartbeat::REFRESH_PERIOD,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -31,9 +31,9 @@ use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
     Client, Resource, ResourceExt,
 };
-use log::{debug, info, warn};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
 
 use crate::{
     daemon::change::ServiceKey,
@@ -130,7 +130,11 @@ impl StatusWriter {
     /// This node no longer announces `service`, because of `reason`.
     /// MetalLB emits no Event for this; the reason is logged.
     pub async fn withdrawn(&self, service: &ServiceKey, reason: &str) {
-        info!("{service}: not announced from this node any more: {reason}");
+        info!(
+            service = %service,
+            reason,
+            "{service}: not announced from this node any more: {reason}"
+        );
         self.send(Job::Withdrawn {
             service: service.clone(),
         });
@@ -187,12 +191,20 @@ impl Writer {
                         self.event(&service, EventType::Normal, "nodeAssigned", message)
                             .await;
                         if let Err(e) = self.write_status(&service, interfaces).await {
-                            warn!("{service}: cannot write its ServiceL2Status: {e}");
+                            warn!(
+                                service = %service,
+                                error = %e,
+                                "{service}: cannot write its ServiceL2Status: {e}"
+                            );
                         }
                     }
                     Job::Withdrawn { service } => {
                         if let Err(e) = self.delete_own_status(&service).await {
-                            warn!("{service}: cannot delete this node's ServiceL2Status: {e}");
+                            warn!(
+                                service = %service,
+                                error = %e,
+                                "{service}: cannot delete this node's ServiceL2Status: {e}"
+                            );
                         }
                     }
                     Job::AnnounceFailed { service, message } => {
@@ -224,7 +236,11 @@ impl Writer {
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, &regarding).await {
-            warn!("{service}: cannot record the {reason} event: {e}");
+            warn!(
+                service = %service,
+                error = %e,
+                "{service}: cannot record the {reason} event: {e}"
+            );
         }
     }
 

@@ -55,12 +55,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.speaker.image.repository (default .Chart.AppVersion .Values.speaker.image.tag) }}
 {{- end }}
 
-{{/* RUST_LOG from speaker.logLevel; MetalLB's "all" and "none" mapped. */}}
-{{- define "xdp-speaker.rustLog" -}}
-{{- $level := .Values.speaker.logLevel }}
-{{- if eq $level "all" }}trace{{ else if eq $level "none" }}off{{ else }}{{ $level }}{{ end }}
-{{- end }}
-
 {{/*
 MetalLB's default interface exclude list, the same as the speaker's own
 default (speaker/src/interfaces/discovery.rs, METALLB_EXCLUDED). It is spelled

@@ -197,7 +197,10 @@ impl Announcer {
             },
         );
         drop(schedules);
-        log::info!(
+        tracing::info!(
+            event = "gratuitousStarted",
+            ip = %ip,
+            interface = interface.name,
             "announcing {ip} on {} (index {}, {}){}",
             interface.name,
             interface.index,
@@ -211,7 +214,7 @@ impl Announcer {
         let running = self.inner.state.schedules().remove(&(ip, ifindex));
         if let Some(running) = running {
             running.stop();
-            log::debug!("stopped announcing {ip} on interface index {ifindex}");
+            tracing::debug!("stopped announcing {ip} on interface index {ifindex}");
         }
     }
 
@@ -227,7 +230,7 @@ impl Announcer {
         for key in keys {
             if let Some(running) = schedules.remove(&key) {
                 running.stop();
-                log::debug!("stopped announcing {} on interface index {ifindex}", key.0);
+                tracing::debug!("stopped announcing {} on interface index {ifindex}", key.0);
             }
         }
     }
@@ -299,7 +302,10 @@ impl State {
                 Err(e) => {
                     *counters.failures.entry(ip).or_default() += 1;
                     drop(counters);
-                    log::warn!(
+                    tracing::warn!(
+                        ip = %ip,
+                        interface = interface.name,
+                        error = %e,
                         "announcing {ip}: {} not sent on {} (index {}): {e}",
                         announcement.kind(),
                         interface.name,

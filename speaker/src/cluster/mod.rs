@@ -332,7 +332,7 @@ impl Loader {
         let kind_name = field("kind")?;
 
         let Some(kind) = Kind::ALL.into_iter().find(|k| k.name() == kind_name) else {
-            log::debug!("{origin}: skipping {object}: kind {kind_name} plays no part here");
+            tracing::debug!("{origin}: skipping {object}: kind {kind_name} plays no part here");
             return Ok(());
         };
         if api_version != kind.api_version() {
@@ -346,7 +346,7 @@ impl Loader {
                 );
                 self.problems.push(Problem::at(&origin, &object, reason));
             } else {
-                log::debug!("{origin}: skipping {object}: apiVersion {api_version}");
+                tracing::debug!("{origin}: skipping {object}: apiVersion {api_version}");
             }
             return Ok(());
         }
@@ -367,7 +367,9 @@ impl Loader {
                     match service {
                         Some(service) => keep(&mut self.services, &origin, &object, service),
                         None => {
-                            log::debug!("{origin}: skipping {object}: not of type LoadBalancer");
+                            tracing::debug!(
+                                "{origin}: skipping {object}: not of type LoadBalancer"
+                            );
                             None
                         }
                     }
@@ -388,7 +390,7 @@ impl Loader {
             Ok(None) => {}
             Ok(Some(replaced)) => self.problems.push(replaced),
             Err(reason) => {
-                log::warn!("{origin}: skipping {object}: {reason}");
+                tracing::warn!("{origin}: skipping {object}: {reason}");
                 self.problems.push(Problem::at(&origin, &object, reason));
             }
         }
@@ -400,7 +402,7 @@ impl Loader {
         for ((namespace, slice), (_, _, (service, slice_endpoints))) in self.endpoint_slices {
             let key = (namespace, service);
             if !self.services.contains_key(&key) {
-                log::debug!(
+                tracing::debug!(
                     "EndpointSlice {}/{slice}: no LoadBalancer Service {}/{}",
                     key.0,
                     key.0,

@@ -3,6 +3,7 @@
 //! updates, announcements and status.
 
 pub mod change;
+pub mod heartbeat;
 pub mod reconciler;
 pub mod run;
 

@@ -51,6 +51,19 @@ pub struct Reconciler {
     services: HashMap<ServiceKey, Service>,
     endpoints: HashMap<ServiceKey, Vec<Endpoint>>,
     decisions: HashMap<ServiceKey, Decision>,
+    /// What each service this node announces for claims, kept with the
+    /// decisions so that [`Self::owned`] costs nothing and a change updates
+    /// only the IPs of the services it re-elected.
+    claims: HashMap<ServiceKey, Claim>,
+    owned: BTreeMap<IpAddr, OwnedIp>,
+}
+
+/// The IPs (canonical) and interface names (empty: all) one announcing
+/// service holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Claim {
+    ips: Vec<IpAddr>,
+    interfaces: Vec<String>,
 }
 
 impl Reconciler {
@@ -66,6 +79,8 @@ impl Reconciler {
             services: HashMap::new(),
             endpoints: HashMap::new(),
             decisions: HashMap::new(),
+            claims: HashMap::new(),
+            owned: BTreeMap::new(),
         }
     }
 
@@ -145,6 +160,7 @@ impl Reconciler {
             Some(decision) => self.decisions.insert(key.clone(), decision.clone()),
             None => self.decisions.remove(key),
         };
+        self.update_claim(key);
         (before != after).then(|| DecisionChange {
             service: key.clone(),
             before,
@@ -170,31 +186,88 @@ impl Reconciler {
     /// Every IP this node announces, from every service that elected it.
     /// Dual-stack services and services sharing an IP elect one node for all
     /// their IPs, so the union is consistent across nodes.
-    pub fn owned(&self) -> BTreeMap<IpAddr, OwnedIp> {
-        let mut owned: BTreeMap<IpAddr, OwnedIp> = BTreeMap::new();
-        for (key, decision) in &self.decisions {
-            let Decision::Announce { interfaces } = decision else {
-                continue;
-            };
-            let Some(service) = self.services.get(key) else {
-                continue;
-            };
-            for ip in &service.ingress_ips {
-                let ip = ip.to_canonical();
-                let entry = owned.entry(ip).or_insert_with(|| OwnedIp {
-                    services: BTreeSet::new(),
-                    interfaces: InterfaceSelection::Named(BTreeSet::new()),
-                });
-                entry.services.insert(key.clone());
-                match (&mut entry.interfaces, interfaces.is_empty()) {
-                    (InterfaceSelection::All, _) => {}
-                    (selection, true) => *selection = InterfaceSelection::All,
-                    (InterfaceSelection::Named(names), false) => {
-                        names.extend(interfaces.iter().cloned())
-                    }
-                }
+    pub fn owned(&self) -> &BTreeMap<IpAddr, OwnedIp> {
+        &self.owned
+    }
+
+    /// The IPs a service holds on this node and where they are answered.
+    pub fn owned_by(&self, key: &ServiceKey) -> impl Iterator<Item = (&IpAddr, &OwnedIp)> {
+        self.claims
+            .get(key)
+            .into_iter()
+            .flat_map(|claim| claim.ips.iter())
+            .filter_map(|ip| self.owned.get_key_value(ip))
+    }
+
+    /// Brings `owned` in line with one service's current decision: only the
+    /// IPs it held or holds now are touched.
+    fn update_claim(&mut self, key: &ServiceKey) {
+        let claim = match (self.decisions.get(key), self.services.get(key)) {
+            (Some(Decision::Announce { interfaces }), Some(service)) => {
+                let mut ips: Vec<IpAddr> = service
+                    .ingress_ips
+                    .iter()
+                    .map(IpAddr::to_canonical)
+                    .collect();
+                ips.sort();
+                ips.dedup();
+                Some(Claim {
+                    ips,
+                    interfaces: interfaces.clone(),
+                })
+            }
+            _ => None,
+        };
+        if self.claims.get(key) == claim.as_ref() {
+            return;
+        }
+        let old = match claim {
+            Some(claim) => self.claims.insert(key.clone(), claim),
+            None => self.claims.remove(key),
+        };
+        let mut touched: BTreeSet<IpAddr> =
+            old.map(|c| c.ips).unwrap_or_default().into_iter().collect();
+        for ip in &touched {
+            if let Some(entry) = self.owned.get_mut(ip) {
+                entry.services.remove(key);
             }
         }
-        owned
+        if let Some(claim) = self.claims.get(key) {
+            for ip in &claim.ips {
+                self.owned
+                    .entry(*ip)
+                    .or_insert_with(|| OwnedIp {
+                        services: BTreeSet::new(),
+                        interfaces: InterfaceSelection::Named(BTreeSet::new()),
+                    })
+                    .services
+                    .insert(key.clone());
+                touched.insert(*ip);
+            }
+        }
+        for ip in touched {
+            let Some(entry) = self.owned.get_mut(&ip) else {
+                continue;
+            };
+            if entry.services.is_empty() {
+                self.owned.remove(&ip);
+                continue;
+            }
+            entry.interfaces =
+                selection_of(entry.services.iter().filter_map(|s| self.claims.get(s)));
+        }
     }
+}
+
+/// The interfaces an IP is answered on: all of them if any claiming service
+/// names none, else the union of the names.
+fn selection_of<'a>(claims: impl Iterator<Item = &'a Claim>) -> InterfaceSelection {
+    let mut names = BTreeSet::new();
+    for claim in claims {
+        if claim.interfaces.is_empty() {
+            return InterfaceSelection::All;
+        }
+        names.extend(claim.interfaces.iter().cloned());
+    }
+    InterfaceSelection::Named(names)
 }

@@ -2,17 +2,18 @@
 //! heartbeat tick in; map updates, announcements and status out.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     time::Duration,
 };
 
-use log::{error, info, warn};
 use tokio::{signal::unix::SignalKind, sync::mpsc};
+use tracing::{error, info, warn};
 
 use super::{
     change::{Change, ServiceKey},
+    heartbeat::{Health, Heartbeat, STALL_LIMIT},
     reconciler::{DecisionChange, InterfaceSelection, OwnedIp, Reconciler},
 };
 use crate::{
@@ -22,7 +23,7 @@ use crate::{
     error::{Error, Result},
     interfaces::{self, announce_interfaces, ExcludeList, Interface, LinkWatcher},
     membership::{Gossip, GossipConfig, Key, Timers},
-    metrics::MetricsState,
+    metrics::{ClientStats, MetricsState},
     sources,
     status::StatusWriter,
 };
@@ -46,6 +47,7 @@ pub struct RunConfig {
     pub announce: AnnounceConfig,
     /// The dead-man switch's limit; zero disables it.
     pub dead_man: Duration,
+    /// How often the heartbeat thread refreshes the heartbeat.
     pub heartbeat_interval: Duration,
     /// Where to serve /metrics, /healthz and /readyz; `None`: nowhere.
     pub metrics_address: Option<std::net::SocketAddr>,
@@ -100,6 +102,8 @@ struct Daemon {
     membership_applied: bool,
     /// Speaker pods' IPs, when listed by label.
     pod_peers: Vec<IpAddr>,
+    /// What the heartbeat thread watches: marked busy while computing.
+    health: Health,
 }
 
 pub async fn run(config: RunConfig) -> Result<()> {
@@ -108,6 +112,17 @@ pub async fn run(config: RunConfig) -> Result<()> {
     drop(Object::load(Some(&config.pins))?);
     let mut maps = DataplaneMaps::from_pins(&config.pins)?;
     maps.heartbeat(Some(config.dead_man))?;
+    // Refreshed by its own thread from here on; see `heartbeat`. Dropped
+    // (stopped) when this function returns.
+    let health = Health::new();
+    let _heartbeat = Heartbeat::spawn(
+        maps.heartbeat_writer()?,
+        health.clone(),
+        config.heartbeat_interval,
+        STALL_LIMIT,
+    )
+    .map_err(|e| Error::io("starting the heartbeat thread", e))?;
+    let client_stats = ClientStats::default();
 
     let (tx, mut changes) = mpsc::channel::<Change>(1024);
     let membership_tx = tx.clone();
@@ -115,9 +130,10 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let status = match &config.source {
         Source::File(path) => {
             let path = path.clone();
+            let stats = client_stats.clone();
             tokio::spawn(async move {
-                if let Err(e) = sources::file::run(path, tx).await {
-                    error!("cluster state watch stopped: {e}");
+                if let Err(e) = sources::file::run(path, tx, stats).await {
+                    error!(error = %e, "cluster state watch stopped: {e}");
                 }
             });
             None
@@ -139,9 +155,12 @@ pub async fn run(config: RunConfig) -> Result<()> {
                     pods_tx,
                 ));
             }
+            let stats = client_stats.clone();
             tokio::spawn(async move {
-                if let Err(e) = sources::kube::run(source_client, namespace.clone(), tx).await {
-                    error!("Kubernetes watches stopped: {e}");
+                if let Err(e) =
+                    sources::kube::run(source_client, namespace.clone(), tx, stats).await
+                {
+                    error!(error = %e, "Kubernetes watches stopped: {e}");
                 }
             });
             Some(StatusWriter::new(
@@ -154,19 +173,17 @@ pub async fn run(config: RunConfig) -> Result<()> {
 
     let mut links = LinkWatcher::new()?;
     let announcer = Announcer::new(config.announce);
-    let metrics = MetricsState {
-        node: config.node_name.clone(),
-        pins: config.pins.clone(),
-        announcer: announcer.clone(),
-        announced: Default::default(),
-        ready: Default::default(),
-        gossip: Default::default(),
-    };
+    let mut metrics = MetricsState::new(
+        config.node_name.clone(),
+        config.pins.clone(),
+        announcer.clone(),
+    );
+    metrics.client = client_stats;
     if let Some(address) = config.metrics_address {
         let metrics = metrics.clone();
         tokio::spawn(async move {
             if let Err(e) = crate::metrics::serve(address, metrics).await {
-                error!("metrics server on {address}: {e}");
+                error!(error = %e, "metrics server on {address}: {e}");
             }
         });
     }
@@ -193,6 +210,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         latest_members: None,
         membership_applied: config.gossip.is_none(),
         pod_peers: Vec::new(),
+        health: health.clone(),
         config,
         maps,
         status,
@@ -204,7 +222,6 @@ pub async fn run(config: RunConfig) -> Result<()> {
         }
     }
 
-    let mut heartbeat = tokio::time::interval(daemon.config.heartbeat_interval);
     let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())
         .map_err(|e| Error::io("installing the SIGTERM handler", e))?;
     info!(
@@ -237,15 +254,10 @@ pub async fn run(config: RunConfig) -> Result<()> {
             }
             changed = links.changed() => {
                 if let Err(e) = changed {
-                    warn!("link events: {e}");
+                    warn!(error = %e, "link events: {e}");
                 }
                 daemon.rescan_interfaces();
                 daemon.sync().await;
-            }
-            _ = heartbeat.tick() => {
-                if let Err(e) = daemon.maps.heartbeat(None) {
-                    error!("refreshing the heartbeat: {e}");
-                }
             }
             _ = tokio::time::sleep_until(daemon.settle_deadline), if !daemon.settled && daemon.synced && daemon.latest_members.is_some() => {
                 if daemon.misconfigured_key() {
@@ -281,6 +293,8 @@ pub async fn run(config: RunConfig) -> Result<()> {
 
 impl Daemon {
     async fn apply(&mut self, batch: Vec<Change>) {
+        let health = self.health.clone();
+        let busy = health.busy();
         let mut decisions = Vec::new();
         let mut nodes_changed = false;
         for change in batch {
@@ -301,6 +315,7 @@ impl Daemon {
                 }
                 Change::Reset(_) => {
                     self.synced = true;
+                    self.metrics.client.config_loaded.set(1);
                     nodes_changed = true;
                 }
                 Change::Nodes(_) => nodes_changed = true,
@@ -308,11 +323,16 @@ impl Daemon {
             }
             decisions.extend(self.reconciler.apply(change));
         }
+        // Awaiting other components (gossip, the API server) is not work the
+        // heartbeat should wait for: only the computing above and below is.
+        drop(busy);
         if nodes_changed {
             self.nodes_changed().await;
         }
+        let busy = health.busy();
         self.check_settled();
         decisions.extend(self.settle_if_due());
+        drop(busy);
         for change in &decisions {
             self.report(change).await;
         }
@@ -333,12 +353,25 @@ impl Daemon {
     }
 
     /// Logs every gain and withdrawal with its reason, and writes status.
+    /// Costs what the one service holds, not what the node owns.
     async fn report(&mut self, change: &DecisionChange) {
         let was = change.before.as_ref().is_some_and(Decision::is_announce);
         let is = change.after.as_ref().is_some_and(Decision::is_announce);
         let service = &change.service;
         if !was && is {
-            info!("{service}: announcing from this node");
+            let ips: Vec<String> = self
+                .reconciler
+                .owned_by(service)
+                .map(|(ip, _)| ip.to_string())
+                .collect();
+            info!(
+                event = "serviceAnnounced",
+                service = %service,
+                ip = ips.join(","),
+                node = self.config.node_name,
+                protocol = "layer2",
+                "{service}: announcing from this node"
+            );
             if let Some(status) = &self.status {
                 let interfaces = self.interface_names_for(service);
                 status.announcing(service, &interfaces).await;
@@ -348,7 +381,14 @@ impl Daemon {
                 .after
                 .as_ref()
                 .map_or_else(|| "service gone".to_owned(), |d| d.to_string());
-            info!("{service}: withdrawn ({reason})");
+            info!(
+                event = "serviceWithdrawn",
+                service = %service,
+                node = self.config.node_name,
+                protocol = "layer2",
+                reason,
+                "{service}: withdrawn ({reason})"
+            );
             self.failed.remove(service);
             if let Some(status) = &self.status {
                 status.withdrawn(service, &reason).await;
@@ -371,7 +411,7 @@ impl Daemon {
             match own {
                 Some(ip) => {
                     if let Err(e) = self.start_gossip(ip).await {
-                        error!("{e}");
+                        error!(error = %e, "{e}");
                     }
                 }
                 None => warn!(
@@ -441,7 +481,12 @@ impl Daemon {
             loop {
                 let set = members.borrow_and_update().clone();
                 let names: Vec<&str> = set.iter().map(String::as_str).collect();
-                info!("members: {}", names.join(", "));
+                info!(
+                    event = "membersChanged",
+                    members = names.join(","),
+                    "members: {}",
+                    names.join(", ")
+                );
                 if changes
                     .send(Change::Membership(crate::election::Membership::Members(
                         set,
@@ -494,11 +539,10 @@ impl Daemon {
     }
 
     fn interface_names_for(&self, service: &ServiceKey) -> Vec<String> {
-        let owned = self.reconciler.owned();
-        let selections: Vec<&InterfaceSelection> = owned
-            .values()
-            .filter(|o| o.services.contains(service))
-            .map(|o| &o.interfaces)
+        let selections: Vec<&InterfaceSelection> = self
+            .reconciler
+            .owned_by(service)
+            .map(|(_, o)| &o.interfaces)
             .collect();
         self.interfaces
             .iter()
@@ -517,7 +561,7 @@ impl Daemon {
                 self.interfaces = found;
             }
             // Keep the last good list: a failed scan must not withdraw anything.
-            Err(e) => error!("listing interfaces: {e}"),
+            Err(e) => error!(error = %e, "listing interfaces: {e}"),
         }
     }
 
@@ -527,17 +571,24 @@ impl Daemon {
         if !self.synced || !self.settled {
             return;
         }
-        let owned = self.reconciler.owned();
+        let health = self.health.clone();
+        let busy = health.busy();
         self.metrics
             .ready
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        let owned = self.reconciler.owned();
         if let Ok(mut announced) = self.metrics.announced.write() {
             *announced = owned
                 .iter()
                 .flat_map(|(ip, o)| o.services.iter().map(move |s| (s.clone(), *ip)))
                 .collect();
         }
-        let desired = self.desired(&owned).await;
+        let (desired, unplaceable) = self.desired();
+        drop(busy);
+        for (ip, entry) in unplaceable {
+            self.announce_failed(ip, &entry).await;
+        }
+        let _busy = health.busy();
         for name in desired
             .iter()
             .map(|d| d.interface.name.clone())
@@ -555,13 +606,13 @@ impl Daemon {
                 Ok(_) => {
                     self.attached.insert(name);
                 }
-                Err(e) => error!("attaching XDP to {name}: {e}"),
+                Err(e) => error!(interface = name, error = %e, "attaching XDP to {name}: {e}"),
             }
         }
         let report = match sync::apply(&mut self.maps, &desired) {
             Ok(report) => report,
             Err(e) => {
-                error!("updating the VIP maps: {e}");
+                error!(error = %e, "updating the VIP maps: {e}");
                 return;
             }
         };
@@ -573,27 +624,30 @@ impl Daemon {
             self.announcer.lost(*ip, *ifindex);
         }
         for (ip, why) in &report.failed {
-            error!("{ip}: not programmed: {why}");
+            error!(ip = %ip, error = %why, "{ip}: not programmed: {why}");
         }
     }
 
-    async fn desired(&mut self, owned: &BTreeMap<IpAddr, OwnedIp>) -> Vec<sync::DesiredVip> {
+    /// The (VIP, interface) pairs to program, and the owned IPs none of
+    /// whose interfaces exist here.
+    fn desired(&self) -> (Vec<sync::DesiredVip>, Vec<(IpAddr, OwnedIp)>) {
         let mut desired = Vec::new();
-        for (ip, entry) in owned {
+        let mut unplaceable = Vec::new();
+        for (ip, entry) in self.reconciler.owned() {
             let named = match &entry.interfaces {
                 InterfaceSelection::All => None,
                 InterfaceSelection::Named(names) => Some(names),
             };
             let chosen = interfaces::select(&self.interfaces, named);
             if chosen.is_empty() {
-                self.announce_failed(*ip, entry).await;
+                unplaceable.push((*ip, entry.clone()));
             }
             desired.extend(chosen.into_iter().map(|interface| sync::DesiredVip {
                 address: *ip,
                 interface,
             }));
         }
-        desired
+        (desired, unplaceable)
     }
 
     /// MetalLB's `announceFailed`: the winner lacks every listed interface.
@@ -610,7 +664,12 @@ impl Daemon {
                     names.iter().cloned().collect::<Vec<_>>().join(", ")
                 ),
             };
-            warn!("{service}: cannot announce {ip}: {message}");
+            warn!(
+                event = "announceFailed",
+                service = %service,
+                ip = %ip,
+                "{service}: cannot announce {ip}: {message}"
+            );
             if let Some(status) = &self.status {
                 status.announce_failed(service, &message).await;
             }

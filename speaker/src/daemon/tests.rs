@@ -33,7 +33,7 @@ fn reconciler(node: &str, membership: Membership) -> Reconciler {
 }
 
 fn owned_ips(r: &Reconciler) -> Vec<IpAddr> {
-    r.owned().into_keys().collect()
+    r.owned().keys().copied().collect()
 }
 
 #[test]
@@ -115,4 +115,56 @@ fn shared_ip_is_owned_once_with_both_services() {
     let entry = owned.values().next().unwrap();
     assert_eq!(entry.services.len(), 2);
     assert_eq!(entry.interfaces, InterfaceSelection::All);
+}
+
+/// The owned set is kept per re-elected service; it must equal what the
+/// decisions say after IP changes, sharing and advertisement changes.
+#[test]
+fn owned_set_follows_ip_changes_sharing_and_interfaces() {
+    let mut state = iris();
+    state.advertisements[0].interfaces = vec!["eth1".into()];
+    let mut other = state.services[0].clone();
+    other.service.name = "web-udp".into();
+    state.services.push(other.clone());
+    let mut r = Reconciler::new("iris1", ElectionOptions::default(), Membership::Disabled);
+    r.apply(Change::Reset(state.clone()));
+    let shared: IpAddr = "192.0.2.100".parse().unwrap();
+    let entry = &r.owned()[&shared];
+    assert_eq!(entry.services.len(), 2);
+    assert_eq!(
+        entry.interfaces,
+        InterfaceSelection::Named(BTreeSet::from(["eth1".to_owned()]))
+    );
+
+    // web-udp moves to its own IP: the decision stays "announce", the
+    // owned set must still change.
+    let moved: IpAddr = "192.0.2.101".parse().unwrap();
+    let mut service = other.service.clone();
+    service.ingress_ips = vec![moved];
+    assert!(r.apply(Change::ServiceApplied(service)).is_empty());
+    assert_eq!(owned_ips(&r), [shared, moved]);
+    assert_eq!(r.owned()[&shared].services, BTreeSet::from([web()]));
+    assert_eq!(
+        r.owned()[&moved].services,
+        BTreeSet::from([ServiceKey::new("default", "web-udp")])
+    );
+
+    // No advertisement lists interfaces any more: every IP on all of them.
+    let mut ads = state.advertisements.clone();
+    ads[0].interfaces.clear();
+    r.apply(Change::Advertisements(ads));
+    assert!(r
+        .owned()
+        .values()
+        .all(|o| o.interfaces == InterfaceSelection::All));
+
+    r.apply(Change::ServiceDeleted(web()));
+    assert_eq!(owned_ips(&r), [moved]);
+    assert_eq!(r.owned_by(&web()).count(), 0);
+    assert_eq!(
+        r.owned_by(&ServiceKey::new("default", "web-udp"))
+            .map(|(ip, _)| *ip)
+            .collect::<Vec<_>>(),
+        [moved]
+    );
 }

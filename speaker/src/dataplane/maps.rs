@@ -4,6 +4,7 @@
 use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsFd as _, OwnedFd},
     time::Duration,
 };
 
@@ -25,6 +26,9 @@ pub struct VipRecord {
     pub mac: [u8; 6],
     /// Requests answered since the entry was added, summed over CPUs.
     pub answered: u64,
+    /// Requests for it received since the entry was added (answered or
+    /// refused after the lookup), summed over CPUs.
+    pub requests: u64,
 }
 
 /// The dead-man switch as stored, with its age read against the same clock.
@@ -51,8 +55,62 @@ pub struct DataplaneMaps {
     vips_v4: HashMap<MapData, VipKeyV4, VipEntry>,
     vips_v6: HashMap<MapData, VipKeyV6, VipEntry>,
     vip_answered: PerCpuArray<MapData, u64>,
+    vip_requests: PerCpuArray<MapData, u64>,
     reasons: PerCpuArray<MapData, u64>,
     watchdog: Array<MapData, Watchdog>,
+    /// A second descriptor of `WATCHDOG`, for [`HeartbeatWriter`]s.
+    watchdog_fd: OwnedFd,
+}
+
+/// Writes the heartbeat from another thread than the one holding the
+/// [`DataplaneMaps`]: its own descriptor of the `WATCHDOG` map.
+pub struct HeartbeatWriter {
+    watchdog: Array<MapData, Watchdog>,
+}
+
+impl HeartbeatWriter {
+    /// Refreshes the heartbeat, keeping the limit.
+    pub fn beat(&mut self) -> Result<()> {
+        let current = self
+            .watchdog
+            .get(&0, 0)
+            .map_err(|e| Error::bpf("reading WATCHDOG", e))?;
+        let watchdog = Watchdog {
+            heartbeat_ns: monotonic_now().as_nanos() as u64,
+            max_age_ns: current.max_age_ns,
+        };
+        self.watchdog
+            .set(0, watchdog, 0)
+            .map_err(|e| Error::bpf("writing WATCHDOG", e))
+    }
+
+    /// The heartbeat's age as the program sees it; `None`: never written.
+    pub fn age(&self) -> Result<Option<Duration>> {
+        let w = self
+            .watchdog
+            .get(&0, 0)
+            .map_err(|e| Error::bpf("reading WATCHDOG", e))?;
+        let now = monotonic_now().as_nanos() as u64;
+        Ok((w.heartbeat_ns != 0).then(|| Duration::from_nanos(now.saturating_sub(w.heartbeat_ns))))
+    }
+}
+
+/// The typed `WATCHDOG` and a duplicate of its descriptor.
+fn watchdog_of(map: Map) -> Result<(Array<MapData, Watchdog>, OwnedFd)> {
+    let fd = match &map {
+        Map::Array(data) => data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("duplicating the WATCHDOG descriptor", e))?,
+        _ => {
+            return Err(Error::Bpf {
+                context: format!("opening map {}", map_names::WATCHDOG),
+                message: "not an array".into(),
+            })
+        }
+    };
+    Ok((typed(map_names::WATCHDOG, map)?, fd))
 }
 
 fn typed<T: TryFrom<Map, Error = MapError>>(name: &str, map: Map) -> Result<T> {
@@ -68,12 +126,15 @@ impl DataplaneMaps {
                 message: format!("it has no map {name}"),
             })
         };
+        let (watchdog, watchdog_fd) = watchdog_of(take(map_names::WATCHDOG)?)?;
         Ok(DataplaneMaps {
             vips_v4: typed(map_names::VIPS_V4, take(map_names::VIPS_V4)?)?,
             vips_v6: typed(map_names::VIPS_V6, take(map_names::VIPS_V6)?)?,
             vip_answered: typed(map_names::VIP_ANSWERED, take(map_names::VIP_ANSWERED)?)?,
+            vip_requests: typed(map_names::VIP_REQUESTS, take(map_names::VIP_REQUESTS)?)?,
             reasons: typed(map_names::REASONS, take(map_names::REASONS)?)?,
-            watchdog: typed(map_names::WATCHDOG, take(map_names::WATCHDOG)?)?,
+            watchdog,
+            watchdog_fd,
         })
     }
 
@@ -86,6 +147,7 @@ impl DataplaneMaps {
             check_layout(name, &data, pins)?;
             Ok::<_, Error>(data)
         };
+        let (watchdog, watchdog_fd) = watchdog_of(Map::Array(open(map_names::WATCHDOG)?))?;
         Ok(DataplaneMaps {
             vips_v4: typed(map_names::VIPS_V4, Map::HashMap(open(map_names::VIPS_V4)?))?,
             vips_v6: typed(map_names::VIPS_V6, Map::HashMap(open(map_names::VIPS_V6)?))?,
@@ -93,11 +155,16 @@ impl DataplaneMaps {
                 map_names::VIP_ANSWERED,
                 Map::PerCpuArray(open(map_names::VIP_ANSWERED)?),
             )?,
+            vip_requests: typed(
+                map_names::VIP_REQUESTS,
+                Map::PerCpuArray(open(map_names::VIP_REQUESTS)?),
+            )?,
             reasons: typed(
                 map_names::REASONS,
                 Map::PerCpuArray(open(map_names::REASONS)?),
             )?,
-            watchdog: typed(map_names::WATCHDOG, Map::Array(open(map_names::WATCHDOG)?))?,
+            watchdog,
+            watchdog_fd,
         })
     }
 
@@ -111,11 +178,17 @@ impl DataplaneMaps {
             Some(entry) => entry.slot,
             None => {
                 let slot = self.free_slot()?;
-                let zeros = PerCpuValues::try_from(vec![0u64; cpu_count()?])
-                    .map_err(|e| Error::io("sizing per-CPU counters", e))?;
+                let cpus = cpu_count()?;
+                let zeros = || {
+                    PerCpuValues::try_from(vec![0u64; cpus])
+                        .map_err(|e| Error::io("sizing per-CPU counters", e))
+                };
                 self.vip_answered
-                    .set(slot, zeros, 0)
+                    .set(slot, zeros()?, 0)
                     .map_err(|e| Error::bpf("resetting the VIP counter", e))?;
+                self.vip_requests
+                    .set(slot, zeros()?, 0)
+                    .map_err(|e| Error::bpf("resetting the VIP request counter", e))?;
                 slot
             }
         };
@@ -216,11 +289,16 @@ impl DataplaneMaps {
                 .vip_answered
                 .get(&entry.slot, 0)
                 .map_err(|e| Error::bpf("reading VIP_ANSWERED", e))?);
+            let requests = sum(&self
+                .vip_requests
+                .get(&entry.slot, 0)
+                .map_err(|e| Error::bpf("reading VIP_REQUESTS", e))?);
             records.push(VipRecord {
                 address,
                 ifindex,
                 mac: entry.mac,
                 answered,
+                requests,
             });
         }
         records.sort_by_key(|r| (r.address, r.ifindex));
@@ -265,6 +343,19 @@ impl DataplaneMaps {
             .map_err(|e| Error::bpf("writing WATCHDOG", e))
     }
 
+    /// A writer for the heartbeat that can live on another thread.
+    pub fn heartbeat_writer(&self) -> Result<HeartbeatWriter> {
+        let fd = self
+            .watchdog_fd
+            .try_clone()
+            .map_err(|e| Error::io("duplicating the WATCHDOG descriptor", e))?;
+        let data = MapData::from_fd(fd)
+            .map_err(|e| Error::bpf(format!("opening map {}", map_names::WATCHDOG), e))?;
+        Ok(HeartbeatWriter {
+            watchdog: typed(map_names::WATCHDOG, Map::Array(data))?,
+        })
+    }
+
     pub fn watchdog(&self) -> Result<WatchdogState> {
         let w = self
             .watchdog
@@ -296,7 +387,7 @@ fn check_layout(name: &'static str, data: &MapData, pins: &PinDir) -> Result<()>
     let expected: (usize, usize) = match name {
         map_names::VIPS_V4 => (size_of::<VipKeyV4>(), size_of::<VipEntry>()),
         map_names::VIPS_V6 => (size_of::<VipKeyV6>(), size_of::<VipEntry>()),
-        map_names::VIP_ANSWERED | map_names::REASONS => (4, 8),
+        map_names::VIP_ANSWERED | map_names::VIP_REQUESTS | map_names::REASONS => (4, 8),
         _ => (4, size_of::<Watchdog>()),
     };
     if (info.key_size() as usize, info.value_size() as usize) != expected {
@@ -308,4 +399,117 @@ fn check_layout(name: &'static str, data: &MapData, pins: &PinDir) -> Result<()>
         });
     }
     Ok(())
+}
+
+/// Needs root (BPF) and the built object, like the kernel tests.
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use aya::programs::{TestRun, TestRunOptions};
+
+    use super::*;
+    use crate::dataplane::{Object, RESPONDER};
+
+    const XDP_PASS: u32 = 2;
+    const XDP_TX: u32 = 3;
+    /// BPF_PROG_TEST_RUN runs the program as if the frame came in on lo.
+    const IFINDEX: u32 = 1;
+    const OUR_MAC: [u8; 6] = [0x02, 0x5e, 0, 0, 0, 0x10];
+    const PEER_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x01];
+    const OTHER_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x02];
+    const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+    const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+    /// An Ethernet frame with an ARP packet (RFC 826), operation `op`.
+    fn arp(
+        eth_dst: [u8; 6],
+        sender_mac: [u8; 6],
+        op: u16,
+        spa: Ipv4Addr,
+        tpa: Ipv4Addr,
+    ) -> Vec<u8> {
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&eth_dst);
+        frame.extend_from_slice(&sender_mac);
+        frame.extend_from_slice(&0x0806u16.to_be_bytes());
+        frame.extend_from_slice(&1u16.to_be_bytes());
+        frame.extend_from_slice(&0x0800u16.to_be_bytes());
+        frame.extend_from_slice(&[6, 4]);
+        frame.extend_from_slice(&op.to_be_bytes());
+        frame.extend_from_slice(&sender_mac);
+        frame.extend_from_slice(&spa.octets());
+        frame.extend_from_slice(&[0; 6]);
+        frame.extend_from_slice(&tpa.octets());
+        frame
+    }
+
+    fn run(object: &mut Object, frame: &[u8]) -> u32 {
+        let mut out = vec![0u8; frame.len() + 64];
+        object
+            .program(RESPONDER)
+            .unwrap()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN (needs root)")
+            .return_value
+    }
+
+    fn counts(maps: &DataplaneMaps) -> (u64, u64) {
+        let vips = maps.vips().unwrap();
+        let vip = vips.iter().find(|v| v.address == VIP).unwrap();
+        (vip.requests, vip.answered)
+    }
+
+    #[test]
+    fn requests_count_every_request_for_the_vip_answered_or_refused() {
+        let mut object = Object::load(None).expect("loading the XDP object (needs root)");
+        let mut maps = object.take_maps().unwrap();
+        maps.add_vip(IpAddr::V4(VIP), IFINDEX, OUR_MAC).unwrap();
+        assert_eq!(counts(&maps), (0, 0));
+
+        let broadcast = [0xff; 6];
+        assert_eq!(
+            run(&mut object, &arp(broadcast, PEER_MAC, 1, PEER, VIP)),
+            XDP_TX
+        );
+        assert_eq!(counts(&maps), (1, 1), "an answered request");
+
+        // For our VIP but to another host's MAC: received, refused.
+        assert_eq!(
+            run(&mut object, &arp(OTHER_MAC, PEER_MAC, 1, PEER, VIP)),
+            XDP_PASS
+        );
+        assert_eq!(counts(&maps), (2, 1), "a refused request");
+
+        // Another MAC announcing our VIP is a conflict, not a request.
+        assert_eq!(
+            run(&mut object, &arp(broadcast, PEER_MAC, 2, VIP, VIP)),
+            XDP_PASS
+        );
+        // A request for an address we do not own is not ours to count.
+        let elsewhere = Ipv4Addr::new(192, 0, 2, 99);
+        assert_eq!(
+            run(&mut object, &arp(broadcast, PEER_MAC, 1, PEER, elsewhere)),
+            XDP_PASS
+        );
+        assert_eq!(counts(&maps), (2, 1));
+
+        // A stale heartbeat refuses the request, which still counts.
+        maps.heartbeat(Some(Duration::from_nanos(1))).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(
+            run(&mut object, &arp(broadcast, PEER_MAC, 1, PEER, VIP)),
+            XDP_PASS
+        );
+        assert_eq!(counts(&maps), (3, 1));
+
+        // A new entry in a reused slot starts from zero.
+        maps.remove_vip(IpAddr::V4(VIP), IFINDEX).unwrap();
+        maps.add_vip(IpAddr::V4(VIP), IFINDEX, OUR_MAC).unwrap();
+        assert_eq!(counts(&maps), (0, 0));
+    }
 }

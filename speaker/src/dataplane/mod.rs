@@ -14,11 +14,11 @@ use aya::{
     programs::{links::FdLink, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use log::{debug, warn};
 use speaker_common::map_names;
+use tracing::{debug, warn};
 
 pub use self::{
-    maps::{DataplaneMaps, VipRecord, WatchdogState},
+    maps::{DataplaneMaps, HeartbeatWriter, VipRecord, WatchdogState},
     pins::{PinDir, DEFAULT_PIN_DIR},
 };
 use crate::{

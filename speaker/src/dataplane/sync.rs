@@ -13,7 +13,7 @@ use std::{
     net::{IpAddr, Ipv6Addr},
 };
 
-use log::{debug, info, warn};
+use tracing::{debug, info, warn};
 
 use super::{DataplaneMaps, VipRecord};
 use crate::{
@@ -132,7 +132,12 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
             Ok(_) => {
                 let name = crate::interfaces::name_of(ifindex)
                     .unwrap_or_else(|| format!("interface index {ifindex} (gone)"));
-                info!("VIP {address}: no longer answering on {name}");
+                info!(
+                    event = "vipRemoved",
+                    ip = %address,
+                    interface = name,
+                    "VIP {address}: no longer answering on {name}"
+                );
                 present.remove(&(address, ifindex));
                 report.removed.push((address, ifindex));
                 if let IpAddr::V6(v6) = address {
@@ -148,6 +153,9 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
         match maps.add_vip(vip.address, interface.index, interface.mac) {
             Ok(()) => {
                 info!(
+                    event = "vipMacUpdated",
+                    ip = %vip.address,
+                    interface = interface.name,
                     "VIP {}: MAC of {} is now {}",
                     vip.address,
                     interface.name,
@@ -162,7 +170,14 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
         let interface = &vip.interface;
         match maps.add_vip(vip.address, interface.index, interface.mac) {
             Ok(()) => {
-                info!("VIP {}: answering on {}", vip.address, interface.name);
+                info!(
+                    event = "vipAdded",
+                    ip = %vip.address,
+                    interface = interface.name,
+                    "VIP {}: answering on {}",
+                    vip.address,
+                    interface.name
+                );
                 present.insert((vip.address, interface.index));
                 report.added.push((vip.address, interface.clone()));
             }
@@ -215,7 +230,7 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
 }
 
 fn fail(report: &mut SyncReport, address: IpAddr, why: String) {
-    warn!("VIP {address}: {why}");
+    warn!(ip = %address, error = why, "VIP {address}: {why}");
     report.failed.push((address, why));
 }
 
@@ -276,6 +291,7 @@ mod tests {
             ifindex,
             mac,
             answered: 5,
+            requests: 6,
         }
     }
 

@@ -20,10 +20,10 @@
 
 use std::{collections::BTreeSet, fmt};
 
-use log::debug;
 use regex::RegexSet;
+use tracing::debug;
 
-pub use super::netlink::Link;
+pub use super::netlink::{Link, XdpAttachment};
 use super::{netlink, Interface};
 use crate::error::{Error, Result};
 
@@ -200,6 +200,7 @@ mod tests {
             flags,
             mac: Some(MAC),
             master: None,
+            xdp: Default::default(),
         }
     }
 

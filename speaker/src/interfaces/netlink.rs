@@ -68,6 +68,10 @@ mod attr {
     pub const IFLA_ADDRESS: u16 = 1;
     pub const IFLA_IFNAME: u16 = 3;
     pub const IFLA_MASTER: u16 = 10;
+    /// Nested; holds IFLA_XDP_ATTACHED.
+    pub const IFLA_XDP: u16 = 43;
+    /// Inside IFLA_XDP: one byte, `XDP_ATTACHED_*`.
+    pub const IFLA_XDP_ATTACHED: u16 = 2;
     /// Strips NLA_F_NESTED and NLA_F_NET_BYTEORDER.
     pub const TYPE_MASK: u16 = 0x3fff;
 }
@@ -95,6 +99,47 @@ pub struct Link {
     pub mac: Option<[u8; 6]>,
     /// The bond or bridge this link is a port of.
     pub master: Option<u32>,
+    /// How an XDP program is attached, if one is.
+    pub xdp: XdpAttachment,
+}
+
+/// `XDP_ATTACHED_*` (include/uapi/linux/if_link.h): where the kernel runs
+/// the link's XDP program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpAttachment {
+    #[default]
+    None,
+    /// In the driver (`XDP_ATTACHED_DRV`).
+    Native,
+    /// In the generic network stack (`XDP_ATTACHED_SKB`).
+    Generic,
+    /// On the NIC (`XDP_ATTACHED_HW`).
+    Offloaded,
+    /// Several modes at once (`XDP_ATTACHED_MULTI`).
+    Multiple,
+}
+
+impl XdpAttachment {
+    fn from_kernel(value: u8) -> XdpAttachment {
+        match value {
+            1 => XdpAttachment::Native,
+            2 => XdpAttachment::Generic,
+            3 => XdpAttachment::Offloaded,
+            4 => XdpAttachment::Multiple,
+            _ => XdpAttachment::None,
+        }
+    }
+
+    /// The name metrics and reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpAttachment::None => "none",
+            XdpAttachment::Native => "native",
+            XdpAttachment::Generic => "generic",
+            XdpAttachment::Offloaded => "offload",
+            XdpAttachment::Multiple => "multiple",
+        }
+    }
 }
 
 /// A NETLINK_ROUTE socket of the calling thread's network namespace.
@@ -290,6 +335,7 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
         flags: u32_at(payload, field::IFI_FLAGS)?,
         mac: None,
         master: None,
+        xdp: XdpAttachment::None,
     };
     for (kind, value) in attributes(&payload[align(field::IFINFO_LEN)..]) {
         match kind {
@@ -299,6 +345,13 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
             }
             attr::IFLA_ADDRESS => link.mac = value.try_into().ok(),
             attr::IFLA_MASTER => link.master = u32_at(value, 0..4).filter(|&m| m != 0),
+            attr::IFLA_XDP => {
+                if let Some((_, mode)) =
+                    attributes(value).find(|(kind, _)| *kind == attr::IFLA_XDP_ATTACHED)
+                {
+                    link.xdp = XdpAttachment::from_kernel(mode.first().copied().unwrap_or(0));
+                }
+            }
             _ => {}
         }
     }
@@ -344,6 +397,14 @@ mod tests {
                 attribute(attr::IFLA_IFNAME, b"port0\0"),
                 attribute(attr::IFLA_ADDRESS, &mac),
                 attribute(attr::IFLA_MASTER, &9u32.to_ne_bytes()),
+                attribute(
+                    attr::IFLA_XDP | 0x8000,
+                    &[
+                        attribute(attr::IFLA_XDP_ATTACHED, &[2]),
+                        attribute(3, &77u32.to_ne_bytes()),
+                    ]
+                    .concat(),
+                ),
             ],
         );
         // A second message without a name is skipped, the third is read.
@@ -362,6 +423,7 @@ mod tests {
                     flags: 0x1003,
                     mac: Some(mac),
                     master: Some(9),
+                    xdp: XdpAttachment::Generic,
                 },
                 Link {
                     index: 6,
@@ -369,6 +431,7 @@ mod tests {
                     flags: 0,
                     mac: None,
                     master: None,
+                    xdp: XdpAttachment::None,
                 },
             ]
         );

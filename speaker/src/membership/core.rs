@@ -246,7 +246,7 @@ impl Core {
             // A key mismatch otherwise only shows as a speaker alone in its
             // member set; say so, at a rate that halves as it goes on.
             if self.stats.auth_failures.is_power_of_two() {
-                log::warn!(
+                tracing::warn!(
                     "gossip: {} datagrams failed authentication, the last from {from}: {reason}; \
                      do all speakers share the same gossip key?",
                     self.stats.auth_failures
@@ -256,7 +256,7 @@ impl Core {
         }
         if let Err(reason) = self.swim.handle_data(&self.opened, &mut self.requests) {
             self.stats.rejected += 1;
-            log::debug!("gossip: foca refused datagram from {from}: {reason}");
+            tracing::debug!("gossip: foca refused datagram from {from}: {reason}");
         }
         self.apply_requests();
     }
@@ -274,7 +274,7 @@ impl Core {
             match due.duty {
                 Duty::Foca(timer) => {
                     if let Err(reason) = self.swim.handle_timer(timer, &mut self.requests) {
-                        log::debug!("gossip: timer: {reason}");
+                        tracing::debug!("gossip: timer: {reason}");
                     }
                     self.apply_requests();
                 }
@@ -301,11 +301,11 @@ impl Core {
         }
         self.leaving = true;
         if let Err(reason) = self.swim.leave_cluster(&mut self.requests) {
-            log::warn!("gossip: leave: {reason}");
+            tracing::warn!("gossip: leave: {reason}");
         }
         for _ in 0..2 {
             if let Err(reason) = self.swim.gossip(&mut self.requests) {
-                log::debug!("gossip: leave: {reason}");
+                tracing::debug!("gossip: leave: {reason}");
             }
         }
         self.apply_requests();
@@ -351,7 +351,7 @@ impl Core {
                 .swim
                 .announce(SpeakerId::unknown_at(peer), &mut self.requests)
             {
-                log::debug!("gossip: announce to {peer}: {reason}");
+                tracing::debug!("gossip: announce to {peer}: {reason}");
             }
         }
         self.apply_requests();
@@ -398,30 +398,44 @@ impl Core {
         let us = &self.swim.identity().node;
         match notification {
             OwnedNotification::MemberUp(id) => {
-                log::info!("gossip: {} ({}) is up", id.node, id.gossip_addr);
+                tracing::info!(
+                    event = "memberUp",
+                    node = id.node,
+                    "gossip: {} ({}) is up",
+                    id.node,
+                    id.gossip_addr
+                );
             }
             OwnedNotification::MemberDown(id) => {
-                log::info!("gossip: {} ({}) is down", id.node, id.gossip_addr);
+                tracing::info!(
+                    event = "memberDown",
+                    node = id.node,
+                    "gossip: {} ({}) is down",
+                    id.node,
+                    id.gossip_addr
+                );
             }
-            OwnedNotification::Rename(old, new) => log::debug!(
+            OwnedNotification::Rename(old, new) => tracing::debug!(
                 "gossip: {} ({}) restarted: generation {} replaces {}",
                 new.node,
                 new.gossip_addr,
                 new.generation,
                 old.generation
             ),
-            OwnedNotification::Active => log::info!("gossip: {us} joined the cluster"),
+            OwnedNotification::Active => tracing::info!("gossip: {us} joined the cluster"),
             OwnedNotification::Idle => {
-                log::warn!("gossip: {us} reaches no other speaker; it is alone in its member set");
+                tracing::warn!(
+                    "gossip: {us} reaches no other speaker; it is alone in its member set"
+                );
             }
             // Our own leave ends in Defunct too: only warn when we did not ask.
-            OwnedNotification::Defunct if self.leaving => log::debug!("gossip: {us} is out"),
+            OwnedNotification::Defunct if self.leaving => tracing::debug!("gossip: {us} is out"),
             OwnedNotification::Defunct => {
-                log::warn!("gossip: the cluster declared {us} down and it cannot rejoin");
+                tracing::warn!("gossip: the cluster declared {us} down and it cannot rejoin");
             }
             OwnedNotification::Rejoin(id) => {
                 self.stats.rejoins += 1;
-                log::warn!(
+                tracing::warn!(
                     "gossip: the cluster declared {us} down; rejoining as generation {}",
                     id.generation
                 );

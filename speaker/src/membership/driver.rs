@@ -93,7 +93,7 @@ impl Gossip {
             return Err(GossipError::AdvertiseRequired(bound));
         }
         if config.key.is_none() {
-            log::warn!(
+            tracing::warn!(
                 "gossip: no key configured; membership traffic on {bound} is plaintext and \
                  anyone who can reach it can join or inject members"
             );
@@ -101,7 +101,7 @@ impl Gossip {
 
         let epoch = Instant::now();
         let identity = SpeakerId::starting_now(config.node, advertised);
-        log::info!(
+        tracing::info!(
             "gossip: {} listening on {bound}, advertising {advertised}, generation {}",
             identity.node,
             identity.generation
@@ -188,7 +188,7 @@ impl Task {
                         self.core.handle_packet(now, from, &buffer[..len]);
                     }
                     // E.g. ECONNREFUSED from an ICMP error to an earlier send.
-                    Err(error) => log::debug!("gossip: receive: {error}"),
+                    Err(error) => tracing::debug!("gossip: receive: {error}"),
                 },
                 () = sleep_until(wake) => self.core.handle_timers(self.epoch.elapsed()),
                 command = commands.recv() => match command {
@@ -199,7 +199,7 @@ impl Task {
                         self.core.leave(self.epoch.elapsed());
                         self.flush().await;
                         self.publish();
-                        log::info!("gossip: {} left the cluster", self.core.identity().node);
+                        tracing::info!("gossip: {} left the cluster", self.core.identity().node);
                         let _ = done.send(());
                         return;
                     }
@@ -214,7 +214,7 @@ impl Task {
         for datagram in outgoing {
             if let Err(error) = self.socket.send_to(&datagram.bytes, datagram.to).await {
                 self.send_errors += 1;
-                log::debug!("gossip: send to {}: {error}", datagram.to);
+                tracing::debug!("gossip: send to {}: {error}", datagram.to);
             }
         }
     }

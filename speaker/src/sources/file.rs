@@ -10,19 +10,26 @@ use std::{
     time::Duration,
 };
 
-use log::{error, info, warn};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tracing::{error, info, warn};
 
 use crate::{
     cluster::{self, ClusterState},
     daemon::change::Change,
+    metrics::ClientStats,
 };
 
 /// Editors write in several steps (truncate, write, rename): wait for quiet.
 const SETTLE: Duration = Duration::from_millis(100);
 
-pub async fn run(path: PathBuf, tx: mpsc::Sender<Change>) -> Result<(), notify::Error> {
+/// Sends the file's cluster state whenever it changes; counts each read in
+/// `stats` (an update, or an update error when the file is unusable).
+pub async fn run(
+    path: PathBuf,
+    tx: mpsc::Sender<Change>,
+    stats: ClientStats,
+) -> Result<(), notify::Error> {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let is_dir = path.is_dir();
     let file_name = path.file_name().map(|n| n.to_os_string());
@@ -61,6 +68,10 @@ pub async fn run(path: PathBuf, tx: mpsc::Sender<Change>) -> Result<(), notify::
         .await
         {
             Ok(Ok(state)) => {
+                stats.updates.inc();
+                if !state.problems.is_empty() {
+                    stats.update_errors.inc();
+                }
                 if last.as_ref() != Some(&state) {
                     for problem in &state.problems {
                         warn!("cluster state: skipped {problem}");
@@ -71,8 +82,15 @@ pub async fn run(path: PathBuf, tx: mpsc::Sender<Change>) -> Result<(), notify::
                     }
                 }
             }
-            Ok(Err(e)) => error!("cluster state not applied, keeping the last good one: {e}"),
-            Err(e) => error!("reading cluster state: {e}"),
+            Ok(Err(e)) => {
+                stats.updates.inc();
+                stats.update_errors.inc();
+                error!(error = %e, "cluster state not applied, keeping the last good one: {e}")
+            }
+            Err(e) => {
+                stats.update_errors.inc();
+                error!(error = %e, "reading cluster state: {e}")
+            }
         }
         // Wait for a change, then for the writer to finish.
         if events.recv().await.is_none() {

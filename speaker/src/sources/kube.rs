@@ -42,9 +42,9 @@ use kube::{
     runtime::{watcher, WatchStreamExt},
     Client, Config, Resource,
 };
-use log::{debug, error, info, warn};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
 
 use crate::{
     cluster::{
@@ -53,6 +53,7 @@ use crate::{
     },
     daemon::change::{Change, ServiceKey},
     election::{Endpoint, IpAddressPool, L2Advertisement, Node, Service},
+    metrics::ClientStats,
 };
 
 pub const METALLB_GROUP: &str = "metallb.io";
@@ -105,8 +106,12 @@ pub async fn run(
     client: Client,
     metallb_namespace: String,
     tx: mpsc::Sender<Change>,
+    stats: ClientStats,
 ) -> Result<(), SourceError> {
-    KubeSource::new(client, metallb_namespace).run(tx).await
+    KubeSource::new(client, metallb_namespace)
+        .with_stats(stats)
+        .run(tx)
+        .await
 }
 
 /// [`run`], with access to the objects it skipped.
@@ -114,6 +119,7 @@ pub struct KubeSource {
     client: Client,
     metallb_namespace: String,
     skipped: SkippedObjects,
+    stats: ClientStats,
 }
 
 impl KubeSource {
@@ -122,7 +128,15 @@ impl KubeSource {
             client,
             metallb_namespace: metallb_namespace.into(),
             skipped: SkippedObjects::default(),
+            stats: ClientStats::default(),
         }
+    }
+
+    /// Counts updates and failed updates into `stats` (MetalLB's
+    /// `metallb_k8s_client_updates_total` and `_update_errors_total`).
+    pub fn with_stats(mut self, stats: ClientStats) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// The objects skipped as unusable, kept current while [`Self::run`] runs.
@@ -167,16 +181,25 @@ impl KubeSource {
         info!("watching Nodes, Services, EndpointSlices, and MetalLB objects in {namespace}");
 
         let mut state = SourceState::default();
+        let stats = self.stats;
+        let mut refused = 0;
         while let Some(event) = events.next().await {
             let event = match event {
                 Ok(event) => event,
                 Err((kind, e)) => {
+                    stats.update_errors.inc();
                     log_watch_error(kind, &e);
                     continue;
                 }
             };
+            stats.updates.inc();
             let changes = state.apply(event);
             if let Some(problems) = state.take_changed_problems() {
+                // An update that made one more object unusable failed.
+                if problems.len() > refused {
+                    stats.update_errors.inc();
+                }
+                refused = problems.len();
                 self.skipped.set(problems);
             }
             for change in changes {
@@ -210,7 +233,12 @@ fn log_watch_error(kind: Kind, e: &watcher::Error) {
             let kind = kind.name();
             info!("{kind} watch expired ({}), listing again", status.message)
         }
-        _ => warn!("{} watch failed, retrying: {e}", kind.name()),
+        _ => warn!(
+            kind = kind.name(),
+            error = %e,
+            "{} watch failed, retrying: {e}",
+            kind.name()
+        ),
     }
 }
 
@@ -463,7 +491,15 @@ impl<T: Clone + PartialEq> Store<T> {
     }
 
     fn log_skipped(&self, key: &ObjectKey, reason: &str) {
-        error!("skipping {} {}: {reason}", self.kind.name(), Named(key));
+        error!(
+            event = "objectSkipped",
+            kind = self.kind.name(),
+            object = %Named(key),
+            reason,
+            "skipping {} {}: {reason}",
+            self.kind.name(),
+            Named(key)
+        );
     }
 
     fn values(&self) -> Vec<T> {
@@ -827,7 +863,7 @@ pub async fn speaker_pod_addresses(
                     return;
                 }
             }
-            Err(e) => log::warn!("listing speaker pods ({selector}) in {namespace}: {e}"),
+            Err(e) => tracing::warn!("listing speaker pods ({selector}) in {namespace}: {e}"),
         }
         tokio::time::sleep(interval).await;
     }
