@@ -712,7 +712,6 @@ mod tests {
         assert_eq!(env["POD_NAME"], "lb-xdp-speaker-x7k2p");
         assert_eq!(env["POD_NAMESPACE"], "lb-system");
         assert_eq!(env["POD_IP"], "192.0.2.1");
-        assert_eq!(env["RUST_LOG"], "info");
         assert_eq!(run.env.first().map(|(k, _)| k.as_str()), Some("NODE_NAME"));
     }
 
@@ -862,13 +861,13 @@ mod tests {
     #[test]
     fn env_values_refer_to_earlier_variables() {
         let yaml = RENDERED.replace(
-            "            - name: RUST_LOG\n              value: \"info\"",
-            "            - name: RUST_LOG\n              value: \"speaker=$(NODE_NAME),$(LATER)\"\n            - name: LATER\n              value: x",
+            "                  fieldPath: status.podIP\n",
+            "                  fieldPath: status.podIP\n            - name: PEER\n              value: \"speaker=$(NODE_NAME),$(LATER)\"\n            - name: LATER\n              value: x\n",
         );
         assert_ne!(yaml, RENDERED, "fixture layout changed");
         let run = speaker_container(&yaml, &identity()).unwrap();
-        let rust_log = run.env.iter().find(|(k, _)| k == "RUST_LOG").unwrap();
-        assert_eq!(rust_log.1, "speaker=node-a,$(LATER)");
+        let peer = run.env.iter().find(|(k, _)| k == "PEER").unwrap();
+        assert_eq!(peer.1, "speaker=node-a,$(LATER)");
     }
 
     #[test]

@@ -443,7 +443,7 @@ fn speaker_run_against_the_kubernetes_api() {
     let error = k
         .speaker()
         .wait_log_line(log_mark, REACT, |l| {
-            l.contains("ERROR") && l.contains("broken")
+            l.contains("\"level\":\"error\"") && l.contains("broken")
         })
         .unwrap_or_else(|| panic!("no error naming the pool\n{}", k.diagnostics()));
     eprintln!("speaker: {error}");
