@@ -72,13 +72,12 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
         };
         return Verdict::pass(reason);
     }
-    maps::count_request(&vip);
     let eth_dst = arp.get::<Mac, { ethernet::field::DESTINATION }>();
     if !same_mac(eth_dst, BROADCAST) && !same_mac(eth_dst, our_mac) {
-        return Verdict::pass(Reason::WrongEthDestination);
+        return Verdict::refuse(&vip, Reason::WrongEthDestination);
     }
     if !maps::control_plane_alive() {
-        return Verdict::pass(Reason::HeartbeatStale);
+        return Verdict::refuse(&vip, Reason::HeartbeatStale);
     }
     // RFC 826: swap sender and target, fill in our hardware address, turn the
     // operation into a reply. A probe (sender IP 0.0.0.0, RFC 5227) is

@@ -19,13 +19,14 @@ pub static VIPS_V6: HashMap<VipKeyV6, VipEntry, { MAX_VIPS as usize }> = HashMap
 #[btf_map]
 pub static VIP_ANSWERED: PerCpuArray<u64, { MAX_VIPS as usize }> = PerCpuArray::new();
 
-/// Requests received for the VIP, per (VIP, interface) slot and per CPU:
-/// every valid request for it, answered or refused after the lookup
-/// (wrong Ethernet destination, dead-man switch, resize failure); MetalLB's
-/// `metallb_layer2_requests_received`. Gratuitous announcements of the VIP
-/// (conflict, looped) are not requests and are not counted.
+/// Valid requests for the VIP refused after the lookup (wrong Ethernet
+/// destination, dead-man switch, resize failure), per (VIP, interface) slot
+/// and per CPU. Requests received (MetalLB's
+/// `metallb_layer2_requests_received`) are answered + refused: counting the
+/// refusals rather than every request keeps the answer path at one counter.
+/// Gratuitous announcements of the VIP (conflict, looped) are not requests.
 #[btf_map]
-pub static VIP_REQUESTS: PerCpuArray<u64, { MAX_VIPS as usize }> = PerCpuArray::new();
+pub static VIP_REFUSED: PerCpuArray<u64, { MAX_VIPS as usize }> = PerCpuArray::new();
 
 /// One counter per `Reason`, per CPU.
 #[btf_map]
@@ -51,8 +52,8 @@ pub fn count_answer(entry: &VipEntry) {
 }
 
 #[inline(always)]
-pub fn count_request(entry: &VipEntry) {
-    if let Some(counter) = VIP_REQUESTS.get_ptr_mut(entry.slot) {
+pub fn count_refused(entry: &VipEntry) {
+    if let Some(counter) = VIP_REFUSED.get_ptr_mut(entry.slot) {
         // SAFETY: this CPU's slot.
         unsafe { *counter += 1 };
     }

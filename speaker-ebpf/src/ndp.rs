@@ -243,27 +243,26 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
     if !options_valid(frame, ns.icmp_len, from_unspecified) {
         return Verdict::pass(Reason::Malformed);
     }
-    maps::count_request(&vip);
     let our_mac = mac_words(vip.mac);
     let Some(eth) = frame.bounded::<{ ethernet::HEADER_LEN }>() else {
-        return Verdict::pass(Reason::Truncated);
+        return Verdict::refuse(&vip, Reason::Truncated);
     };
     let eth_dst = eth.get::<Mac, { ethernet::field::DESTINATION }>();
     if !same_mac(eth_dst, ns.group_mac.unwrap_or(our_mac)) {
-        return Verdict::pass(Reason::WrongEthDestination);
+        return Verdict::refuse(&vip, Reason::WrongEthDestination);
     }
     if !maps::control_plane_alive() {
-        return Verdict::pass(Reason::HeartbeatStale);
+        return Verdict::refuse(&vip, Reason::HeartbeatStale);
     }
 
     let delta = NA_FRAME_LEN as i32 - frame.len() as i32;
     // SAFETY: the context pointer is the one the kernel gave us.
     if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
-        return Verdict::pass(Reason::ResizeFailed);
+        return Verdict::refuse(&vip, Reason::ResizeFailed);
     }
     // Resizing invalidates every packet pointer: start over from the context.
     let Some(na) = Frame::new(ctx).bounded::<NA_FRAME_LEN>() else {
-        return Verdict::pass(Reason::ResizeFailed);
+        return Verdict::refuse(&vip, Reason::ResizeFailed);
     };
     // RFC 4861 §7.2.4: to the solicitation's source with S=1; a DAD probe
     // (from ::) to all-nodes with S=0. O=1: we are the authority for the VIP.

@@ -1,5 +1,7 @@
 use aya_ebpf::bindings::xdp_action;
-use speaker_common::Reason;
+use speaker_common::{Reason, VipEntry};
+
+use crate::maps;
 
 /// What the program returns for a frame, and the counted reason why.
 #[derive(Clone, Copy)]
@@ -15,6 +17,13 @@ impl Verdict {
             action: xdp_action::XDP_PASS,
             reason,
         }
+    }
+
+    /// A valid request for `vip` that is not answered, counted for the VIP.
+    #[inline(always)]
+    pub fn refuse(vip: &VipEntry, reason: Reason) -> Self {
+        maps::count_refused(vip);
+        Verdict::pass(reason)
     }
 
     #[inline(always)]

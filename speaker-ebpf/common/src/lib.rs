@@ -12,14 +12,14 @@ pub mod map_names {
     pub const VIP_ANSWERED: &str = "VIP_ANSWERED";
     pub const REASONS: &str = "REASONS";
     pub const WATCHDOG: &str = "WATCHDOG";
-    pub const VIP_REQUESTS: &str = "VIP_REQUESTS";
+    pub const VIP_REFUSED: &str = "VIP_REFUSED";
     pub const ALL: [&str; 6] = [
         VIPS_V4,
         VIPS_V6,
         VIP_ANSWERED,
         REASONS,
         WATCHDOG,
-        VIP_REQUESTS,
+        VIP_REFUSED,
     ];
 }
 

@@ -55,7 +55,7 @@ pub struct DataplaneMaps {
     vips_v4: HashMap<MapData, VipKeyV4, VipEntry>,
     vips_v6: HashMap<MapData, VipKeyV6, VipEntry>,
     vip_answered: PerCpuArray<MapData, u64>,
-    vip_requests: PerCpuArray<MapData, u64>,
+    vip_refused: PerCpuArray<MapData, u64>,
     reasons: PerCpuArray<MapData, u64>,
     watchdog: Array<MapData, Watchdog>,
     /// A second descriptor of `WATCHDOG`, for [`HeartbeatWriter`]s.
@@ -131,7 +131,7 @@ impl DataplaneMaps {
             vips_v4: typed(map_names::VIPS_V4, take(map_names::VIPS_V4)?)?,
             vips_v6: typed(map_names::VIPS_V6, take(map_names::VIPS_V6)?)?,
             vip_answered: typed(map_names::VIP_ANSWERED, take(map_names::VIP_ANSWERED)?)?,
-            vip_requests: typed(map_names::VIP_REQUESTS, take(map_names::VIP_REQUESTS)?)?,
+            vip_refused: typed(map_names::VIP_REFUSED, take(map_names::VIP_REFUSED)?)?,
             reasons: typed(map_names::REASONS, take(map_names::REASONS)?)?,
             watchdog,
             watchdog_fd,
@@ -155,9 +155,9 @@ impl DataplaneMaps {
                 map_names::VIP_ANSWERED,
                 Map::PerCpuArray(open(map_names::VIP_ANSWERED)?),
             )?,
-            vip_requests: typed(
-                map_names::VIP_REQUESTS,
-                Map::PerCpuArray(open(map_names::VIP_REQUESTS)?),
+            vip_refused: typed(
+                map_names::VIP_REFUSED,
+                Map::PerCpuArray(open(map_names::VIP_REFUSED)?),
             )?,
             reasons: typed(
                 map_names::REASONS,
@@ -186,9 +186,9 @@ impl DataplaneMaps {
                 self.vip_answered
                     .set(slot, zeros()?, 0)
                     .map_err(|e| Error::bpf("resetting the VIP counter", e))?;
-                self.vip_requests
+                self.vip_refused
                     .set(slot, zeros()?, 0)
-                    .map_err(|e| Error::bpf("resetting the VIP request counter", e))?;
+                    .map_err(|e| Error::bpf("resetting the VIP refusal counter", e))?;
                 slot
             }
         };
@@ -289,10 +289,12 @@ impl DataplaneMaps {
                 .vip_answered
                 .get(&entry.slot, 0)
                 .map_err(|e| Error::bpf("reading VIP_ANSWERED", e))?);
-            let requests = sum(&self
-                .vip_requests
-                .get(&entry.slot, 0)
-                .map_err(|e| Error::bpf("reading VIP_REQUESTS", e))?);
+            // The program counts refusals, not requests: see VIP_REFUSED.
+            let requests = answered
+                + sum(&self
+                    .vip_refused
+                    .get(&entry.slot, 0)
+                    .map_err(|e| Error::bpf("reading VIP_REFUSED", e))?);
             records.push(VipRecord {
                 address,
                 ifindex,
@@ -387,7 +389,7 @@ fn check_layout(name: &'static str, data: &MapData, pins: &PinDir) -> Result<()>
     let expected: (usize, usize) = match name {
         map_names::VIPS_V4 => (size_of::<VipKeyV4>(), size_of::<VipEntry>()),
         map_names::VIPS_V6 => (size_of::<VipKeyV6>(), size_of::<VipEntry>()),
-        map_names::VIP_ANSWERED | map_names::VIP_REQUESTS | map_names::REASONS => (4, 8),
+        map_names::VIP_ANSWERED | map_names::VIP_REFUSED | map_names::REASONS => (4, 8),
         _ => (4, size_of::<Watchdog>()),
     };
     if (info.key_size() as usize, info.value_size() as usize) != expected {

@@ -1,7 +1,7 @@
 //! Where the data plane lives on the BPF filesystem:
 //!
 //! ```text
-//! <pin-dir>/VIPS_V4 VIPS_V6 VIP_ANSWERED VIP_REQUESTS REASONS WATCHDOG   the maps
+//! <pin-dir>/VIPS_V4 VIPS_V6 VIP_ANSWERED VIP_REFUSED REASONS WATCHDOG   the maps
 //! <pin-dir>/links/<ifname>                                  one XDP link per interface
 //! ```
 //! Pins outlive the speaker process: that is what keeps answering going

@@ -13,7 +13,7 @@
 //! end in `_total`, so they are real counters.
 //!
 //! `metallb_layer2_requests_received{ip}` comes from the program's
-//! `VIP_REQUESTS` counters: every valid request for the VIP, answered or
+//! `VIP_ANSWERED` + `VIP_REFUSED` counters: every valid request for the VIP, answered or
 //! refused after the lookup (docs/dataplane.md).
 
 use std::{fmt, net::IpAddr};
