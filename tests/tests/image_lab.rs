@@ -193,30 +193,7 @@ fn chart_capabilities_answer_arp() {
     // The link is pinned on the node's bpffs, outliving the container.
     assert!(pinned_link(&lab).exists());
 
-    let vip = speaker_in_image(
-        &lab,
-        &capabilities,
-        &[],
-        &[
-            "vip",
-            "add",
-            VIP_V4,
-            "--interface",
-            &lab.node_if,
-            "--pin-dir",
-            POD_PIN_DIR,
-        ],
-    );
-    assert!(vip.success(), "vip add in the image:\n{vip}");
-
-    let (arping, report) = arping_vip(&lab);
-    let macs = report.macs();
-    assert!(!macs.is_empty(), "no ARP reply for {VIP_V4}:\n{arping}");
-    assert!(
-        macs.iter().all(|mac| *mac == lab.node_mac),
-        "replies for {VIP_V4} not all from the node's {}: {macs:?}\n{arping}",
-        lab.node_mac
-    );
+    add_vip_and_expect_answers(&lab, &capabilities);
 
     // The answers came from the data plane: its per-VIP counter moved.
     let maps = speaker_in_image(
@@ -382,9 +359,15 @@ fn chart_pod_spec_attaches_under_podman() {
         "the chart's pod spec under podman:\n{attach}"
     );
 
+    add_vip_and_expect_answers(&lab, &chart_capabilities());
+}
+
+/// `speaker vip add` of [`VIP_V4`] in the image (with `capabilities`), then
+/// the client's ARP requests for it answered by the node's MAC only.
+fn add_vip_and_expect_answers(lab: &Lab, capabilities: &[String]) {
     let vip = speaker_in_image(
-        &lab,
-        &chart_capabilities(),
+        lab,
+        capabilities,
         &[],
         &[
             "vip",
@@ -397,11 +380,12 @@ fn chart_pod_spec_attaches_under_podman() {
         ],
     );
     assert!(vip.success(), "vip add in the image:\n{vip}");
-    let (arping, report) = arping_vip(&lab);
+    let (arping, report) = arping_vip(lab);
     let macs = report.macs();
+    assert!(!macs.is_empty(), "no ARP reply for {VIP_V4}:\n{arping}");
     assert!(
-        !macs.is_empty() && macs.iter().all(|mac| *mac == lab.node_mac),
-        "replies for {VIP_V4} should all come from {}: {macs:?}\n{arping}",
+        macs.iter().all(|mac| *mac == lab.node_mac),
+        "replies for {VIP_V4} not all from the node's {}: {macs:?}\n{arping}",
         lab.node_mac
     );
 }
