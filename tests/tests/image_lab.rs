@@ -142,6 +142,21 @@ fn speaker_in_image(
 }
 
 /// Three ARP requests for the VIP from the client, within 5 s.
+/// `speaker xdp attach` of the node interface in generic mode, pinned in the
+/// pod's pin directory.
+fn generic_attach_args(lab: &Lab) -> [&str; 8] {
+    [
+        "xdp",
+        "attach",
+        "--interface",
+        &lab.node_if,
+        "--mode",
+        "generic",
+        "--pin-dir",
+        POD_PIN_DIR,
+    ]
+}
+
 fn arping_vip(lab: &Lab) -> (CmdOutput, ArpingReport) {
     lab.arping(&Arping::new(VIP_V4, &lab.client_if, 3).deadline(5))
 }
@@ -168,21 +183,7 @@ fn chart_capabilities_answer_arp() {
 
     // Generic mode: XDP_TX on a native-mode veth is dropped unless the peer
     // has an XDP program too (kernel quirk), and the client has none.
-    let attach = speaker_in_image(
-        &lab,
-        &capabilities,
-        &[],
-        &[
-            "xdp",
-            "attach",
-            "--interface",
-            &lab.node_if,
-            "--mode",
-            "generic",
-            "--pin-dir",
-            POD_PIN_DIR,
-        ],
-    );
+    let attach = speaker_in_image(&lab, &capabilities, &[], &generic_attach_args(&lab));
     assert!(attach.success(), "xdp attach in the image:\n{attach}");
     assert!(
         attach
@@ -322,18 +323,7 @@ fn chart_pod_spec_attaches_under_podman() {
         chart_capabilities(),
         "tests/fixtures/chart-default.yaml is older than values.yaml: re-render it"
     );
-    pod.args = [
-        "xdp",
-        "attach",
-        "--interface",
-        &lab.node_if,
-        "--mode",
-        "generic",
-        "--pin-dir",
-        POD_PIN_DIR,
-    ]
-    .map(String::from)
-    .to_vec();
+    pod.args = generic_attach_args(&lab).map(String::from).to_vec();
     let key_dir = lab.run_dir.join("memberlist-key");
     fs::create_dir_all(&key_dir).unwrap();
     fs::write(key_dir.join("secretkey"), [7u8; 32]).unwrap();

@@ -71,17 +71,7 @@ pub struct HeartbeatWriter {
 impl HeartbeatWriter {
     /// Refreshes the heartbeat, keeping the limit.
     pub fn beat(&mut self) -> Result<()> {
-        let current = self
-            .watchdog
-            .get(&0, 0)
-            .map_err(|e| Error::bpf("reading WATCHDOG", e))?;
-        let watchdog = Watchdog {
-            heartbeat_ns: monotonic_now().as_nanos() as u64,
-            max_age_ns: current.max_age_ns,
-        };
-        self.watchdog
-            .set(0, watchdog, 0)
-            .map_err(|e| Error::bpf("writing WATCHDOG", e))
+        write_heartbeat(&mut self.watchdog, None)
     }
 
     /// The heartbeat's age as the program sees it; `None`: never written.
@@ -93,6 +83,24 @@ impl HeartbeatWriter {
         let now = monotonic_now().as_nanos() as u64;
         Ok((w.heartbeat_ns != 0).then(|| Duration::from_nanos(now.saturating_sub(w.heartbeat_ns))))
     }
+}
+
+/// Stamps the heartbeat with the monotonic clock the program reads;
+/// `max_age` replaces the limit when given (zero disables the switch).
+fn write_heartbeat(
+    watchdog: &mut Array<MapData, Watchdog>,
+    max_age: Option<Duration>,
+) -> Result<()> {
+    let current = watchdog
+        .get(&0, 0)
+        .map_err(|e| Error::bpf("reading WATCHDOG", e))?;
+    let stamped = Watchdog {
+        heartbeat_ns: monotonic_now().as_nanos() as u64,
+        max_age_ns: max_age.map_or(current.max_age_ns, |d| d.as_nanos() as u64),
+    };
+    watchdog
+        .set(0, stamped, 0)
+        .map_err(|e| Error::bpf("writing WATCHDOG", e))
 }
 
 /// The typed `WATCHDOG` and a duplicate of its descriptor.
@@ -332,17 +340,7 @@ impl DataplaneMaps {
     /// Refreshes the heartbeat now; `max_age` replaces the limit when given
     /// (zero disables the switch).
     pub fn heartbeat(&mut self, max_age: Option<Duration>) -> Result<()> {
-        let current = self
-            .watchdog
-            .get(&0, 0)
-            .map_err(|e| Error::bpf("reading WATCHDOG", e))?;
-        let watchdog = Watchdog {
-            heartbeat_ns: monotonic_now().as_nanos() as u64,
-            max_age_ns: max_age.map_or(current.max_age_ns, |d| d.as_nanos() as u64),
-        };
-        self.watchdog
-            .set(0, watchdog, 0)
-            .map_err(|e| Error::bpf("writing WATCHDOG", e))
+        write_heartbeat(&mut self.watchdog, max_age)
     }
 
     /// A writer for the heartbeat that can live on another thread.
