@@ -159,7 +159,8 @@ pub struct ElectionArgs {
     /// Namespace whose IPAddressPools and L2Advertisements count.
     #[arg(long, default_value = "metallb-system", env = "METALLB_NAMESPACE")]
     pub namespace: String,
-    /// Handle only Services with this spec.loadBalancerClass (default: only those without).
+    /// Handle only Services with this spec.loadBalancerClass (default, or
+    /// empty: only those without, as MetalLB's `--lb-class`).
     #[arg(long)]
     pub lb_class: Option<String>,
     /// Keep nodes labelled node.kubernetes.io/exclude-from-external-load-balancers.
@@ -174,7 +175,7 @@ impl ElectionArgs {
     pub fn options(&self) -> crate::election::ElectionOptions {
         crate::election::ElectionOptions {
             metallb_namespace: self.namespace.clone(),
-            lb_class: self.lb_class.clone(),
+            lb_class: self.lb_class.clone().filter(|class| !class.is_empty()),
             ignore_exclude_lb: self.ignore_exclude_lb,
             require_node_ready: self.require_node_ready,
         }

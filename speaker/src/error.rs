@@ -1,8 +1,13 @@
-use std::{io, net::IpAddr, path::PathBuf};
+use std::{fmt, io, net::IpAddr, path::PathBuf};
 
-/// Everything that can go wrong at the edges (kernel, bpffs, interfaces). The
-/// messages are one line each and name what to do, since they reach operators
-/// as is.
+/// A boxed source error of another layer (kube, gossip), kept whole so its
+/// chain still reaches the log line.
+pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The speaker's one error type. The messages are one line each and name what
+/// to do, since they reach operators as is; [`Error::kind`] says which part
+/// of the speaker failed, and is what metrics (`xdp_speaker_errors_total`)
+/// and `/readyz` report.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("interface {0:?} does not exist in this network namespace")]
@@ -51,12 +56,81 @@ pub enum Error {
     PermissionDenied(String),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Key(#[from] crate::membership::KeyError),
     #[error("cluster state: {0}")]
-    Cluster(String),
+    Cluster(#[source] crate::cluster::ClusterError),
+    #[error("watching {path} for changes: {source}")]
+    FileWatch {
+        path: PathBuf,
+        source: notify::Error,
+    },
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
     #[error("{context}: {message}")]
     Bpf { context: String, message: String },
+    #[error("{0}")]
+    Kubernetes(#[source] Source),
+    #[error("{context}: {source}")]
+    Membership { context: String, source: Source },
+    /// A long-lived task of the daemon ended or panicked.
+    #[error("{task} {how}")]
+    TaskEnded { task: &'static str, how: String },
+}
+
+/// Which part of the speaker an [`Error`] comes from: the `kind` label of
+/// `xdp_speaker_errors_total` and the key of a `/readyz` condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorKind {
+    /// Bad flags or files given by the operator.
+    Config,
+    /// The cluster description (YAML file) could not be used.
+    Cluster,
+    /// Talking to the Kubernetes API.
+    Kubernetes,
+    /// The XDP program, its pins and maps (bpf(), bpffs, capabilities).
+    Dataplane,
+    /// Network interfaces (netlink, names, addresses).
+    Interface,
+    /// Gossip membership.
+    Membership,
+    /// Other I/O (files, sockets, threads).
+    Io,
+    /// A long-lived task ended or panicked.
+    Task,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::Config,
+        ErrorKind::Cluster,
+        ErrorKind::Kubernetes,
+        ErrorKind::Dataplane,
+        ErrorKind::Interface,
+        ErrorKind::Membership,
+        ErrorKind::Io,
+        ErrorKind::Task,
+    ];
+
+    /// The metric label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "config",
+            ErrorKind::Cluster => "cluster",
+            ErrorKind::Kubernetes => "kubernetes",
+            ErrorKind::Dataplane => "dataplane",
+            ErrorKind::Interface => "interface",
+            ErrorKind::Membership => "membership",
+            ErrorKind::Io => "io",
+            ErrorKind::Task => "task",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The usual bpffs is /sys/fs/bpf; anywhere else, mount one at the pin dir.
@@ -73,6 +147,43 @@ fn bpffs_hint(pin_dir: &std::path::Path) -> String {
 }
 
 impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::UnknownInterface(_) | Error::NoMacAddress(_) => ErrorKind::Interface,
+            Error::BadAddress(_) | Error::Config(_) | Error::Key(_) => ErrorKind::Config,
+            Error::NoBpffs(_)
+            | Error::NotAttached(_)
+            | Error::NoLink(..)
+            | Error::LayoutMismatch { .. }
+            | Error::TableFull(_)
+            | Error::NoSuchVip(..)
+            | Error::NoObject
+            | Error::MissingCapability { .. }
+            | Error::SeccompDenied(_)
+            | Error::PermissionDenied(_)
+            | Error::Bpf { .. } => ErrorKind::Dataplane,
+            Error::Cluster(_) | Error::FileWatch { .. } => ErrorKind::Cluster,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Kubernetes { .. } => ErrorKind::Kubernetes,
+            Error::Membership { .. } => ErrorKind::Membership,
+            Error::TaskEnded { .. } => ErrorKind::Task,
+        }
+    }
+
+    pub fn kubernetes(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Kubernetes(Box::new(source))
+    }
+
+    pub fn membership(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Membership {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+
     /// Wraps an aya or I/O failure, turning EPERM into the one-line hint.
     pub fn bpf(context: impl Into<String>, err: impl std::error::Error + 'static) -> Self {
         let context = context.into();
@@ -104,7 +215,7 @@ impl Error {
     }
 
     pub fn cluster(err: crate::cluster::ClusterError) -> Self {
-        Error::Cluster(err.to_string())
+        Error::Cluster(err)
     }
 
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {

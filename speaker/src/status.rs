@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::{
-    daemon::change::ServiceKey,
+    cluster::ServiceKey,
     sources::kube::{METALLB_GROUP, METALLB_VERSION},
 };
 

@@ -11,8 +11,7 @@ use std::{
 
 use serde_json::{json, Value};
 use speaker::{
-    cluster::{self, Problem},
-    daemon::change::{Change, ServiceKey},
+    cluster::{self, Change, Problem, ServiceKey},
     election::{Endpoint, Node, Service},
     sources::kube::{KubeSource, SkippedObjects},
 };

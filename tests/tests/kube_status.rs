@@ -8,7 +8,7 @@ use std::{
 
 use serde_json::{json, Value};
 use speaker::{
-    daemon::change::ServiceKey,
+    cluster::ServiceKey,
     status::{StatusWriter, LABEL_NODE, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE},
 };
 use speaker_tests::kube_emulator::KubeEmulator;

@@ -10,6 +10,7 @@
 //! name) is skipped and recorded as a [`Problem`], and everything else keeps
 //! working, as MetalLB keeps serving when one object is wrong.
 
+mod change;
 mod dry_run;
 mod file;
 pub(crate) mod objects;
@@ -29,6 +30,7 @@ use crate::election::{
     ClusterView, ElectionOptions, Endpoint, IpAddressPool, L2Advertisement, Node, Service,
 };
 
+pub use change::{Change, ServiceKey};
 pub use dry_run::{
     dry_run, ElectionReport, MembershipSummary, NodeDecision, OptionsSummary, ServiceElection,
 };

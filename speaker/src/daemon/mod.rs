@@ -1,11 +1,20 @@
-//! `speaker run`: the control plane. Sources feed [`change::Change`]s to the
-//! [`reconciler::Reconciler`]; the daemon turns its decisions into map
-//! updates, announcements and status.
+//! `speaker run`: the control plane, in the shape of a kube-rs controller.
+//! [`config`] turns the command line into a checked [`config::RunConfig`];
+//! [`run`] wires the sources, the [`context::Context`] of shared handles and
+//! the [`supervise`]d tasks, and loops; [`reconcile`] holds the steps:
+//! [`crate::cluster::Change`]s through the [`settle`] gate into the
+//! [`reconciler::Reconciler`], its decisions into map updates,
+//! announcements and status.
 
-pub mod change;
+pub mod config;
+pub mod context;
+pub mod gossip;
 pub mod heartbeat;
+pub mod reconcile;
 pub mod reconciler;
 pub mod run;
+pub mod settle;
+pub mod supervise;
 
 #[cfg(test)]
 mod tests;

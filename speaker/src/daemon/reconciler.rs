@@ -8,9 +8,8 @@ use std::{
     net::IpAddr,
 };
 
-use super::change::{Change, ServiceKey};
 use crate::{
-    cluster::ClusterState,
+    cluster::{Change, ClusterState, ServiceKey},
     election::{
         should_announce, ClusterView, Decision, ElectionOptions, Endpoint, Membership, Service,
     },

@@ -1,11 +1,8 @@
 use std::{collections::BTreeSet, net::IpAddr, path::Path};
 
-use super::{
-    change::{Change, ServiceKey},
-    reconciler::{InterfaceSelection, Reconciler},
-};
+use super::reconciler::{InterfaceSelection, Reconciler};
 use crate::{
-    cluster,
+    cluster::{self, Change, ServiceKey},
     election::{Decision, ElectionOptions, Endpoint, Membership},
 };
 

@@ -5,6 +5,7 @@
 pub mod capabilities;
 pub mod clock;
 mod maps;
+pub mod operator;
 mod pins;
 pub mod sync;
 

@@ -159,6 +159,13 @@ impl Gossip {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether peers' gossip fails authentication, i.e. our key may differ
+    /// from theirs. Placeholder for the "fault" branch's windowed rule (known
+    /// senders, recent failures); the lead reconciles the two.
+    pub fn key_mismatch(&self) -> bool {
+        self.stats().auth_failures > 0
+    }
+
     /// The address the others know us by.
     pub fn advertised_addr(&self) -> SocketAddr {
         self.advertised

@@ -42,8 +42,20 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 /// The speaker's registry: the k8s client family plus everything read per
 /// scrape from the maps, links, announcer and gossip.
 pub fn registry(state: &MetricsState) -> Registry {
+    let errors = state.diagnostics.errors.clone();
     let state = state.clone();
-    registry_with(&state.client.clone(), move || state.sample())
+    let mut registry = registry_with(&state.client.clone(), move || state.sample());
+    register_errors(&mut registry, errors);
+    registry
+}
+
+/// `xdp_speaker_errors_total{kind}`.
+pub fn register_errors(registry: &mut Registry, errors: super::ErrorCounts) {
+    registry.register(
+        "xdp_speaker_errors",
+        "Errors the daemon logged, by the part of the speaker that failed.",
+        errors,
+    );
 }
 
 /// [`registry`] with the per-scrape numbers coming from `sample`.

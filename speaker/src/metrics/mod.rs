@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 use tracing::warn;
 
 pub use self::families::registry;
@@ -24,8 +24,10 @@ pub use self::server::serve;
 
 use crate::{
     announce::Announcer,
-    daemon::change::ServiceKey,
+    cluster::ServiceKey,
+    daemon::heartbeat::{Health, STALL_LIMIT},
     dataplane::{DataplaneMaps, PinDir},
+    error::{Error, ErrorKind},
     interfaces,
     membership::{Gossip, GossipStats},
 };
@@ -47,6 +49,77 @@ pub struct ClientStats {
     pub config_stale: Gauge,
 }
 
+/// `xdp_speaker_errors_total{kind}`: every error the daemon logged, by
+/// [`ErrorKind`].
+pub type ErrorCounts = Family<[(&'static str, &'static str); 1], Counter>;
+
+/// Something that keeps the speaker from being ready, reported by `/readyz`
+/// until cleared: a task being restarted, maps that could not be updated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// The daemon's own account of its errors: counted by kind, and the standing
+/// ones kept as [`Condition`]s for `/readyz`.
+#[derive(Clone, Debug)]
+pub struct Diagnostics {
+    pub errors: ErrorCounts,
+    /// Keyed by what failed (`"dataplane maps"`, a task's name).
+    conditions: Arc<RwLock<BTreeMap<&'static str, Condition>>>,
+}
+
+impl Default for Diagnostics {
+    fn default() -> Self {
+        let errors = ErrorCounts::default();
+        // Every kind from 0, so that rate() and alerts see the series before
+        // the first error.
+        for kind in ErrorKind::ALL {
+            drop(errors.get_or_create(&[("kind", kind.name())]));
+        }
+        Diagnostics {
+            errors,
+            conditions: Default::default(),
+        }
+    }
+}
+
+impl Diagnostics {
+    /// Counts one error of this kind.
+    pub fn count(&self, error: &Error) {
+        self.errors
+            .get_or_create(&[("kind", error.kind().name())])
+            .inc();
+    }
+
+    /// `what` stands failed with `error` until [`Self::clear`]ed.
+    pub fn raise(&self, what: &'static str, error: &Error) {
+        if let Ok(mut conditions) = self.conditions.write() {
+            conditions.insert(
+                what,
+                Condition {
+                    kind: error.kind(),
+                    message: error.to_string(),
+                },
+            );
+        }
+    }
+
+    pub fn clear(&self, what: &'static str) {
+        if let Ok(mut conditions) = self.conditions.write() {
+            conditions.remove(what);
+        }
+    }
+
+    pub fn conditions(&self) -> Vec<(&'static str, Condition)> {
+        self.conditions
+            .read()
+            .map(|c| c.iter().map(|(k, v)| (*k, v.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
 /// What the daemon shares with the HTTP server.
 #[derive(Clone)]
 pub struct MetricsState {
@@ -60,6 +133,9 @@ pub struct MetricsState {
     /// Gossip, once started.
     pub gossip: Arc<OnceLock<Gossip>>,
     pub client: ClientStats,
+    pub diagnostics: Diagnostics,
+    /// The daemon loop's liveness, as the heartbeat thread sees it.
+    pub health: Health,
 }
 
 impl MetricsState {
@@ -72,11 +148,19 @@ impl MetricsState {
             ready: Default::default(),
             gossip: Default::default(),
             client: ClientStats::default(),
+            diagnostics: Diagnostics::default(),
+            health: Health::new(),
         }
     }
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    /// The daemon loop is not stuck in one piece of work past the stall
+    /// limit (nor gone): what `/healthz` answers.
+    pub fn is_alive(&self) -> bool {
+        self.health.alive(STALL_LIMIT)
     }
 }
 

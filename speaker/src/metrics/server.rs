@@ -65,15 +65,39 @@ async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(shared): State<Shared>) -> (StatusCode, &'static str) {
-    if shared.state.is_ready() {
+/// 200 while the daemon loop is alive; a loop wedged past the stall limit
+/// gets the pod restarted (a dead process answers nothing at all).
+async fn healthz(State(shared): State<Shared>) -> (StatusCode, &'static str) {
+    if shared.state.is_alive() {
         (StatusCode::OK, "ok\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the cluster\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon loop is stuck (see the log)\n",
+        )
+    }
+}
+
+/// 200 once the cluster has been applied and nothing stands failed; else
+/// 503 with one line per reason.
+async fn readyz(State(shared): State<Shared>) -> (StatusCode, String) {
+    let mut reasons: Vec<String> = shared
+        .state
+        .diagnostics
+        .conditions()
+        .into_iter()
+        .map(|(what, c)| format!("{what} ({}): {}", c.kind, c.message))
+        .collect();
+    if !shared.state.is_ready() {
+        reasons.insert(0, "waiting for the cluster".to_owned());
+    }
+    if reasons.is_empty() {
+        (StatusCode::OK, "ok\n".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            reasons.iter().map(|r| format!("{r}\n")).collect(),
+        )
     }
 }
 
@@ -164,7 +188,10 @@ mod tests {
         .unwrap();
         let (health, not_ready, ready, metrics, missing) = answers;
         assert_eq!((health.0, health.2.as_str()), (200, "ok\n"));
-        assert_eq!(not_ready.0, 503);
+        assert_eq!(
+            (not_ready.0, not_ready.2.as_str()),
+            (503, "waiting for the cluster\n")
+        );
         assert_eq!(ready.0, 200);
         assert_eq!(missing.0, 404);
         assert_eq!(metrics.0, 200);
@@ -184,6 +211,52 @@ mod tests {
             "{}",
             metrics.2
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readiness_and_health_say_what_failed() {
+        let (address, state) = server().await;
+        state.ready.store(true, Ordering::Relaxed);
+        let failure = crate::Error::Config("the API server refused the watch".into());
+        state.diagnostics.raise("the Kubernetes watches", &failure);
+        state.diagnostics.count(&failure);
+        let probe = state.clone();
+        let (failing, errors) = tokio::task::spawn_blocking(move || {
+            (get(address, "/readyz"), get(address, "/metrics"))
+        })
+        .await
+        .unwrap();
+        assert_eq!(failing.0, 503);
+        assert_eq!(
+            failing.2,
+            "the Kubernetes watches (config): the API server refused the watch\n"
+        );
+        assert!(
+            errors
+                .2
+                .lines()
+                .any(|l| l == r#"xdp_speaker_errors_total{kind="config"} 1"#),
+            "{}",
+            errors.2
+        );
+        assert!(
+            errors
+                .2
+                .lines()
+                .any(|l| l == r#"xdp_speaker_errors_total{kind="dataplane"} 0"#),
+            "{}",
+            errors.2
+        );
+        probe.diagnostics.clear("the Kubernetes watches");
+        // A daemon that is gone (its Health closed) is not healthy.
+        probe.health.close();
+        let (ready, health) = tokio::task::spawn_blocking(move || {
+            (get(address, "/readyz"), get(address, "/healthz"))
+        })
+        .await
+        .unwrap();
+        assert_eq!(ready.0, 200);
+        assert_eq!(health.0, 503);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

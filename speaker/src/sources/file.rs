@@ -15,8 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::{
-    cluster::{self, ClusterState},
-    daemon::change::Change,
+    cluster::{self, Change, ClusterState},
     metrics::ClientStats,
 };
 

@@ -48,10 +48,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     cluster::{
-        objects, ClusterState, IpAddressPoolObject, Kind, L2AdvertisementObject, Problem,
-        ServiceEntry,
+        objects, Change, ClusterState, IpAddressPoolObject, Kind, L2AdvertisementObject, Problem,
+        ServiceEntry, ServiceKey,
     },
-    daemon::change::{Change, ServiceKey},
     election::{Endpoint, IpAddressPool, L2Advertisement, Node, Service},
     metrics::ClientStats,
 };

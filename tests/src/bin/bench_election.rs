@@ -31,9 +31,8 @@ use std::{
 use anyhow::{ensure, Result};
 use serde_json::json;
 use speaker::{
-    cluster::{ClusterState, ServiceEntry},
+    cluster::{Change, ClusterState, ServiceEntry, ServiceKey},
     daemon::{
-        change::{Change, ServiceKey},
         heartbeat::{Health, Heartbeat, REFRESH_PERIOD, STALL_LIMIT},
         reconciler::Reconciler,
     },

@@ -1,7 +1,7 @@
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 use super::*;
-use crate::{daemon::change::ServiceKey, membership::GossipStats};
+use crate::{cluster::ServiceKey, membership::GossipStats};
 
 fn sample() -> Sample {
     let ip: IpAddr = "192.0.2.100".parse().unwrap();

@@ -1,13 +1,12 @@
-//! What the cluster sources tell the reconciler. Both sources — the YAML file
-//! and the Kubernetes watches — speak only this, so the election cannot tell
-//! them apart.
+//! How the cluster model changes: what the cluster sources tell the
+//! reconciler. Both sources — the YAML file and the Kubernetes watches — speak
+//! only this, so the election cannot tell them apart. The model owns these
+//! types; the sources produce them and the daemon consumes them.
 
 use std::fmt;
 
-use crate::{
-    cluster::ClusterState,
-    election::{Endpoint, IpAddressPool, L2Advertisement, Membership, Node, Service},
-};
+use super::ClusterState;
+use crate::election::{Endpoint, IpAddressPool, L2Advertisement, Membership, Node, Service};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {

@@ -1,0 +1,362 @@
+//! What `speaker run` runs with: the command line turned into a checked
+//! [`RunConfig`] before anything starts, so that a bad flag is one error line
+//! and never a half-started daemon.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use crate::{
+    announce::AnnounceConfig,
+    cli::RunArgs,
+    dataplane::{AttachMode, PinDir},
+    election::{ElectionOptions, Membership},
+    error::Error,
+    interfaces::ExcludeList,
+    membership::{Key, Timers},
+};
+
+use super::heartbeat::REFRESH_PERIOD;
+
+/// The dead-man limit without gossip: nothing to line it up with, so long
+/// enough for a restart (the pins are adopted) and short enough that a dead
+/// speaker does not answer for long.
+const DEAD_MAN_WITHOUT_GOSSIP: Duration = Duration::from_secs(10);
+
+/// Where the cluster comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    Kubernetes { kubeconfig: Option<PathBuf> },
+}
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub node_name: String,
+    pub source: Source,
+    pub pins: PinDir,
+    pub options: ElectionOptions,
+    pub membership: Membership,
+    pub exclude: ExcludeList,
+    pub xdp_mode: AttachMode,
+    pub announce: AnnounceConfig,
+    /// The dead-man switch's limit; zero disables it.
+    pub dead_man: Duration,
+    /// How often the heartbeat thread refreshes the heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Where to serve /metrics, /healthz and /readyz; `None`: nowhere.
+    pub metrics_address: Option<SocketAddr>,
+    /// Gossip membership; `None` runs with membership disabled.
+    pub gossip: Option<GossipSettings>,
+}
+
+/// `--memberlist*`: how this speaker gossips with the others.
+#[derive(Clone, Debug)]
+pub struct GossipSettings {
+    pub port: u16,
+    /// The address others reach us at; `None`: this node's first InternalIP.
+    pub advertise: Option<IpAddr>,
+    pub key: Option<Key>,
+    /// Explicit peers (`--memberlist-join`), on top of every Node's InternalIP.
+    pub join: Vec<SocketAddr>,
+    /// With Kubernetes: the speaker pods' labels and namespace; their pod IPs
+    /// are peers too (re-listed every minute).
+    pub pod_selector: Option<(String, String)>,
+    pub timers: Timers,
+}
+
+impl TryFrom<RunArgs> for RunConfig {
+    type Error = Error;
+
+    fn try_from(args: RunArgs) -> Result<Self, Error> {
+        let exclude = exclude_list(args.exclude_interfaces.as_deref())?;
+        let gossip = if args.memberlist {
+            Some(gossip_settings(&args)?)
+        } else {
+            None
+        };
+        let dead_man = args.dead_man_timeout.unwrap_or_else(|| match &gossip {
+            Some(g) => dead_man_for(&g.timers),
+            None => DEAD_MAN_WITHOUT_GOSSIP,
+        });
+        Ok(RunConfig {
+            metrics_address: metrics_address(&args.metrics_address)?,
+            source: match args.cluster_state {
+                Some(path) => Source::File(path),
+                None => Source::Kubernetes {
+                    kubeconfig: args.kubeconfig,
+                },
+            },
+            pins: PinDir::new(args.pins.pin_dir),
+            options: args.election.options(),
+            membership: Membership::Disabled,
+            exclude,
+            xdp_mode: args.mode.into(),
+            announce: AnnounceConfig {
+                periodic: (!args.gratuitous_interval.is_zero()).then_some(args.gratuitous_interval),
+                ..AnnounceConfig::default()
+            },
+            dead_man,
+            gossip,
+            heartbeat_interval: REFRESH_PERIOD,
+            node_name: args.node_name,
+        })
+    }
+}
+
+/// `--exclude-interfaces`: absent means MetalLB's list; empty patterns are
+/// dropped, so an empty value excludes nothing.
+fn exclude_list(patterns: Option<&[String]>) -> Result<ExcludeList, Error> {
+    let Some(patterns) = patterns else {
+        return Ok(ExcludeList::metallb_default());
+    };
+    ExcludeList::new(patterns.iter().filter(|p| !p.is_empty())).map_err(|e| {
+        // regex errors draw a caret under the pattern on several lines;
+        // operators get one line.
+        let text = e.to_string();
+        let one_line: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '^' || c == ' '))
+            .collect();
+        Error::Config(format!("--exclude-interfaces: {}", one_line.join(" ")))
+    })
+}
+
+fn gossip_settings(args: &RunArgs) -> Result<GossipSettings, Error> {
+    let key = args
+        .memberlist_key_file
+        .as_deref()
+        .map(Key::from_file)
+        .transpose()?;
+    let join = args
+        .memberlist_join
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|peer| parse_peer(peer, args.memberlist_port))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(GossipSettings {
+        port: args.memberlist_port,
+        advertise: args.memberlist_advertise_address,
+        key,
+        join,
+        pod_selector: args.memberlist_pod_selector.clone().map(|selector| {
+            let namespace = args
+                .memberlist_pod_namespace
+                .clone()
+                .unwrap_or_else(|| args.election.namespace.clone());
+            (selector, namespace)
+        }),
+        timers: Timers::fast_lan(),
+    })
+}
+
+/// `--metrics-address`: empty turns the server off.
+fn metrics_address(text: &str) -> Result<Option<SocketAddr>, Error> {
+    match text {
+        "" => Ok(None),
+        text => text
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::Config(format!("--metrics-address {text:?} is not ADDRESS:PORT"))),
+    }
+}
+
+/// `IP` or `IP:PORT` (IPv6 with a port as `[IP]:PORT`).
+fn parse_peer(text: &str, default_port: u16) -> Result<SocketAddr, Error> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, default_port))
+        .map_err(|_| Error::Config(format!("--memberlist-join: {text:?} is not IP or IP:PORT")))
+}
+
+/// The dead-man limit that goes with the gossip timers: about when the others
+/// declare a silent node down and take over (a probe period to notice, one
+/// more for the indirect probes, then the suspicion), so a node whose control
+/// plane died stops answering about when its successor starts (see
+/// docs/membership.md).
+pub fn dead_man_for(timers: &Timers) -> Duration {
+    timers.probe_period * 2 + timers.suspect_to_down
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{
+        cli::{Cli, Command},
+        error::ErrorKind,
+    };
+
+    fn config(extra: &[&str]) -> Result<RunConfig, Error> {
+        let mut argv = vec!["speaker", "run", "--node-name", "node-a"];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).expect("the flags parse");
+        let Command::Run(args) = cli.command else {
+            panic!("not `run`");
+        };
+        RunConfig::try_from(*args)
+    }
+
+    fn config_error(extra: &[&str]) -> String {
+        let e = config(extra).expect_err("refused");
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn defaults_are_metallbs() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.node_name, "node-a");
+        assert_eq!(c.source, Source::Kubernetes { kubeconfig: None });
+        assert_eq!(c.metrics_address, Some("0.0.0.0:7472".parse().unwrap()));
+        assert!(c.exclude.excludes("docker0"));
+        assert!(c.exclude.excludes("cali12ab"));
+        assert!(!c.exclude.excludes("eth0"));
+        assert_eq!(c.options.lb_class, None);
+        assert_eq!(c.announce.periodic, None);
+        let gossip = c.gossip.expect("memberlist is on by default");
+        assert_eq!(gossip.port, 7946);
+        assert!(gossip.join.is_empty());
+        assert_eq!(gossip.advertise, None);
+    }
+
+    #[test]
+    fn exclude_patterns_replace_the_default_and_empty_excludes_nothing() {
+        let c = config(&["--exclude-interfaces", "^eth1$,^bond.*"]).unwrap();
+        assert!(c.exclude.excludes("eth1"));
+        assert!(c.exclude.excludes("bond0"));
+        assert!(
+            !c.exclude.excludes("docker0"),
+            "the default list is replaced"
+        );
+        assert!(!c.exclude.excludes("eth10"));
+
+        let c = config(&["--exclude-interfaces="]).unwrap();
+        assert!(c.exclude.patterns().is_empty());
+        assert!(!c.exclude.excludes("docker0"));
+    }
+
+    #[test]
+    fn a_bad_exclude_pattern_is_one_line() {
+        let message = config_error(&["--exclude-interfaces", "eth(0"]);
+        assert!(message.starts_with("--exclude-interfaces: "), "{message}");
+        assert!(!message.contains('\n'), "{message:?}");
+    }
+
+    #[test]
+    fn peers_take_the_gossip_port_unless_they_name_one() {
+        let c = config(&[
+            "--memberlist-port",
+            "7000",
+            "--memberlist-join",
+            "192.0.2.1,192.0.2.2:7946,,2001:db8::1,[2001:db8::2]:8000",
+        ])
+        .unwrap();
+        let join: Vec<String> = c
+            .gossip
+            .unwrap()
+            .join
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            join,
+            [
+                "192.0.2.1:7000",
+                "192.0.2.2:7946",
+                "[2001:db8::1]:7000",
+                "[2001:db8::2]:8000"
+            ]
+        );
+        let message = config_error(&["--memberlist-join", "node-b"]);
+        assert_eq!(
+            message,
+            "--memberlist-join: \"node-b\" is not IP or IP:PORT"
+        );
+    }
+
+    #[test]
+    fn metrics_address_empty_is_off_and_garbage_is_refused() {
+        assert_eq!(
+            config(&["--metrics-address="]).unwrap().metrics_address,
+            None
+        );
+        assert_eq!(
+            config(&["--metrics-address", "[::1]:9000"])
+                .unwrap()
+                .metrics_address,
+            Some("[::1]:9000".parse().unwrap())
+        );
+        let message = config_error(&["--metrics-address", "7472"]);
+        assert!(message.contains("is not ADDRESS:PORT"), "{message}");
+    }
+
+    #[test]
+    fn dead_man_follows_gossip_timers_unless_given() {
+        let with_gossip = config(&[]).unwrap();
+        let timers = Timers::fast_lan();
+        assert_eq!(with_gossip.dead_man, dead_man_for(&timers));
+        assert!(with_gossip.dead_man > timers.suspect_to_down);
+
+        let without = config(&["--memberlist=false"]).unwrap();
+        assert!(without.gossip.is_none());
+        assert_eq!(without.dead_man, DEAD_MAN_WITHOUT_GOSSIP);
+
+        let given = config(&["--dead-man-timeout", "2.5"]).unwrap();
+        assert_eq!(given.dead_man, Duration::from_millis(2500));
+        let off = config(&["--dead-man-timeout", "0"]).unwrap();
+        assert_eq!(off.dead_man, Duration::ZERO);
+    }
+
+    #[test]
+    fn pod_namespace_defaults_to_the_metallb_namespace() {
+        let c = config(&[
+            "--memberlist-pod-selector",
+            "app=speaker",
+            "--namespace",
+            "lb",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.gossip.unwrap().pod_selector,
+            Some(("app=speaker".to_owned(), "lb".to_owned()))
+        );
+    }
+
+    #[test]
+    fn cluster_state_selects_the_file_source_and_a_missing_key_file_is_refused() {
+        let c = config(&[
+            "--cluster-state",
+            "/tmp/cluster.yaml",
+            "--gratuitous-interval",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(c.source, Source::File("/tmp/cluster.yaml".into()));
+        assert_eq!(c.announce.periodic, Some(Duration::from_secs(3)));
+        let message = config_error(&["--memberlist-key-file", "/nonexistent/xdp-speaker-key"]);
+        assert!(
+            message.contains("/nonexistent/xdp-speaker-key"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_empty_lb_class_means_no_class() {
+        assert_eq!(config(&["--lb-class="]).unwrap().options.lb_class, None);
+        assert_eq!(
+            config(&["--lb-class", "example.com/lb"])
+                .unwrap()
+                .options
+                .lb_class
+                .as_deref(),
+            Some("example.com/lb")
+        );
+    }
+}

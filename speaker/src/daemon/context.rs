@@ -1,0 +1,47 @@
+//! The handles every reconcile step of the daemon shares (as kube-rs
+//! controllers share a `Context`): configuration, the pinned maps, the
+//! announcer, metrics and diagnostics, the status sink, the daemon's health
+//! and the queue the cluster changes arrive on.
+
+use tokio::sync::mpsc;
+use tracing::error;
+
+use super::{config::RunConfig, heartbeat::Health};
+use crate::{
+    announce::Announcer, cluster::Change, dataplane::DataplaneMaps, error::Error,
+    metrics::MetricsState, status::StatusWriter,
+};
+
+pub struct Context {
+    pub config: RunConfig,
+    pub maps: DataplaneMaps,
+    pub announcer: Announcer,
+    /// Shared with the HTTP server: metrics, readiness, diagnostics.
+    pub metrics: MetricsState,
+    /// ServiceL2Status writes; `None` with the file source.
+    pub status: Option<StatusWriter>,
+    /// What the heartbeat thread watches: marked busy while computing.
+    pub health: Health,
+    /// Where membership updates go (into the same queue as cluster changes).
+    pub changes: mpsc::Sender<Change>,
+}
+
+impl Context {
+    /// Logs an error with its kind and counts it in
+    /// `xdp_speaker_errors_total`; `what` names what was being done.
+    pub fn report_error(&self, what: &str, error: &Error) {
+        self.metrics.diagnostics.count(error);
+        error!(error = %error, kind = %error.kind(), "{what}: {error}");
+    }
+
+    /// [`Self::report_error`], and `/readyz` says so until
+    /// [`Self::recovered`] is called with the same `what`.
+    pub fn report_standing_error(&self, what: &'static str, error: &Error) {
+        self.report_error(what, error);
+        self.metrics.diagnostics.raise(what, error);
+    }
+
+    pub fn recovered(&self, what: &'static str) {
+        self.metrics.diagnostics.clear(what);
+    }
+}

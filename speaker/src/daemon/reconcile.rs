@@ -1,0 +1,338 @@
+//! The reconcile steps of the daemon: cluster changes through the settle
+//! gate into the reconciler, its decisions into logs and status, and what
+//! this node owns into the maps and announcements. Each step takes the
+//! shared [`Context`] and the node-local [`NodeState`].
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use tracing::{error, info, warn};
+
+use super::{
+    context::Context,
+    reconciler::{DecisionChange, InterfaceSelection, OwnedIp, Reconciler},
+    settle::{GateEvent, SettleGate, Step},
+};
+use crate::{
+    cluster::{Change, ServiceKey},
+    dataplane::{self, sync},
+    election::{Decision, Membership},
+    error::Error,
+    interfaces::{self, announce_interfaces, Interface},
+    membership::Gossip,
+};
+
+/// What the daemon keeps between events, apart from the shared handles.
+pub struct NodeState {
+    pub reconciler: Reconciler,
+    /// When the election may use gossip's member set, and the maps be
+    /// written.
+    pub gate: SettleGate,
+    pub interfaces: Vec<Interface>,
+    /// Interfaces the responder has been attached to (or re-attached to, which
+    /// replaces an adopted program atomically) by this process.
+    pub attached: BTreeSet<String>,
+    /// Services whose listed interfaces are all missing here, already reported.
+    pub failed: BTreeSet<ServiceKey>,
+    /// Running gossip, once started (at start, or after the first cluster
+    /// description when the advertise address comes from our Node object).
+    pub gossip: Option<Gossip>,
+    /// Speaker pods' IPs, when listed by label.
+    pub pod_peers: Vec<IpAddr>,
+    /// Gossip's member reports, from a just-started gossip until the loop
+    /// hands them to a supervised forwarding task.
+    pub pending_members: Option<tokio::sync::watch::Receiver<BTreeSet<String>>>,
+}
+
+/// Map or link updates failed; `/readyz` says so until a sync succeeds.
+const MAPS: &str = "dataplane maps";
+
+/// Applies a batch of cluster changes, then reports and syncs.
+pub async fn apply(ctx: &mut Context, node: &mut NodeState, batch: Vec<Change>) {
+    let health = ctx.health.clone();
+    let busy = health.busy();
+    let mut decisions = Vec::new();
+    let mut nodes_changed = false;
+    for change in batch {
+        if let Change::Membership(Membership::Members(members)) = change {
+            // Only through the gate: until membership has settled the
+            // reconciler keeps the empty member set it started with.
+            let step = node.gate.members_reported(members);
+            decisions.extend(pass_gate(node, step));
+            continue;
+        }
+        let synced = matches!(change, Change::Reset(_));
+        let nodes = synced || matches!(change, Change::Nodes(_));
+        decisions.extend(node.reconciler.apply(change));
+        if nodes {
+            nodes_changed = true;
+            let step = node.gate.nodes_known(gossiping_nodes(&node.reconciler));
+            decisions.extend(pass_gate(node, step));
+        }
+        if synced {
+            ctx.metrics.client.config_loaded.set(1);
+            let step = node.gate.source_synced();
+            decisions.extend(pass_gate(node, step));
+        }
+    }
+    // Awaiting other components (gossip, the API server) is not work the
+    // heartbeat should wait for: only the computing above and below is.
+    drop(busy);
+    if nodes_changed {
+        super::gossip::nodes_changed(ctx, node).await;
+    }
+    settle_decided(ctx, node, decisions).await;
+}
+
+/// The settle deadline came: settles by time unless our gossip key looks
+/// wrong.
+pub async fn settle_deadline(ctx: &mut Context, node: &mut NodeState) {
+    let key_mismatch = node.gossip.as_ref().is_some_and(Gossip::key_mismatch);
+    let step = node
+        .gate
+        .deadline_reached(tokio::time::Instant::now(), key_mismatch);
+    let decisions = pass_gate(node, step);
+    settle_decided(ctx, node, decisions).await;
+}
+
+/// Reports the decisions and brings the maps in line.
+async fn settle_decided(ctx: &mut Context, node: &mut NodeState, decisions: Vec<DecisionChange>) {
+    for change in &decisions {
+        report(ctx, node, change).await;
+    }
+    sync(ctx, node).await;
+}
+
+/// Logs the gate's event and hands what it lets through to the reconciler.
+fn pass_gate(node: &mut NodeState, step: Step) -> Vec<DecisionChange> {
+    match step.event {
+        Some(GateEvent::SettledByMembers) => info!("membership settled: every node is a member"),
+        Some(GateEvent::SettledByTime) => {
+            info!("membership settled by time: electing with the members seen so far")
+        }
+        // Alone because every peer's gossip fails authentication: a
+        // configuration error, not dead peers.
+        Some(GateEvent::KeyMismatch) => error!(
+            "not announcing: gossip from the other speakers fails authentication \
+             (is --memberlist-key-file the same on every node?)"
+        ),
+        None => {}
+    }
+    match step.hand {
+        Some(members) => node
+            .reconciler
+            .apply(Change::Membership(Membership::Members(members))),
+        None => Vec::new(),
+    }
+}
+
+/// Nodes that could gossip: those with an address.
+fn gossiping_nodes(reconciler: &Reconciler) -> BTreeSet<String> {
+    reconciler
+        .view()
+        .nodes()
+        .iter()
+        .filter(|n| !n.internal_ips.is_empty())
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+/// Logs every gain and withdrawal with its reason, and writes status.
+/// Costs what the one service holds, not what the node owns.
+async fn report(ctx: &Context, node: &mut NodeState, change: &DecisionChange) {
+    let was = change.before.as_ref().is_some_and(Decision::is_announce);
+    let is = change.after.as_ref().is_some_and(Decision::is_announce);
+    let service = &change.service;
+    if !was && is {
+        let ips: Vec<String> = node
+            .reconciler
+            .owned_by(service)
+            .map(|(ip, _)| ip.to_string())
+            .collect();
+        info!(
+            event = "serviceAnnounced",
+            service = %service,
+            ip = ips.join(","),
+            node = ctx.config.node_name,
+            protocol = "layer2",
+            "{service}: announcing from this node"
+        );
+        if let Some(status) = &ctx.status {
+            let interfaces = interface_names_for(node, service);
+            status.announcing(service, &interfaces).await;
+        }
+    } else if was && !is {
+        let reason = change
+            .after
+            .as_ref()
+            .map_or_else(|| "service gone".to_owned(), |d| d.to_string());
+        info!(
+            event = "serviceWithdrawn",
+            service = %service,
+            node = ctx.config.node_name,
+            protocol = "layer2",
+            reason,
+            "{service}: withdrawn ({reason})"
+        );
+        node.failed.remove(service);
+        if let Some(status) = &ctx.status {
+            status.withdrawn(service, &reason).await;
+        }
+    }
+}
+
+fn interface_names_for(node: &NodeState, service: &ServiceKey) -> Vec<String> {
+    let selections: Vec<&InterfaceSelection> = node
+        .reconciler
+        .owned_by(service)
+        .map(|(_, o)| &o.interfaces)
+        .collect();
+    node.interfaces
+        .iter()
+        .filter(|i| selections.iter().any(|s| selects(s, &i.name)))
+        .map(|i| i.name.clone())
+        .collect()
+}
+
+pub fn rescan_interfaces(ctx: &Context, node: &mut NodeState) {
+    match announce_interfaces(&ctx.config.exclude) {
+        Ok(found) => {
+            if found != node.interfaces {
+                let names: Vec<&str> = found.iter().map(|i| i.name.as_str()).collect();
+                info!("announcing on interfaces: {}", names.join(", "));
+            }
+            node.interfaces = found;
+        }
+        // Keep the last good list: a failed scan must not withdraw anything.
+        Err(e) => ctx.report_error("listing interfaces", &e),
+    }
+}
+
+/// Brings the maps to exactly what this node owns, on the interfaces it
+/// announces on; starts announcements for what is new.
+pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
+    if !node.gate.is_open() {
+        return;
+    }
+    let health = ctx.health.clone();
+    let busy = health.busy();
+    ctx.metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let owned = node.reconciler.owned();
+    if let Ok(mut announced) = ctx.metrics.announced.write() {
+        *announced = owned
+            .iter()
+            .flat_map(|(ip, o)| o.services.iter().map(move |s| (s.clone(), *ip)))
+            .collect();
+    }
+    let (desired, unplaceable) = desired(node);
+    drop(busy);
+    for (ip, entry) in unplaceable {
+        announce_failed(ctx, node, ip, &entry).await;
+    }
+    let _busy = health.busy();
+    let mut attach_failed = None;
+    for name in desired
+        .iter()
+        .map(|d| d.interface.name.clone())
+        .collect::<BTreeSet<_>>()
+    {
+        if node.attached.contains(&name) {
+            continue;
+        }
+        match dataplane::attach(
+            &ctx.config.pins,
+            &name,
+            ctx.config.xdp_mode,
+            dataplane::RESPONDER,
+        ) {
+            Ok(_) => {
+                node.attached.insert(name);
+            }
+            Err(e) => {
+                ctx.report_error(&format!("attaching XDP to {name}"), &e);
+                attach_failed = Some(e);
+            }
+        }
+    }
+    let report = match sync::apply(&mut ctx.maps, &desired) {
+        Ok(report) => report,
+        Err(e) => {
+            ctx.report_standing_error(MAPS, &e);
+            return;
+        }
+    };
+    match attach_failed {
+        Some(e) => ctx.metrics.diagnostics.raise(MAPS, &e),
+        None => ctx.recovered(MAPS),
+    }
+    // sync::apply logs each map change; the announcer logs each burst.
+    for (ip, interface) in report.added.iter().chain(&report.updated_mac) {
+        ctx.announcer.gained(*ip, interface);
+    }
+    for (ip, ifindex) in &report.removed {
+        ctx.announcer.lost(*ip, *ifindex);
+    }
+    for (ip, why) in &report.failed {
+        let e = Error::Bpf {
+            context: format!("{ip}: not programmed"),
+            message: why.to_string(),
+        };
+        ctx.report_error("updating the VIP maps", &e);
+    }
+}
+
+/// The (VIP, interface) pairs to program, and the owned IPs none of
+/// whose interfaces exist here.
+fn desired(node: &NodeState) -> (Vec<sync::DesiredVip>, Vec<(IpAddr, OwnedIp)>) {
+    let mut desired = Vec::new();
+    let mut unplaceable = Vec::new();
+    for (ip, entry) in node.reconciler.owned() {
+        let named = match &entry.interfaces {
+            InterfaceSelection::All => None,
+            InterfaceSelection::Named(names) => Some(names),
+        };
+        let chosen = interfaces::select(&node.interfaces, named);
+        if chosen.is_empty() {
+            unplaceable.push((*ip, entry.clone()));
+        }
+        desired.extend(chosen.into_iter().map(|interface| sync::DesiredVip {
+            address: *ip,
+            interface,
+        }));
+    }
+    (desired, unplaceable)
+}
+
+/// MetalLB's `announceFailed`: the winner lacks every listed interface.
+/// Nobody else takes over (interfaces play no part in the election).
+async fn announce_failed(ctx: &Context, node: &mut NodeState, ip: IpAddr, entry: &OwnedIp) {
+    for service in &entry.services {
+        if !node.failed.insert(service.clone()) {
+            continue;
+        }
+        let message = match &entry.interfaces {
+            InterfaceSelection::All => "no usable interface on this node".to_owned(),
+            InterfaceSelection::Named(names) => format!(
+                "none of the interfaces {} exists on this node",
+                names.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
+        warn!(
+            event = "announceFailed",
+            service = %service,
+            ip = %ip,
+            "{service}: cannot announce {ip}: {message}"
+        );
+        if let Some(status) = &ctx.status {
+            status.announce_failed(service, &message).await;
+        }
+    }
+}
+
+fn selects(selection: &InterfaceSelection, name: &str) -> bool {
+    match selection {
+        InterfaceSelection::All => true,
+        InterfaceSelection::Named(names) => names.contains(name),
+    }
+}
