@@ -275,6 +275,8 @@ def test_default_daemonset(chart: helm.Chart) -> None:
     assert r.flag("log-level") == "info"
     assert r.flag("log-format") == "json"
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    # POD_IP is read: it is the address the other speakers gossip with.
+    assert r.flag("memberlist-advertise-address") == "$(POD_IP)"
     assert r.flag("node-name") == "$(NODE_NAME)"
     assert "--memberlist=true" in r.args
     assert r.flag("memberlist-port") == "7946"
@@ -289,7 +291,6 @@ def test_default_daemonset(chart: helm.Chart) -> None:
     ports = {(p["name"], p["protocol"]): p["containerPort"] for p in speaker["ports"]}
     assert ports == {
         ("monitoring", "TCP"): METRICS_PORT,
-        ("memberlist-tcp", "TCP"): 7946,
         ("memberlist-udp", "UDP"): 7946,
     }
 
@@ -583,6 +584,7 @@ def test_memberlist_disabled(chart: helm.Chart) -> None:
     assert "--memberlist=true" not in r.args
     assert r.flag("memberlist-port") is None
     assert r.flag("memberlist-key-file") is None
+    assert r.flag("memberlist-advertise-address") is None
     assert r.all("Secret") == []
     assert "memberlist-key" not in {v["name"] for v in r.pod["volumes"]}
     assert "memberlist-key" not in {m["name"] for m in r.speaker["volumeMounts"]}
@@ -639,10 +641,11 @@ def test_preferred_node_affinity_without_memberlist_renders(chart: helm.Chart) -
     assert pod["affinity"] == affinity
 
 
-def test_metrics_and_gossip_ports_must_differ(chart: helm.Chart) -> None:
-    with pytest.raises(helm.HelmRenderError, match="cannot share a TCP port"):
-        render(chart, {"speaker": {"metricsPort": 7946}})
-    render(chart, {"speaker": {"metricsPort": 7946, "memberlist": {"enabled": False}}})
+def test_gossip_is_udp_only_so_it_may_share_the_metrics_port_number(chart: helm.Chart) -> None:
+    # The speaker never listens on TCP for gossip: the chart declares no TCP port for it.
+    r = render(chart, {"speaker": {"metricsPort": 7946}})
+    ports = {(p["name"], p["protocol"]): p["containerPort"] for p in r.speaker["ports"]}
+    assert ports == {("monitoring", "TCP"): 7946, ("memberlist-udp", "UDP"): 7946}
 
 
 # ---------------------------------------------------------------- flags from values

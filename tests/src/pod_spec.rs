@@ -698,6 +698,10 @@ mod tests {
         assert!(run
             .args
             .contains(&"--memberlist-key-file=/etc/xdp-speaker/memberlist/secretkey".to_owned()));
+        // POD_IP reaches the speaker: it is the gossip's advertise address.
+        assert!(run
+            .args
+            .contains(&"--memberlist-advertise-address=192.0.2.1".to_owned()));
     }
 
     #[test]

@@ -97,9 +97,6 @@ An empty value ("--exclude-interfaces=") excludes nothing.
 {{/*
 Refuse combinations that cannot work. Called from the DaemonSet template.
 
-The metrics port and the gossip port are both TCP ports on the node
-(hostNetwork): they must differ.
-
 With membership disabled the speaker treats every node with a Node object as a
 candidate (that is what "disabled" means: liveness unknown, not empty). A node
 without a speaker can then win an IP and nobody answers for it, so every node
@@ -107,9 +104,6 @@ must run one: a nodeSelector or required node affinity is refused, as MetalLB's
 chart does since v0.15.
 */}}
 {{- define "xdp-speaker.validate" -}}
-{{- if and .Values.speaker.memberlist.enabled (eq (int .Values.speaker.metricsPort) (int .Values.speaker.memberlist.mlBindPort)) }}
-{{- fail (printf "speaker.metricsPort and speaker.memberlist.mlBindPort are both %d: the metrics server and the gossip cannot share a TCP port on the node." (int .Values.speaker.metricsPort)) }}
-{{- end }}
 {{- if not .Values.speaker.memberlist.enabled }}
 {{- $restricted := list }}
 {{- if .Values.speaker.nodeSelector }}
