@@ -26,6 +26,9 @@
 //!   YAML written in place is logged and ignored by both speakers; iris1
 //!   keeps its VIPs, withdraws nothing and keeps answering; a later valid
 //!   edit (atomic rename) moves the VIPs to iris2. Generic XDP mode.
+//! - `a_task_that_fails_ends_the_process_with_one_line`: a metrics server
+//!   that cannot bind ends the daemon with exit status 1 and one error line
+//!   (supervision), where a speaker with a usable address keeps running.
 //!
 //! Needs root, iproute2, arping (either package), ndisc6, ping; fails, not
 //! skips, without them. Run: `cargo test -p speaker-tests --test run_file_lab`.
@@ -418,4 +421,58 @@ fn invalid_edit_keeps_the_owner_and_a_later_valid_edit_applies() {
         fabric.all_logs()
     );
     assert_only_owner_answers(&fabric, "iris2", 2);
+}
+
+/// A long-lived task that cannot run ends the daemon, not just itself: with
+/// a metrics address that does not exist in the node's namespace the
+/// metrics server fails at once, and the process exits non-zero with one
+/// error line (Kubernetes restarts a pod that exits; a daemon left running
+/// without its /healthz would be half-alive). An address the namespace has
+/// keeps the same speaker running.
+#[test]
+fn a_task_that_fails_ends_the_process_with_one_line() {
+    let fabric = iris_fabric();
+    fabric.write_cluster_state(&iris_yaml());
+    // TEST-NET-2: assigned to no interface of the lab.
+    let unbindable = "198.51.100.1:7472";
+    let speaker = fabric.start_speaker(
+        "iris1",
+        &SpeakerOptions::file(SpeakerMode::Generic).arg(&format!("--metrics-address={unbindable}")),
+    );
+    let status = speaker.wait(SETTLE_LIMIT).unwrap_or_else(|| {
+        panic!(
+            "the speaker kept running without its metrics server:\n{}",
+            fabric.all_logs()
+        )
+    });
+    assert_eq!(status.code(), Some(1), "{}", speaker.log());
+    let log = speaker.log();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("speaker: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].starts_with(&format!(
+            "speaker: error: serving metrics on {unbindable}: "
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        log.lines().last(),
+        Some(errors[0]),
+        "the error is the last line:\n{log}"
+    );
+
+    let fine = fabric.start_speaker(
+        "iris2",
+        &SpeakerOptions::file(SpeakerMode::Generic).arg("--metrics-address=192.0.2.12:7472"),
+    );
+    assert!(
+        fine.wait_log("metrics and health on", SETTLE_LIMIT)
+            .is_some(),
+        "{}",
+        fabric.all_logs()
+    );
+    assert!(fine.is_running(), "{}", fabric.all_logs());
 }
