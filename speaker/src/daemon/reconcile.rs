@@ -8,6 +8,7 @@ use std::{collections::BTreeSet, net::IpAddr};
 use tracing::{error, info, warn};
 
 use super::{
+    config::RunConfig,
     context::Context,
     reconciler::{DecisionChange, InterfaceSelection, OwnedIp, Reconciler},
     settle::{GateEvent, SettleGate, Step},
@@ -41,6 +42,35 @@ pub struct NodeState {
     /// Gossip's member reports, from a just-started gossip until the loop
     /// hands them to a supervised forwarding task.
     pub pending_members: Option<tokio::sync::watch::Receiver<BTreeSet<String>>>,
+}
+
+impl NodeState {
+    pub fn new(config: &RunConfig) -> Self {
+        let gossiping = config.gossip.is_some();
+        NodeState {
+            reconciler: Reconciler::new(
+                config.node_name.clone(),
+                config.options.clone(),
+                if gossiping {
+                    // Nobody wins until the gate hands the settled member set.
+                    Membership::Members(BTreeSet::new())
+                } else {
+                    config.membership.clone()
+                },
+            ),
+            gate: if gossiping {
+                SettleGate::closed()
+            } else {
+                SettleGate::without_gossip()
+            },
+            interfaces: Vec::new(),
+            attached: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            gossip: None,
+            pod_peers: Vec::new(),
+            pending_members: None,
+        }
+    }
 }
 
 /// Map or link updates failed; `/readyz` says so until a sync succeeds.

@@ -1,7 +1,7 @@
 //! The daemon's event loop: cluster changes, interface changes, the settle
 //! deadline and ended tasks in; the reconcile steps do the rest.
 
-use std::{collections::BTreeSet, net::IpAddr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 use tracing::{info, warn};
@@ -12,8 +12,6 @@ use super::{
     gossip,
     heartbeat::{Health, Heartbeat, STALL_LIMIT},
     reconcile::{self, NodeState},
-    reconciler::Reconciler,
-    settle::SettleGate,
     supervise::{Supervisor, Task, Verdict},
 };
 use crate::{
@@ -46,6 +44,15 @@ pub fn start(config: RunConfig) -> Result<()> {
     result
 }
 
+/// What the loop waits on, besides the settle gate's deadline.
+struct Inputs {
+    changes: mpsc::Receiver<Change>,
+    speaker_pods: mpsc::Receiver<Vec<IpAddr>>,
+    links: LinkWatcher,
+    tasks: Supervisor,
+    terminate: tokio::signal::unix::Signal,
+}
+
 pub async fn run(config: RunConfig) -> Result<()> {
     dataplane::capabilities::require(&dataplane::capabilities::DAEMON)?;
     // Creating (or adopting) the pinned maps needs the object loaded once.
@@ -66,8 +73,8 @@ pub async fn run(config: RunConfig) -> Result<()> {
         warn!("no --memberlist-key-file: gossip is not encrypted or authenticated");
     }
 
-    let (changes_tx, mut changes) = mpsc::channel::<Change>(1024);
-    let (pods_tx, mut speaker_pods) = mpsc::channel::<Vec<IpAddr>>(4);
+    let (changes_tx, changes) = mpsc::channel::<Change>(1024);
+    let (pods_tx, speaker_pods) = mpsc::channel::<Vec<IpAddr>>(4);
     let mut tasks = Supervisor::new();
     let announcer = Announcer::new(config.announce);
     let mut metrics = MetricsState::new(
@@ -88,32 +95,15 @@ pub async fn run(config: RunConfig) -> Result<()> {
             }
         });
     }
-    let mut links = LinkWatcher::new()?;
-
-    let gossiping = config.gossip.is_some();
-    let mut node = NodeState {
-        reconciler: Reconciler::new(
-            config.node_name.clone(),
-            config.options.clone(),
-            if gossiping {
-                // Nobody wins until the gate hands the settled member set.
-                Membership::Members(BTreeSet::new())
-            } else {
-                config.membership.clone()
-            },
-        ),
-        gate: if gossiping {
-            SettleGate::closed()
-        } else {
-            SettleGate::without_gossip()
-        },
-        interfaces: Vec::new(),
-        attached: BTreeSet::new(),
-        failed: BTreeSet::new(),
-        gossip: None,
-        pod_peers: Vec::new(),
-        pending_members: None,
+    let mut inputs = Inputs {
+        changes,
+        speaker_pods,
+        links: LinkWatcher::new()?,
+        tasks,
+        terminate: tokio::signal::unix::signal(SignalKind::terminate())
+            .map_err(|e| Error::io("installing the SIGTERM handler", e))?,
     };
+    let mut node = NodeState::new(&config);
     let mut ctx = Context {
         config,
         maps,
@@ -127,9 +117,6 @@ pub async fn run(config: RunConfig) -> Result<()> {
     if let Some(ip) = ctx.config.gossip.as_ref().and_then(|g| g.advertise) {
         gossip::start(&mut ctx, &mut node, ip).await?;
     }
-
-    let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())
-        .map_err(|e| Error::io("installing the SIGTERM handler", e))?;
     info!(
         "speaker running as node {:?}, membership {}",
         ctx.config.node_name,
@@ -139,59 +126,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
             (None, Membership::Members(m)) => format!("fixed, {} member(s)", m.len()),
         }
     );
-    let outcome = loop {
-        if let Some(members) = node.pending_members.take() {
-            let changes = ctx.changes.clone();
-            tasks.spawn(Task::Membership, move || {
-                gossip::forward_members(members.clone(), changes.clone())
-            });
-        }
-        let wake = node.gate.wake_at();
-        tokio::select! {
-            Some(change) = changes.recv() => {
-                let mut batch = vec![change];
-                while let Ok(more) = changes.try_recv() {
-                    batch.push(more);
-                }
-                if batch.iter().any(|c| matches!(c, Change::Reset(_))) {
-                    // The source (re)started and described the cluster.
-                    ctx.recovered(Task::KubeWatches.name());
-                }
-                reconcile::apply(&mut ctx, &mut node, batch).await;
-            }
-            Some(addresses) = speaker_pods.recv() => {
-                ctx.recovered(Task::SpeakerPods.name());
-                node.pod_peers = addresses;
-                gossip::join_peers(&ctx, &node);
-            }
-            changed = links.changed() => {
-                if let Err(e) = changed {
-                    ctx.report_error("link events", &e);
-                }
-                reconcile::rescan_interfaces(&ctx, &mut node);
-                reconcile::sync(&mut ctx, &mut node).await;
-            }
-            _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {
-                reconcile::settle_deadline(&mut ctx, &mut node).await;
-            }
-            (task, ended) = tasks.next_ended() => {
-                let verdict = tasks.handle(task, &ended);
-                let error = ended.into_error(task);
-                match verdict {
-                    Verdict::Restart { after } => {
-                        ctx.report_standing_error(task.name(), &error);
-                        warn!(task = task.name(), "restarting {} in {after:?}", task.name());
-                    }
-                    Verdict::Exit => {
-                        ctx.metrics.diagnostics.count(&error);
-                        break Err(error);
-                    }
-                }
-            }
-            _ = tokio::signal::ctrl_c() => break Ok(()),
-            _ = terminate.recv() => break Ok(()),
-        }
-    };
+    let outcome = event_loop(&mut ctx, &mut node, &mut inputs).await;
     // The loop is gone: /healthz says so while the process winds down.
     ctx.health.close();
     if let Some(gossip) = &node.gossip {
@@ -204,6 +139,63 @@ pub async fn run(config: RunConfig) -> Result<()> {
     // If none comes back, the dead-man switch stops the answers.
     info!("stopping; pinned maps and links stay for the next speaker");
     outcome
+}
+
+/// Until a termination signal (`Ok`) or a task whose end is fatal (`Err`).
+async fn event_loop(ctx: &mut Context, node: &mut NodeState, inputs: &mut Inputs) -> Result<()> {
+    loop {
+        if let Some(members) = node.pending_members.take() {
+            let changes = ctx.changes.clone();
+            inputs.tasks.spawn(Task::Membership, move || {
+                gossip::forward_members(members.clone(), changes.clone())
+            });
+        }
+        let wake = node.gate.wake_at();
+        tokio::select! {
+            Some(change) = inputs.changes.recv() => {
+                let mut batch = vec![change];
+                while let Ok(more) = inputs.changes.try_recv() {
+                    batch.push(more);
+                }
+                if batch.iter().any(|c| matches!(c, Change::Reset(_))) {
+                    // The source (re)started and described the cluster.
+                    ctx.recovered(Task::KubeWatches.name());
+                }
+                reconcile::apply(ctx, node, batch).await;
+            }
+            Some(addresses) = inputs.speaker_pods.recv() => {
+                ctx.recovered(Task::SpeakerPods.name());
+                node.pod_peers = addresses;
+                gossip::join_peers(ctx, node);
+            }
+            changed = inputs.links.changed() => {
+                if let Err(e) = changed {
+                    ctx.report_error("link events", &e);
+                }
+                reconcile::rescan_interfaces(ctx, node);
+                reconcile::sync(ctx, node).await;
+            }
+            _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {
+                reconcile::settle_deadline(ctx, node).await;
+            }
+            (task, ended) = inputs.tasks.next_ended() => {
+                let verdict = inputs.tasks.handle(task, &ended);
+                let error = ended.into_error(task);
+                match verdict {
+                    Verdict::Restart { after } => {
+                        ctx.report_standing_error(task.name(), &error);
+                        warn!(task = task.name(), "restarting {} in {after:?}", task.name());
+                    }
+                    Verdict::Exit => {
+                        ctx.metrics.diagnostics.count(&error);
+                        return Err(error);
+                    }
+                }
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = inputs.terminate.recv() => return Ok(()),
+        }
+    }
 }
 
 /// Starts the cluster source (and, with Kubernetes, the speaker-pod lister)

@@ -21,6 +21,9 @@ pub enum Task {
     KubeWatches,
     /// The speaker-pod lister that finds gossip peers.
     SpeakerPods,
+    /// The ServiceL2Status writer, for a status reconciler that runs as a
+    /// task of its own (the `kube` work moves status writes there).
+    StatusWriter,
     /// The cluster-state file watcher.
     FileSource,
     /// `/metrics`, `/healthz`, `/readyz`.
@@ -34,6 +37,7 @@ impl Task {
         match self {
             Task::KubeWatches => "the Kubernetes watches",
             Task::SpeakerPods => "the speaker pod listing",
+            Task::StatusWriter => "the status writer",
             Task::FileSource => "the cluster state file watch",
             Task::MetricsServer => "the metrics server",
             Task::Membership => "the gossip membership",
@@ -91,9 +95,11 @@ pub const HEALTHY_RUN: Duration = Duration::from_secs(120);
 /// Kubernetes restarts the pod.
 pub fn verdict(task: Task, ended: &Ended, failures: u32) -> Verdict {
     match (task, ended) {
-        (Task::KubeWatches | Task::SpeakerPods, Ended::Returned(_)) => Verdict::Restart {
-            after: backoff(failures),
-        },
+        (Task::KubeWatches | Task::SpeakerPods | Task::StatusWriter, Ended::Returned(_)) => {
+            Verdict::Restart {
+                after: backoff(failures),
+            }
+        }
         _ => Verdict::Exit,
     }
 }
@@ -222,12 +228,14 @@ mod tests {
             .collect();
         let seconds: Vec<u64> = waits.iter().map(Duration::as_secs).collect();
         assert_eq!(seconds, [1, 2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(
-            verdict(Task::SpeakerPods, &Ended::Returned(Ok(())), 0),
-            Verdict::Restart {
-                after: FIRST_BACKOFF
-            }
-        );
+        for task in [Task::SpeakerPods, Task::StatusWriter] {
+            assert_eq!(
+                verdict(task, &Ended::Returned(Ok(())), 0),
+                Verdict::Restart {
+                    after: FIRST_BACKOFF
+                }
+            );
+        }
         assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
     }
 
