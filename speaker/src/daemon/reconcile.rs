@@ -120,7 +120,11 @@ pub async fn settle_deadline(ctx: &mut Context, node: &mut NodeState) {
     let step = node
         .gate
         .deadline_reached(tokio::time::Instant::now(), key_mismatch);
+    let health = ctx.health.clone();
+    // Settling re-elects every service: work the heartbeat thread watches.
+    let busy = health.busy();
     let decisions = pass_gate(node, step);
+    drop(busy);
     settle_decided(ctx, node, decisions).await;
 }
 
