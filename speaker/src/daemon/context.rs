@@ -31,7 +31,7 @@ impl Context {
     /// `xdp_speaker_errors_total`; `what` names what was being done.
     pub fn report_error(&self, what: &str, error: &Error) {
         self.metrics.diagnostics.count(error);
-        error!(error = %error, kind = %error.kind(), "{what}: {error}");
+        error!(error = %error, error_kind = %error.kind(), "{what}: {error}");
     }
 
     /// [`Self::report_error`], and `/readyz` says so until
