@@ -14,7 +14,7 @@ use speaker::{
     cluster::{self, Problem},
     daemon::change::{Change, ServiceKey},
     election::{Endpoint, Node, Service},
-    sources::kube::{KubeSource, SkippedObjects},
+    kube::{KubeSource, SkippedObjects},
 };
 use speaker_tests::kube_emulator::{KubeEmulator, Part};
 use tokio::{sync::mpsc, task::JoinHandle};

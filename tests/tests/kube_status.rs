@@ -9,7 +9,7 @@ use std::{
 use serde_json::{json, Value};
 use speaker::{
     daemon::change::ServiceKey,
-    status::{StatusWriter, LABEL_NODE, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE},
+    kube::status::{StatusWriter, LABEL_NODE, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE},
 };
 use speaker_tests::kube_emulator::KubeEmulator;
 

@@ -22,10 +22,10 @@ use crate::{
     election::{Decision, ElectionOptions, Membership},
     error::{Error, Result},
     interfaces::{self, announce_interfaces, ExcludeList, Interface, LinkWatcher},
+    kube::{self, status::StatusWriter},
     membership::{Gossip, GossipConfig, Key, Timers},
     metrics::{ClientStats, MetricsState},
     sources,
-    status::StatusWriter,
 };
 
 /// Where the cluster comes from.
@@ -139,7 +139,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
             None
         }
         Source::Kubernetes { kubeconfig } => {
-            let client = sources::kube::client(kubeconfig.as_deref())
+            let client = kube::client(kubeconfig.as_deref())
                 .await
                 .map_err(|e| Error::Cluster(e.to_string()))?;
             let namespace = config.options.metallb_namespace.clone();
@@ -147,7 +147,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
             if let Some((selector, pod_namespace)) =
                 config.gossip.as_ref().and_then(|g| g.pod_selector.clone())
             {
-                tokio::spawn(sources::kube::speaker_pod_addresses(
+                tokio::spawn(kube::speaker_pod_addresses(
                     client.clone(),
                     pod_namespace,
                     selector,
@@ -157,9 +157,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
             }
             let stats = client_stats.clone();
             tokio::spawn(async move {
-                if let Err(e) =
-                    sources::kube::run(source_client, namespace.clone(), tx, stats).await
-                {
+                if let Err(e) = kube::run(source_client, namespace.clone(), tx, stats).await {
                     error!(error = %e, "Kubernetes watches stopped: {e}");
                 }
             });

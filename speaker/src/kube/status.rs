@@ -24,10 +24,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 use kube::{
-    api::{
-        Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-        TypeMeta,
-    },
+    api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, TypeMeta},
     runtime::events::{Event, EventType, Recorder, Reporter},
     Client, Resource, ResourceExt,
 };
@@ -35,10 +32,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::{
-    daemon::change::ServiceKey,
-    sources::kube::{METALLB_GROUP, METALLB_VERSION},
-};
+use super::resources::service_l2_status_resource;
+use crate::daemon::change::ServiceKey;
 
 pub const LABEL_NODE: &str = "metallb.io/node";
 pub const LABEL_SERVICE_NAME: &str = "metallb.io/service-name";
@@ -53,17 +48,6 @@ const PROTOCOL: &str = "layer2";
 
 /// One write is given up after this; the next one is tried.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// `metallb.io/v1beta1` `ServiceL2Status`.
-pub fn service_l2_status_resource() -> ApiResource {
-    ApiResource {
-        group: METALLB_GROUP.to_owned(),
-        version: METALLB_VERSION.to_owned(),
-        api_version: format!("{METALLB_GROUP}/{METALLB_VERSION}"),
-        kind: "ServiceL2Status".to_owned(),
-        plural: "servicel2statuses".to_owned(),
-    }
-}
 
 /// The `nodeAssigned` message, word for word MetalLB's.
 pub fn node_assigned_message(node: &str) -> String {
