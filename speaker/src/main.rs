@@ -222,6 +222,11 @@ fn run_daemon(args: speaker::cli::RunArgs) -> Result<(), Error> {
         dead_man: dead_man_timeout,
         gossip,
         heartbeat_interval: speaker::daemon::heartbeat::REFRESH_PERIOD,
+        speaker_pod: speaker::kube::status::SpeakerPod::from_downward_api(
+            args.pod_name,
+            args.pod_uid,
+            args.memberlist_pod_namespace,
+        ),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -2,7 +2,7 @@
 //! heartbeat tick in; map updates, announcements and status out.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     time::Duration,
@@ -22,7 +22,10 @@ use crate::{
     election::{Decision, ElectionOptions, Membership},
     error::{Error, Result},
     interfaces::{self, announce_interfaces, ExcludeList, Interface, LinkWatcher},
-    kube::{self, status::StatusWriter},
+    kube::{
+        self,
+        status::{AnnouncedServices, SpeakerPod, StatusConfig, StatusWriter},
+    },
     membership::{Gossip, GossipConfig, Key, Timers},
     metrics::{ClientStats, MetricsState},
     sources,
@@ -53,6 +56,8 @@ pub struct RunConfig {
     pub metrics_address: Option<std::net::SocketAddr>,
     /// Gossip membership; `None` runs with membership disabled.
     pub gossip: Option<GossipSettings>,
+    /// The speaker's Pod, owner of its ServiceL2Statuses.
+    pub speaker_pod: Option<SpeakerPod>,
 }
 
 /// `--memberlist*`: how this speaker gossips with the others.
@@ -163,8 +168,11 @@ pub async fn run(config: RunConfig) -> Result<()> {
             });
             Some(StatusWriter::new(
                 client,
-                config.node_name.clone(),
-                config.options.metallb_namespace.clone(),
+                StatusConfig {
+                    node: config.node_name.clone(),
+                    namespace: config.options.metallb_namespace.clone(),
+                    pod: config.speaker_pod.clone(),
+                },
             ))
         }
     };
@@ -370,10 +378,6 @@ impl Daemon {
                 protocol = "layer2",
                 "{service}: announcing from this node"
             );
-            if let Some(status) = &self.status {
-                let interfaces = self.interface_names_for(service);
-                status.announcing(service, &interfaces).await;
-            }
         } else if was && !is {
             let reason = change
                 .after
@@ -388,9 +392,6 @@ impl Daemon {
                 "{service}: withdrawn ({reason})"
             );
             self.failed.remove(service);
-            if let Some(status) = &self.status {
-                status.withdrawn(service, &reason).await;
-            }
         }
     }
 
@@ -536,19 +537,6 @@ impl Daemon {
         }
     }
 
-    fn interface_names_for(&self, service: &ServiceKey) -> Vec<String> {
-        let selections: Vec<&InterfaceSelection> = self
-            .reconciler
-            .owned_by(service)
-            .map(|(_, o)| &o.interfaces)
-            .collect();
-        self.interfaces
-            .iter()
-            .filter(|i| selections.iter().any(|s| selects(s, &i.name)))
-            .map(|i| i.name.clone())
-            .collect()
-    }
-
     fn rescan_interfaces(&mut self) {
         match announce_interfaces(&self.config.exclude) {
             Ok(found) => {
@@ -582,6 +570,9 @@ impl Daemon {
                 .collect();
         }
         let (desired, unplaceable) = self.desired();
+        if let Some(status) = &self.status {
+            status.publish(self.announced_services());
+        }
         drop(busy);
         for (ip, entry) in unplaceable {
             self.announce_failed(ip, &entry).await;
@@ -648,6 +639,39 @@ impl Daemon {
         (desired, unplaceable)
     }
 
+    /// For the ServiceL2Statuses: every Service announced here, with the
+    /// named interfaces it is announced on (none listed when its
+    /// advertisement names none, as MetalLB). A Service none of whose
+    /// interfaces exist here is not announced.
+    fn announced_services(&self) -> AnnouncedServices {
+        let mut announced: BTreeMap<ServiceKey, Option<BTreeSet<String>>> = BTreeMap::new();
+        for entry in self.reconciler.owned().values() {
+            let named = match &entry.interfaces {
+                InterfaceSelection::All => None,
+                InterfaceSelection::Named(names) => Some(names),
+            };
+            let chosen = interfaces::select(&self.interfaces, named);
+            if chosen.is_empty() {
+                continue;
+            }
+            for service in &entry.services {
+                let listed = announced
+                    .entry(service.clone())
+                    .or_insert_with(|| named.map(|_| BTreeSet::new()));
+                match (listed, named) {
+                    (Some(listed), Some(_)) => listed.extend(chosen.iter().map(|i| i.name.clone())),
+                    // One of its IPs is announced on every interface.
+                    (listed, None) => *listed = None,
+                    (None, Some(_)) => {}
+                }
+            }
+        }
+        announced
+            .into_iter()
+            .map(|(service, names)| (service, names.into_iter().flatten().collect()))
+            .collect()
+    }
+
     /// MetalLB's `announceFailed`: the winner lacks every listed interface.
     /// Nobody else takes over (interfaces play no part in the election).
     async fn announce_failed(&mut self, ip: IpAddr, entry: &OwnedIp) {
@@ -669,15 +693,8 @@ impl Daemon {
                 "{service}: cannot announce {ip}: {message}"
             );
             if let Some(status) = &self.status {
-                status.announce_failed(service, &message).await;
+                status.announce_failed(service, ip);
             }
         }
-    }
-}
-
-fn selects(selection: &InterfaceSelection, name: &str) -> bool {
-    match selection {
-        InterfaceSelection::All => true,
-        InterfaceSelection::Named(names) => names.contains(name),
     }
 }

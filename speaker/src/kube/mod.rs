@@ -4,8 +4,10 @@
 //! speaker writes back (`status`: ServiceL2Status objects and Events), and
 //! the speaker pods listed for gossip peers (`pods`).
 
+pub mod calls;
 pub mod client;
 mod diff;
+pub mod events;
 pub mod pods;
 pub mod resources;
 pub mod status;

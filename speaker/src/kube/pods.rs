@@ -13,7 +13,7 @@ pub async fn speaker_pod_addresses(
     tx: tokio::sync::mpsc::Sender<Vec<std::net::IpAddr>>,
 ) {
     use k8s_openapi::api::core::v1::Pod;
-    let pods: kube::Api<Pod> = kube::Api::namespaced(client, &namespace);
+    let pods: kube::Api<Pod> = super::calls::PODS.api(client, Some(&namespace));
     let params = kube::api::ListParams::default().labels(&selector);
     loop {
         match pods.list(&params).await {

@@ -1,342 +1,433 @@
-//! What the speaker tells the cluster, as MetalLB's speaker does: Events on
-//! the Service (`nodeAssigned`, `announceFailed`) and one `ServiceL2Status`
-//! (metallb.io/v1beta1) per announced Service, so that
-//! `kubectl get servicel2status` and `kubectl describe svc` read the same.
+//! This node's `ServiceL2Status` objects (metallb.io/v1beta1), kept as
+//! MetalLB's `Layer2StatusReconciler` keeps them
+//! (internal/k8s/controllers/layer2_status_controller.go), so that
+//! `kubectl get servicel2status` reads the same:
 //!
-//! The `ServiceL2Status` follows MetalLB's `Layer2StatusReconciler`
-//! (internal/k8s/controllers/layer2_status_controller.go): it lives in the
-//! speaker's namespace, is named by the API server from `generateName: l2-`,
-//! carries the labels `metallb.io/node`, `metallb.io/service-name` and
-//! `metallb.io/service-namespace`, and its status names the node, the
-//! Service and the interfaces (none listed means all). The owner keeps one
-//! and deletes any other node's; a node that stops announcing deletes its own.
+//! - one object per Service this node announces, in the speaker's
+//!   namespace, named by the API server from `generateName: l2-`, labelled
+//!   `metallb.io/node`, `metallb.io/service-name`,
+//!   `metallb.io/service-namespace`, owned by the speaker's Pod (so the
+//!   garbage collector removes them with it);
+//! - `status.node`, `serviceName`, `serviceNamespace`, and `interfaces` only
+//!   when the L2Advertisement names interfaces (then the named ones this
+//!   node has; MetalLB leaves it empty for "all interfaces").
 //!
-//! Writes happen on a task of their own, in the order they were asked for,
-//! so that a slow or unreachable API server never holds up the daemon (whose
-//! data plane matters most exactly then). Failures are logged, never
-//! returned: status is a report, and a report that cannot be written must not
-//! stop anything.
+//! The daemon publishes what it announces ([`StatusWriter::publish`]); a
+//! task reconciles the API server towards it, level-triggered: it watches
+//! this node's objects (label selector on the node), recreates one that
+//! was deleted, corrects one that was changed, deletes those of Services
+//! no longer announced, and retries failed writes with backoff. At start,
+//! objects of this node left by an earlier run for Services not announced
+//! any more are deleted, but only once the daemon has published its first
+//! complete picture: before that, "not announced" means "not known yet".
+//!
+//! Unlike MetalLB, a node never deletes another node's objects: two nodes
+//! that both believe they own a Service (while membership settles) would
+//! otherwise delete each other's and recreate their own in a loop. A dead
+//! node's objects go with its Pod (owner reference), a live one removes
+//! its own.
 
-use std::{collections::BTreeMap, time::Duration};
-
-use k8s_openapi::{
-    api::core::v1::{ObjectReference, Service},
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
 };
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{
-    api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, TypeMeta},
-    runtime::events::{Event, EventType, Recorder, Reporter},
-    Client, Resource, ResourceExt,
+    api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams, TypeMeta},
+    runtime::{watcher, WatchStreamExt},
+    Api, Client, ResourceExt,
 };
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::{sync::watch, time::Instant};
 use tracing::{debug, info, warn};
 
-use super::resources::service_l2_status_resource;
+use super::{calls, events::EventRecorder, resources::service_l2_status_resource};
 use crate::daemon::change::ServiceKey;
+
+pub use super::events::{node_assigned_message, REPORTING_CONTROLLER};
 
 pub const LABEL_NODE: &str = "metallb.io/node";
 pub const LABEL_SERVICE_NAME: &str = "metallb.io/service-name";
 pub const LABEL_SERVICE_NAMESPACE: &str = "metallb.io/service-namespace";
 
-/// MetalLB's speaker reports as this component; keeping it lets existing
-/// event filters and `kubectl describe` readers see the same source.
-pub const REPORTING_CONTROLLER: &str = "metallb-speaker";
-
-/// The protocol named in `nodeAssigned`, as MetalLB names layer 2.
-const PROTOCOL: &str = "layer2";
-
-/// One write is given up after this; the next one is tried.
+/// One write is given up after this (and retried).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Backoff after a failed reconcile: doubling from the first, up to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// The `nodeAssigned` message, word for word MetalLB's.
-pub fn node_assigned_message(node: &str) -> String {
-    format!("announcing from node {node:?} with protocol {PROTOCOL:?}")
+/// The Services this node announces, each with the interfaces to list in
+/// its status (empty: all interfaces, none listed).
+pub type AnnouncedServices = BTreeMap<ServiceKey, Vec<String>>;
+
+/// The speaker's own Pod (downward API), owner of its statuses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpeakerPod {
+    pub name: String,
+    pub uid: String,
+    /// `None`: assumed to be the statuses' namespace (as in MetalLB).
+    pub namespace: Option<String>,
 }
 
-/// Writes this node's Events and `ServiceL2Status`es. Cheap to clone; all
-/// clones share one writer task, which ends when the last clone is dropped.
+impl SpeakerPod {
+    /// From `--pod-name`/`--pod-uid` (POD_NAME, POD_UID): both or nothing.
+    pub fn from_downward_api(
+        name: Option<String>,
+        uid: Option<String>,
+        namespace: Option<String>,
+    ) -> Option<SpeakerPod> {
+        match (name, uid) {
+            (Some(name), Some(uid)) if !name.is_empty() && !uid.is_empty() => Some(SpeakerPod {
+                name,
+                uid,
+                namespace,
+            }),
+            _ => None,
+        }
+    }
+
+    /// An owner reference to this Pod, for objects in `namespace`. `None`
+    /// when the Pod lives elsewhere: owners must share their dependents'
+    /// namespace, and the garbage collector treats a cross-namespace owner
+    /// as absent (and deletes the dependent).
+    fn owner_in(&self, namespace: &str) -> Option<OwnerReference> {
+        if self.namespace.as_deref().is_some_and(|ns| ns != namespace) {
+            return None;
+        }
+        Some(OwnerReference {
+            api_version: "v1".to_owned(),
+            kind: "Pod".to_owned(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            // As controller-runtime's SetOwnerReference, which MetalLB uses.
+            controller: None,
+            block_owner_deletion: None,
+        })
+    }
+}
+
+/// Where this node's statuses and events go.
+#[derive(Clone, Debug)]
+pub struct StatusConfig {
+    pub node: String,
+    /// The speaker's (MetalLB's) namespace.
+    pub namespace: String,
+    pub pod: Option<SpeakerPod>,
+}
+
+/// Publishes this node's announcements to the status reconciler, and
+/// records Events. Cheap to clone; the tasks end when the last clone is
+/// dropped.
 #[derive(Clone)]
 pub struct StatusWriter {
-    jobs: mpsc::UnboundedSender<Job>,
-}
-
-enum Job {
-    Announcing {
-        service: ServiceKey,
-        interfaces: Vec<String>,
-    },
-    Withdrawn {
-        service: ServiceKey,
-    },
-    AnnounceFailed {
-        service: ServiceKey,
-        message: String,
-    },
-    SetOwner(OwnerReference),
-    Flush(oneshot::Sender<()>),
+    announced: Arc<watch::Sender<Option<AnnouncedServices>>>,
+    events: EventRecorder,
 }
 
 impl StatusWriter {
-    /// `namespace_for_status` is where the `ServiceL2Status` objects live:
-    /// the speaker's (MetalLB's) namespace. Must be called within a Tokio
+    /// Starts the reconciler and event tasks; must be called within a Tokio
     /// runtime.
-    pub fn new(client: Client, node_name: String, namespace_for_status: String) -> Self {
-        let reporter = Reporter {
-            controller: REPORTING_CONTROLLER.to_owned(),
-            instance: Some(node_name.clone()),
+    pub fn new(client: Client, config: StatusConfig) -> Self {
+        let events = EventRecorder::new(client.clone(), config.node.clone());
+        let owner = match &config.pod {
+            Some(pod) => {
+                let owner = pod.owner_in(&config.namespace);
+                if owner.is_none() {
+                    warn!(
+                        "the speaker pod {:?} is not in {:?}: its ServiceL2Statuses get no owner \
+                         and outlive it",
+                        pod.name, config.namespace
+                    );
+                }
+                owner
+            }
+            None => {
+                info!("no --pod-name/--pod-uid: ServiceL2Statuses get no owner reference");
+                None
+            }
         };
-        let writer = Writer {
-            recorder: Recorder::new(client.clone(), reporter),
-            statuses: Api::namespaced_with(
-                client.clone(),
-                &namespace_for_status,
-                &service_l2_status_resource(),
-            ),
-            client,
-            node: node_name,
-            namespace: namespace_for_status,
-            owner: None,
+        let (announced, receiver) = watch::channel(None);
+        let reconciler = Reconciler {
+            statuses: calls::SERVICE_L2_STATUSES.dynamic_api(client, &config.namespace),
+            node: config.node,
+            namespace: config.namespace,
+            owner,
+            events: events.clone(),
+            seen: BTreeMap::new(),
+            listing: None,
+            listed: false,
+            assigned: BTreeSet::new(),
         };
-        let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(writer.work(queue));
-        StatusWriter { jobs }
+        tokio::spawn(reconciler.run(receiver));
+        StatusWriter {
+            announced: Arc::new(announced),
+            events,
+        }
     }
 
-    /// This node now announces `service`, on `interfaces` (empty: all).
-    pub async fn announcing(&self, service: &ServiceKey, interfaces: &[String]) {
-        self.send(Job::Announcing {
-            service: service.clone(),
-            interfaces: interfaces.to_vec(),
+    /// Everything this node announces now. The first call is taken as the
+    /// first complete picture: statuses of Services not in it are deleted.
+    /// A Service new in it gets a `nodeAssigned` Event.
+    pub fn publish(&self, announced: AnnouncedServices) {
+        self.announced.send_if_modified(|current| {
+            if current.as_ref() == Some(&announced) {
+                return false;
+            }
+            *current = Some(announced);
+            true
         });
     }
 
-    /// This node no longer announces `service`, because of `reason`.
-    /// MetalLB emits no Event for this; the reason is logged.
-    pub async fn withdrawn(&self, service: &ServiceKey, reason: &str) {
-        info!(
-            service = %service,
-            reason,
-            "{service}: not announced from this node any more: {reason}"
-        );
-        self.send(Job::Withdrawn {
-            service: service.clone(),
-        });
+    /// This node won `ip` of `service` but has none of its interfaces:
+    /// MetalLB's `announceFailed` Event.
+    pub fn announce_failed(&self, service: &ServiceKey, ip: IpAddr) {
+        self.events.announce_failed(service, ip);
+    }
+}
+
+/// One of this node's objects, as last seen.
+#[derive(Clone, Debug, PartialEq)]
+struct Seen {
+    /// From its labels; `None` when they do not name a Service.
+    service: Option<ServiceKey>,
+    status: Value,
+    resource_version: Option<u64>,
+}
+
+impl Seen {
+    fn of(object: &DynamicObject) -> Seen {
+        let labels = object.labels();
+        let service = match (
+            labels.get(LABEL_SERVICE_NAMESPACE),
+            labels.get(LABEL_SERVICE_NAME),
+        ) {
+            (Some(namespace), Some(name)) => Some(ServiceKey::new(namespace, name)),
+            _ => None,
+        };
+        Seen {
+            service,
+            status: object.data.get("status").cloned().unwrap_or(Value::Null),
+            resource_version: object
+                .resource_version()
+                .and_then(|version| version.parse().ok()),
+        }
     }
 
-    /// This node won `service` but cannot announce it.
-    pub async fn announce_failed(&self, service: &ServiceKey, message: &str) {
-        self.send(Job::AnnounceFailed {
-            service: service.clone(),
-            message: message.to_owned(),
-        });
-    }
-
-    /// Makes `owner` (the speaker's Pod, as in MetalLB) the owner of the
-    /// `ServiceL2Status` objects created from now on, so that the garbage
-    /// collector removes them with the Pod.
-    pub async fn set_owner(&self, owner: OwnerReference) {
-        self.send(Job::SetOwner(owner));
-    }
-
-    /// Waits until everything asked for before has been written (or failed).
-    pub async fn flush(&self) {
-        let (done, wait) = oneshot::channel();
-        self.send(Job::Flush(done));
-        let _ = wait.await;
-    }
-
-    fn send(&self, job: Job) {
-        if self.jobs.send(job).is_err() {
-            warn!("the status writer has stopped; status not written");
+    /// Whether `self` is not older than `other` (etcd revisions are
+    /// integers; anything else is taken as newer).
+    fn not_older_than(&self, other: &Seen) -> bool {
+        match (self.resource_version, other.resource_version) {
+            (Some(new), Some(old)) => new >= old,
+            _ => true,
         }
     }
 }
 
-struct Writer {
-    client: Client,
-    recorder: Recorder,
+struct Reconciler {
     statuses: Api<DynamicObject>,
     node: String,
     namespace: String,
     owner: Option<OwnerReference>,
+    events: EventRecorder,
+    /// This node's objects by name: the watch's view, updated by our own
+    /// writes as they succeed (so a reconcile right after a create does not
+    /// create again before the watch reports it).
+    seen: BTreeMap<String, Seen>,
+    /// A (re)list in progress; replaces `seen` when complete.
+    listing: Option<BTreeMap<String, Seen>>,
+    listed: bool,
+    /// The Services `nodeAssigned` was recorded for.
+    assigned: BTreeSet<ServiceKey>,
 }
 
-impl Writer {
-    async fn work(mut self, mut queue: mpsc::UnboundedReceiver<Job>) {
-        while let Some(job) = queue.recv().await {
-            let write = async {
-                match job {
-                    Job::Announcing {
-                        service,
-                        interfaces,
-                    } => {
-                        let message = node_assigned_message(&self.node);
-                        self.event(&service, EventType::Normal, "nodeAssigned", message)
-                            .await;
-                        if let Err(e) = self.write_status(&service, interfaces).await {
-                            warn!(
-                                service = %service,
-                                error = %e,
-                                "{service}: cannot write its ServiceL2Status: {e}"
-                            );
-                        }
+impl Reconciler {
+    async fn run(mut self, mut announced: watch::Receiver<Option<AnnouncedServices>>) {
+        let selector = format!("{LABEL_NODE}={}", self.node);
+        let config = watcher::Config::default().labels(&selector).any_semantic();
+        let mut objects = watcher(self.statuses.clone(), config)
+            .default_backoff()
+            .boxed();
+        let mut dirty = false;
+        let mut failures = 0u32;
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                event = objects.next() => match event {
+                    Some(Ok(event)) => dirty |= self.apply(event),
+                    Some(Err(e)) => warn!(error = %e, "ServiceL2Status watch failed, retrying: {e}"),
+                    None => return,
+                },
+                changed = announced.changed() => {
+                    if changed.is_err() {
+                        debug!("status writer dropped, stopping the status reconciler");
+                        return;
                     }
-                    Job::Withdrawn { service } => {
-                        if let Err(e) = self.delete_own_status(&service).await {
-                            warn!(
-                                service = %service,
-                                error = %e,
-                                "{service}: cannot delete this node's ServiceL2Status: {e}"
-                            );
-                        }
-                    }
-                    Job::AnnounceFailed { service, message } => {
-                        self.event(&service, EventType::Warning, "announceFailed", message)
-                            .await;
-                    }
-                    Job::SetOwner(owner) => self.owner = Some(owner),
-                    Job::Flush(done) => {
-                        let _ = done.send(());
-                    }
+                    dirty = true;
                 }
-            };
-            if tokio::time::timeout(WRITE_TIMEOUT, write).await.is_err() {
-                warn!("status write timed out after {WRITE_TIMEOUT:?}");
+                _ = sleep_until(retry_at), if retry_at.is_some() => {
+                    retry_at = None;
+                    dirty = true;
+                }
             }
-        }
-    }
-
-    async fn event(&self, service: &ServiceKey, type_: EventType, reason: &str, note: String) {
-        let Some(regarding) = self.service_reference(service).await else {
-            debug!("{service}: gone, no {reason} event");
-            return;
-        };
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: "Announce".to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &regarding).await {
-            warn!(
-                service = %service,
-                error = %e,
-                "{service}: cannot record the {reason} event: {e}"
-            );
-        }
-    }
-
-    /// The Service with its uid (`kubectl describe` matches events on it).
-    /// `None` when the Service is gone; without the uid if it cannot be read.
-    async fn service_reference(&self, service: &ServiceKey) -> Option<ObjectReference> {
-        let services: Api<Service> = Api::namespaced(self.client.clone(), &service.namespace);
-        match services.get_opt(&service.name).await {
-            Ok(Some(object)) => Some(ObjectReference {
-                // The recorder folds repeats of an event on equal references.
-                resource_version: None,
-                ..object.object_ref(&())
-            }),
-            Ok(None) => None,
-            Err(e) => {
-                debug!("{service}: cannot read it ({e}), referring to it by name");
-                Some(ObjectReference {
-                    api_version: Some("v1".to_owned()),
-                    kind: Some("Service".to_owned()),
-                    namespace: Some(service.namespace.clone()),
-                    name: Some(service.name.clone()),
-                    ..ObjectReference::default()
-                })
-            }
-        }
-    }
-
-    /// Keeps exactly one `ServiceL2Status` for `service`, this node's, with
-    /// the wanted status; written only when it differs.
-    async fn write_status(
-        &self,
-        service: &ServiceKey,
-        mut interfaces: Vec<String>,
-    ) -> Result<(), kube::Error> {
-        interfaces.sort();
-        interfaces.dedup();
-        let wanted = self.wanted_status(service, &interfaces);
-        let existing = self.statuses.list(&service_selector(service, None)).await?;
-
-        let mut own = None;
-        for status in existing {
-            if own.is_none() && status.labels().get(LABEL_NODE) == Some(&self.node) {
-                own = Some(status);
+            // While backing off, changes wait for the retry.
+            if !dirty || !self.listed || retry_at.is_some() {
                 continue;
             }
-            let holder = status.labels().get(LABEL_NODE).cloned().unwrap_or_default();
-            info!(
-                "{service}: deleting ServiceL2Status {} of node {holder:?}",
-                status.name_any()
-            );
-            self.delete(&status.name_any()).await?;
+            let Some(wanted) = announced.borrow_and_update().clone() else {
+                continue;
+            };
+            dirty = false;
+            self.record_assignments(&wanted);
+            match self.reconcile(&wanted).await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let delay = backoff(failures);
+                    warn!(
+                        error = %e,
+                        "ServiceL2Status reconcile failed ({failures} in a row), retrying in {delay:?}: {e}"
+                    );
+                    retry_at = Some(Instant::now() + delay);
+                }
+            }
         }
+    }
 
-        let (name, current) = match own {
-            Some(status) => (status.name_any(), status.data.get("status").cloned()),
-            None => {
-                let created = self
-                    .statuses
-                    .create(&PostParams::default(), &self.new_status(service, &wanted))
-                    .await?;
-                info!(
-                    "{service}: created ServiceL2Status {}/{}",
-                    self.namespace,
-                    created.name_any()
-                );
-                // A real API server drops `status` on create (subresource).
-                (created.name_any(), created.data.get("status").cloned())
+    /// Takes in one watch event; whether it changed what is known.
+    fn apply(&mut self, event: watcher::Event<DynamicObject>) -> bool {
+        match event {
+            watcher::Event::Init => {
+                self.listing = Some(BTreeMap::new());
+                false
+            }
+            watcher::Event::InitApply(object) => {
+                self.listing
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(object.name_any(), Seen::of(&object));
+                false
+            }
+            watcher::Event::InitDone => {
+                self.seen = self.listing.take().unwrap_or_default();
+                self.listed = true;
+                true
+            }
+            watcher::Event::Apply(object) => {
+                let seen = Seen::of(&object);
+                let name = object.name_any();
+                match self.seen.get(&name) {
+                    Some(known) if known == &seen || !seen.not_older_than(known) => false,
+                    _ => {
+                        self.seen.insert(name, seen);
+                        true
+                    }
+                }
+            }
+            watcher::Event::Delete(object) => self.seen.remove(&object.name_any()).is_some(),
+        }
+    }
+
+    /// `nodeAssigned` for every Service announced now and not before.
+    fn record_assignments(&mut self, wanted: &AnnouncedServices) {
+        for service in wanted.keys() {
+            if !self.assigned.contains(service) {
+                self.events.node_assigned(service);
+            }
+        }
+        self.assigned = wanted.keys().cloned().collect();
+    }
+
+    /// Brings this node's objects to `wanted`. Every object is attempted;
+    /// the first error is returned.
+    async fn reconcile(&mut self, wanted: &AnnouncedServices) -> Result<(), kube::Error> {
+        let mut first_error = None;
+        let mut note = |result: Result<(), kube::Error>| {
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
             }
         };
-        if current.as_ref() == Some(&wanted) {
-            return Ok(());
+        // One object per announced Service (the first by name); the others go.
+        let mut kept: BTreeMap<ServiceKey, String> = BTreeMap::new();
+        let mut surplus = Vec::new();
+        for (name, seen) in &self.seen {
+            match &seen.service {
+                Some(service) if wanted.contains_key(service) && !kept.contains_key(service) => {
+                    kept.insert(service.clone(), name.clone());
+                }
+                Some(service) => surplus.push((name.clone(), service.clone())),
+                None => debug!("ServiceL2Status {name} of this node names no Service; left alone"),
+            }
         }
-        let mut patch = wanted;
-        if interfaces.is_empty() {
-            // Merge patches keep fields they do not mention.
+        for (name, service) in surplus {
+            let why = if wanted.contains_key(&service) {
+                "a second one"
+            } else {
+                "not announced from this node"
+            };
+            info!(
+                service = %service,
+                "{service}: deleting ServiceL2Status {}/{name} ({why})",
+                self.namespace
+            );
+            note(self.delete(&name).await);
+        }
+        for (service, interfaces) in wanted {
+            let status = self.wanted_status(service, interfaces);
+            let result = match kept.get(service) {
+                Some(name) if self.seen.get(name).map(|s| &s.status) == Some(&status) => Ok(()),
+                Some(name) => self.write_status(name.clone(), status).await,
+                None => self.create(service, status).await,
+            };
+            note(result);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn create(&mut self, service: &ServiceKey, status: Value) -> Result<(), kube::Error> {
+        let object = self.new_object(service);
+        let created = within_timeout(self.statuses.create(&PostParams::default(), &object)).await?;
+        let name = created.name_any();
+        info!(
+            service = %service,
+            "{service}: created ServiceL2Status {}/{name}",
+            self.namespace
+        );
+        self.seen.insert(name.clone(), Seen::of(&created));
+        // The API server drops `status` on create (a subresource).
+        self.write_status(name, status).await
+    }
+
+    async fn write_status(&mut self, name: String, status: Value) -> Result<(), kube::Error> {
+        let mut patch = status;
+        if patch.get("interfaces").is_none() {
+            // A merge patch keeps what it does not mention.
             patch["interfaces"] = Value::Null;
         }
-        self.statuses
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": patch })),
-            )
-            .await?;
-        debug!("{service}: ServiceL2Status {name} updated");
+        let patched = within_timeout(self.statuses.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": patch })),
+        ))
+        .await?;
+        debug!("ServiceL2Status {name} updated");
+        self.seen.insert(name, Seen::of(&patched));
         Ok(())
     }
 
-    async fn delete_own_status(&self, service: &ServiceKey) -> Result<(), kube::Error> {
-        let own = self
-            .statuses
-            .list(&service_selector(service, Some(&self.node)))
-            .await?;
-        for status in own {
-            info!(
-                "{service}: deleting this node's ServiceL2Status {}",
-                status.name_any()
-            );
-            self.delete(&status.name_any()).await?;
+    async fn delete(&mut self, name: &str) -> Result<(), kube::Error> {
+        match within_timeout(self.statuses.delete(name, &DeleteParams::default())).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(e) => return Err(e),
         }
+        self.seen.remove(name);
         Ok(())
     }
 
-    async fn delete(&self, name: &str) -> Result<(), kube::Error> {
-        match self.statuses.delete(name, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// `status` of MetalLB's `MetalLBServiceL2Status`, empty fields omitted.
+    /// MetalLB's `MetalLBServiceL2Status`, empty fields omitted.
     fn wanted_status(&self, service: &ServiceKey, interfaces: &[String]) -> Value {
         let mut status = json!({
             "node": self.node,
@@ -352,7 +443,7 @@ impl Writer {
         status
     }
 
-    fn new_status(&self, service: &ServiceKey, status: &Value) -> DynamicObject {
+    fn new_object(&self, service: &ServiceKey) -> DynamicObject {
         let resource = service_l2_status_resource();
         DynamicObject {
             types: Some(TypeMeta {
@@ -373,19 +464,71 @@ impl Writer {
                 owner_references: self.owner.clone().map(|owner| vec![owner]),
                 ..ObjectMeta::default()
             },
-            data: json!({ "spec": {}, "status": status }),
+            data: json!({ "spec": {} }),
         }
     }
 }
 
-/// The `ServiceL2Status`es of `service`, of one node or of all.
-fn service_selector(service: &ServiceKey, node: Option<&str>) -> ListParams {
-    let mut selector = format!(
-        "{LABEL_SERVICE_NAME}={},{LABEL_SERVICE_NAMESPACE}={}",
-        service.name, service.namespace
-    );
-    if let Some(node) = node {
-        selector.push_str(&format!(",{LABEL_NODE}={node}"));
+async fn within_timeout<T>(
+    write: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(result) => result,
+        Err(_) => Err(kube::Error::Service(
+            format!("no answer within {WRITE_TIMEOUT:?}").into(),
+        )),
     }
-    ListParams::default().labels(&selector)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The wait before retry number `failures` (from 1).
+fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    RETRY_FIRST.saturating_mul(1 << doublings).min(RETRY_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_limit() {
+        let waits: Vec<Duration> = (1..=8).map(backoff).collect();
+        assert_eq!(waits[0], Duration::from_millis(500));
+        assert_eq!(waits[1], Duration::from_secs(1));
+        assert_eq!(waits[3], Duration::from_secs(4));
+        assert_eq!(waits[7], RETRY_MAX);
+        assert_eq!(backoff(u32::MAX), RETRY_MAX);
+    }
+
+    #[test]
+    fn the_owner_is_the_pod_only_in_its_own_namespace() {
+        let pod = SpeakerPod::from_downward_api(
+            Some("speaker-x7k2p".into()),
+            Some("0d3c9a1e".into()),
+            Some("metallb-system".into()),
+        )
+        .unwrap();
+        let owner = pod.owner_in("metallb-system").unwrap();
+        assert_eq!(
+            (owner.api_version.as_str(), owner.kind.as_str()),
+            ("v1", "Pod")
+        );
+        assert_eq!(
+            (owner.name.as_str(), owner.uid.as_str()),
+            ("speaker-x7k2p", "0d3c9a1e")
+        );
+        assert_eq!(pod.owner_in("elsewhere"), None);
+        assert_eq!(
+            SpeakerPod::from_downward_api(Some("speaker".into()), None, None),
+            None,
+            "a name without a uid makes no owner"
+        );
+    }
 }

@@ -40,9 +40,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::{
+    calls,
     client::SourceError,
     diff::{Event, SourceState, Update},
-    resources::metallb_resource,
     translate::{
         endpoint_slice, ip_address_pool, l2_advertisement, node, object_key, service, Converted,
         ObjectKey,
@@ -102,31 +102,32 @@ impl KubeSource {
         let client = self.client;
         let namespace = self.metallb_namespace.as_str();
         let mut events = futures::stream::select_all([
-            watch(Api::all(client.clone()), Kind::Node, node, Event::Nodes),
             watch(
-                Api::all(client.clone()),
+                calls::NODES.cluster_api(client.clone()),
+                Kind::Node,
+                node,
+                Event::Nodes,
+            ),
+            watch(
+                calls::SERVICES.api(client.clone(), None),
                 Kind::Service,
                 service,
                 Event::Services,
             ),
             watch(
-                Api::all(client.clone()),
+                calls::ENDPOINT_SLICES.api(client.clone(), None),
                 Kind::EndpointSlice,
                 endpoint_slice,
                 Event::EndpointSlices,
             ),
             watch(
-                Api::namespaced_with(
-                    client.clone(),
-                    namespace,
-                    &metallb_resource(Kind::IpAddressPool),
-                ),
+                calls::IP_ADDRESS_POOLS.dynamic_api(client.clone(), namespace),
                 Kind::IpAddressPool,
                 ip_address_pool,
                 Event::Pools,
             ),
             watch(
-                Api::namespaced_with(client, namespace, &metallb_resource(Kind::L2Advertisement)),
+                calls::L2_ADVERTISEMENTS.dynamic_api(client, namespace),
                 Kind::L2Advertisement,
                 l2_advertisement,
                 Event::Advertisements,
@@ -208,7 +209,10 @@ where
     K: Resource + Clone + DeserializeOwned + fmt::Debug + Send + 'static,
     T: 'static,
 {
-    watcher(api, watcher::Config::default())
+    // Listed from the API server's watch cache (resourceVersion=0), as
+    // client-go's reflector does for MetalLB: one response per kind instead
+    // of a paginated, consistent read from etcd per 500 objects.
+    watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .map(move |event| {
             let update = match event.map_err(|e| (kind, e))? {
