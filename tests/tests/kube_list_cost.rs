@@ -128,8 +128,16 @@ fn one_start_lists_each_kind_once_from_the_watch_cache() {
         "the speaker never listed the cluster\n{}",
         k.diagnostics()
     );
-    // Until its writes (statuses, events of the Services it won) are done:
-    // no new request for two seconds.
+    // The election of 10,000 services takes a while (debug build); then the
+    // writes for the Services won, until no new request for two seconds.
+    let announced = k
+        .speaker()
+        .wait_log("serviceAnnounced", Duration::from_secs(300));
+    assert!(
+        announced.is_some(),
+        "{NODE} announced none of {SERVICES} services\n{}",
+        k.diagnostics()
+    );
     let settled = wait_for(Duration::from_secs(120), || {
         let before = k.kube().standin().requests().len();
         std::thread::sleep(Duration::from_secs(2));
@@ -180,6 +188,9 @@ fn one_start_lists_each_kind_once_from_the_watch_cache() {
     for ((resource, verb), count) in &per_call {
         let _ = writeln!(report, "  {verb:>6} {resource}: {count}");
     }
+    for request in requests.iter().filter(|r| r.verb == "list").take(8) {
+        let _ = writeln!(report, "  e.g. GET {}?{}", request.path, request.query);
+    }
     eprintln!(
         "one start, {NODES} nodes, {SERVICES} services and slices: {} requests in {:.1} s\n{report}",
         requests.len(),
@@ -215,7 +226,8 @@ fn one_start_lists_each_kind_once_from_the_watch_cache() {
         .len();
     assert!(
         won > 0,
-        "{NODE} should win some of {SERVICES} services\n{report}"
+        "{NODE} should win some of {SERVICES} services\n{report}\n{}",
+        k.diagnostics()
     );
     let reads = 2 * WATCHED.len();
     let writes = 4 * won;

@@ -45,7 +45,9 @@ use serde_json::{json, Value};
 use tokio::{sync::watch, time::Instant};
 use tracing::{debug, info, warn};
 
-use super::{calls, events::EventRecorder, resources::service_l2_status_resource};
+use super::{
+    calls, events::EventRecorder, resources::service_l2_status_resource, watch::from_watch_cache,
+};
 use crate::daemon::change::ServiceKey;
 
 pub use super::events::{node_assigned_message, REPORTING_CONTROLLER};
@@ -247,7 +249,7 @@ struct Reconciler {
 impl Reconciler {
     async fn run(mut self, mut announced: watch::Receiver<Option<AnnouncedServices>>) {
         let selector = format!("{LABEL_NODE}={}", self.node);
-        let config = watcher::Config::default().labels(&selector).any_semantic();
+        let config = from_watch_cache(watcher::Config::default().labels(&selector));
         let mut objects = watcher(self.statuses.clone(), config)
             .default_backoff()
             .boxed();

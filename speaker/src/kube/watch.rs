@@ -209,10 +209,7 @@ where
     K: Resource + Clone + DeserializeOwned + fmt::Debug + Send + 'static,
     T: 'static,
 {
-    // Listed from the API server's watch cache (resourceVersion=0), as
-    // client-go's reflector does for MetalLB: one response per kind instead
-    // of a paginated, consistent read from etcd per 500 objects.
-    watcher(api, watcher::Config::default().any_semantic())
+    watcher(api, from_watch_cache(watcher::Config::default()))
         .default_backoff()
         .map(move |event| {
             let update = match event.map_err(|e| (kind, e))? {
@@ -231,4 +228,34 @@ where
             Ok(wrap(update))
         })
         .boxed()
+}
+
+/// `config` listing from the API server's watch cache (`resourceVersion=0`,
+/// `NotOlderThan`), as client-go's reflector does for MetalLB: one response
+/// per kind instead of a consistent read from etcd per 500 objects (see
+/// docs/kubernetes.md). Without a page size: kube-core 5.0 leaves
+/// `resourceVersion=0` out of a list that has a `limit` (its
+/// `ListParams::populate_qp`), which would make `any_semantic` a paginated
+/// consistent read again, and the watch cache ignores `limit` anyway.
+pub(super) fn from_watch_cache(config: watcher::Config) -> watcher::Config {
+    watcher::Config {
+        page_size: None,
+        ..config.any_semantic()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_come_from_the_watch_cache_unpaginated() {
+        let config = from_watch_cache(watcher::Config::default().labels("a=b"));
+        assert_eq!(config.list_semantic, watcher::ListSemantic::Any);
+        assert_eq!(
+            config.page_size, None,
+            "a limit would drop resourceVersion=0"
+        );
+        assert_eq!(config.label_selector.as_deref(), Some("a=b"));
+    }
 }
