@@ -13,7 +13,7 @@ use kube_standin::Fault;
 use serde_json::{json, Value};
 use speaker_tests::lab::{
     kube::{iris_example, KubeLab, EVENTS, METALLB, METALLB_NAMESPACE, NODE, OTHER_NODE},
-    require_root, speaker_bin, wait_for,
+    require_root, speaker_bin,
 };
 
 const POD_NAME: &str = "lb-xdp-speaker-x7k2p";
@@ -21,17 +21,11 @@ const POD_UID: &str = "6f1c2b7e-3a4d-4e5f-8a9b-0c1d2e3f4a5b";
 const REACT: Duration = Duration::from_secs(15);
 
 fn wait_api<T>(k: &KubeLab, what: &str, probe: impl FnMut() -> Option<T>) -> T {
-    wait_for(REACT, probe)
-        .unwrap_or_else(|| panic!("{what}: not seen within {REACT:?}\n{}", k.diagnostics()))
-}
-
-fn statuses(k: &KubeLab) -> Vec<Value> {
-    k.kube()
-        .list(METALLB, "ServiceL2Status", Some(METALLB_NAMESPACE))
+    k.wait_api(what, REACT, probe)
 }
 
 fn named(k: &KubeLab, name: &str) -> Option<Value> {
-    statuses(k)
+    k.statuses()
         .into_iter()
         .find(|s| s["metadata"]["name"] == name)
 }
@@ -39,11 +33,7 @@ fn named(k: &KubeLab, name: &str) -> Option<Value> {
 /// This node's one status of default/web, once it has its status.
 fn web_status(k: &KubeLab) -> Value {
     wait_api(k, "iris1's ServiceL2Status of default/web", || {
-        let mine: Vec<Value> = statuses(k)
-            .into_iter()
-            .filter(|s| s["metadata"]["labels"]["metallb.io/node"] == NODE)
-            .filter(|s| s["metadata"]["labels"]["metallb.io/service-name"] == "web")
-            .collect();
+        let mine = k.statuses_of("web", NODE);
         match mine.as_slice() {
             [one] if one["status"]["node"] == NODE => Some(one.clone()),
             _ => None,

@@ -2,7 +2,7 @@
 //! heartbeat tick in; map updates, announcements and status out.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     time::Duration,
@@ -24,7 +24,7 @@ use crate::{
     interfaces::{self, announce_interfaces, ExcludeList, Interface, LinkWatcher},
     kube::{
         self,
-        status::{AnnouncedServices, SpeakerPod, StatusConfig, StatusWriter},
+        status::{announced_services, SpeakerPod, StatusConfig, StatusWriter},
     },
     membership::{Gossip, GossipConfig, Key, Timers},
     metrics::{ClientStats, MetricsState},
@@ -571,7 +571,10 @@ impl Daemon {
         }
         let (desired, unplaceable) = self.desired();
         if let Some(status) = &self.status {
-            status.publish(self.announced_services());
+            status.publish(announced_services(
+                self.reconciler.owned(),
+                &self.interfaces,
+            ));
         }
         drop(busy);
         for (ip, entry) in unplaceable {
@@ -637,39 +640,6 @@ impl Daemon {
             }));
         }
         (desired, unplaceable)
-    }
-
-    /// For the ServiceL2Statuses: every Service announced here, with the
-    /// named interfaces it is announced on (none listed when its
-    /// advertisement names none, as MetalLB). A Service none of whose
-    /// interfaces exist here is not announced.
-    fn announced_services(&self) -> AnnouncedServices {
-        let mut announced: BTreeMap<ServiceKey, Option<BTreeSet<String>>> = BTreeMap::new();
-        for entry in self.reconciler.owned().values() {
-            let named = match &entry.interfaces {
-                InterfaceSelection::All => None,
-                InterfaceSelection::Named(names) => Some(names),
-            };
-            let chosen = interfaces::select(&self.interfaces, named);
-            if chosen.is_empty() {
-                continue;
-            }
-            for service in &entry.services {
-                let listed = announced
-                    .entry(service.clone())
-                    .or_insert_with(|| named.map(|_| BTreeSet::new()));
-                match (listed, named) {
-                    (Some(listed), Some(_)) => listed.extend(chosen.iter().map(|i| i.name.clone())),
-                    // One of its IPs is announced on every interface.
-                    (listed, None) => *listed = None,
-                    (None, Some(_)) => {}
-                }
-            }
-        }
-        announced
-            .into_iter()
-            .map(|(service, names)| (service, names.into_iter().flatten().collect()))
-            .collect()
     }
 
     /// MetalLB's `announceFailed`: the winner lacks every listed interface.

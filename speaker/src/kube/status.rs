@@ -48,7 +48,13 @@ use tracing::{debug, info, warn};
 use super::{
     calls, events::EventRecorder, resources::service_l2_status_resource, watch::from_watch_cache,
 };
-use crate::daemon::change::ServiceKey;
+use crate::{
+    daemon::{
+        change::ServiceKey,
+        reconciler::{InterfaceSelection, OwnedIp},
+    },
+    interfaces::Interface,
+};
 
 pub use super::events::{node_assigned_message, REPORTING_CONTROLLER};
 
@@ -65,6 +71,43 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// The Services this node announces, each with the interfaces to list in
 /// its status (empty: all interfaces, none listed).
 pub type AnnouncedServices = BTreeMap<ServiceKey, Vec<String>>;
+
+/// What the statuses say for what this node owns: every Service with the
+/// named interfaces it is announced on here (none listed when its
+/// advertisement names none, as MetalLB). A Service none of whose
+/// interfaces exist here is not announced, and has no status.
+pub fn announced_services(
+    owned: &BTreeMap<IpAddr, OwnedIp>,
+    interfaces: &[Interface],
+) -> AnnouncedServices {
+    // `None`: announced on every interface.
+    let mut announced: BTreeMap<ServiceKey, Option<BTreeSet<String>>> = BTreeMap::new();
+    for entry in owned.values() {
+        let named = match &entry.interfaces {
+            InterfaceSelection::All => None,
+            InterfaceSelection::Named(names) => Some(names),
+        };
+        let chosen = crate::interfaces::select(interfaces, named);
+        if chosen.is_empty() {
+            continue;
+        }
+        for service in &entry.services {
+            let listed = announced
+                .entry(service.clone())
+                .or_insert_with(|| named.map(|_| BTreeSet::new()));
+            match (listed.as_mut(), named) {
+                (Some(listed), Some(_)) => listed.extend(chosen.iter().map(|i| i.name.clone())),
+                // One of its IPs goes out on every interface.
+                (_, None) => *listed = None,
+                (None, Some(_)) => {}
+            }
+        }
+    }
+    announced
+        .into_iter()
+        .map(|(service, names)| (service, names.into_iter().flatten().collect()))
+        .collect()
+}
 
 /// The speaker's own Pod (downward API), owner of its statuses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -498,6 +541,70 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn interface(name: &str) -> Interface {
+        Interface {
+            name: name.to_owned(),
+            index: 1,
+            mac: [2, 0, 0, 0, 0, 1],
+        }
+    }
+
+    fn owned(ip: &str, services: &[&str], interfaces: InterfaceSelection) -> (IpAddr, OwnedIp) {
+        (
+            ip.parse().unwrap(),
+            OwnedIp {
+                services: services
+                    .iter()
+                    .map(|name| ServiceKey::new("default", *name))
+                    .collect(),
+                interfaces,
+            },
+        )
+    }
+
+    fn named(names: &[&str]) -> InterfaceSelection {
+        InterfaceSelection::Named(names.iter().map(|n| n.to_string()).collect())
+    }
+
+    #[test]
+    fn statuses_list_only_named_interfaces_that_exist_here() {
+        let here = [interface("eth0"), interface("eth1")];
+        let owned = BTreeMap::from([
+            owned("192.0.2.1", &["all"], InterfaceSelection::All),
+            owned("192.0.2.2", &["named"], named(&["eth1", "eth9"])),
+            owned("192.0.2.3", &["missing"], named(&["eth9"])),
+            // Two IPs of one Service: one named, one on every interface.
+            owned("192.0.2.4", &["both"], named(&["eth0"])),
+            owned("192.0.2.5", &["both"], InterfaceSelection::All),
+            owned("192.0.2.6", &["two"], named(&["eth0"])),
+            owned("2001:db8::6", &["two"], named(&["eth1"])),
+        ]);
+        let announced = announced_services(&owned, &here);
+        let by_name: BTreeMap<&str, Vec<&str>> = announced
+            .iter()
+            .map(|(service, names)| {
+                (
+                    service.name.as_str(),
+                    names.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            by_name,
+            BTreeMap::from([
+                ("all", vec![]),
+                ("both", vec![]),
+                ("named", vec!["eth1"]),
+                ("two", vec!["eth0", "eth1"]),
+            ]),
+            "`missing` has none of its interfaces here: no status"
+        );
+        assert!(
+            announced_services(&owned, &[]).is_empty(),
+            "no interface at all: nothing is announced"
+        );
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_limit() {
