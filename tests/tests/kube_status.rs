@@ -355,3 +355,24 @@ async fn an_unreachable_api_server_stops_nothing() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn events_do_not_wait_for_statuses() {
+    let emulator = KubeEmulator::start(&[&iris()]);
+    // The statuses cannot even be listed (as with RBAC missing).
+    emulator.standin().inject(kube_standin::Fault {
+        verb: "list".into(),
+        resource: "servicel2statuses".into(),
+        subresource: None,
+        code: 403,
+        times: 1_000,
+    });
+    let status = writer(&emulator, "iris1");
+    status.publish(announced(&[(web(), &[])]));
+
+    eventually("the nodeAssigned event", || {
+        events(&emulator, "nodeAssigned").into_iter().next()
+    })
+    .await;
+    assert!(statuses(&emulator).is_empty());
+}

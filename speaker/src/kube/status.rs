@@ -201,11 +201,9 @@ impl StatusWriter {
             node: config.node,
             namespace: config.namespace,
             owner,
-            events: events.clone(),
             seen: BTreeMap::new(),
             listing: None,
             listed: false,
-            assigned: BTreeSet::new(),
         };
         tokio::spawn(reconciler.run(receiver));
         StatusWriter {
@@ -221,6 +219,12 @@ impl StatusWriter {
         self.announced.send_if_modified(|current| {
             if current.as_ref() == Some(&announced) {
                 return false;
+            }
+            // Events do not wait for the statuses (nor fail with them).
+            for service in announced.keys() {
+                if !current.as_ref().is_some_and(|c| c.contains_key(service)) {
+                    self.events.node_assigned(service);
+                }
             }
             *current = Some(announced);
             true
@@ -277,7 +281,6 @@ struct Reconciler {
     node: String,
     namespace: String,
     owner: Option<OwnerReference>,
-    events: EventRecorder,
     /// This node's objects by name: the watch's view, updated by our own
     /// writes as they succeed (so a reconcile right after a create does not
     /// create again before the watch reports it).
@@ -285,8 +288,6 @@ struct Reconciler {
     /// A (re)list in progress; replaces `seen` when complete.
     listing: Option<BTreeMap<String, Seen>>,
     listed: bool,
-    /// The Services `nodeAssigned` was recorded for.
-    assigned: BTreeSet<ServiceKey>,
 }
 
 impl Reconciler {
@@ -326,7 +327,6 @@ impl Reconciler {
                 continue;
             };
             dirty = false;
-            self.record_assignments(&wanted);
             match self.reconcile(&wanted).await {
                 Ok(()) => failures = 0,
                 Err(e) => {
@@ -373,16 +373,6 @@ impl Reconciler {
             }
             watcher::Event::Delete(object) => self.seen.remove(&object.name_any()).is_some(),
         }
-    }
-
-    /// `nodeAssigned` for every Service announced now and not before.
-    fn record_assignments(&mut self, wanted: &AnnouncedServices) {
-        for service in wanted.keys() {
-            if !self.assigned.contains(service) {
-                self.events.node_assigned(service);
-            }
-        }
-        self.assigned = wanted.keys().cloned().collect();
     }
 
     /// Brings this node's objects to `wanted`. Every object is attempted;
