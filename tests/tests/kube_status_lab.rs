@@ -2,7 +2,9 @@
 //! stand-in API server (see `speaker_tests::lab::kube`): created with the
 //! owner reference, labels and no interfaces; a refused write retried; this
 //! node's stale statuses removed at start (another node's left alone); a
-//! deleted status recreated; the `nodeAssigned` Event.
+//! deleted status recreated; the `nodeAssigned` Event; interfaces listed
+//! (in the same object) when the L2Advertisement names them, and no status
+//! but `announceFailed` when none of them exists here.
 //!
 //! Needs root (namespaces, bpffs, XDP) and fails, not skips, without it.
 //! Run: `cargo test -p speaker-tests --test kube_status_lab`.
@@ -11,9 +13,12 @@ use std::time::Duration;
 
 use kube_standin::Fault;
 use serde_json::{json, Value};
-use speaker_tests::lab::{
-    kube::{iris_example, KubeLab, EVENTS, METALLB, METALLB_NAMESPACE, NODE, OTHER_NODE},
-    require_root, speaker_bin,
+use speaker_tests::{
+    kube_emulator::Part,
+    lab::{
+        kube::{iris_example, KubeLab, EVENTS, METALLB, METALLB_NAMESPACE, NODE, OTHER_NODE},
+        require_root, speaker_bin,
+    },
 };
 
 const POD_NAME: &str = "lb-xdp-speaker-x7k2p";
@@ -157,6 +162,47 @@ fn statuses_and_events_of_speaker_run() {
         "a new object replaces the deleted one"
     );
     assert_eq!(recreated["status"], status["status"]);
+
+    // ---- The advertisement names interfaces: those this node has are
+    // listed, in the same object; none of them here: no status, and
+    // MetalLB's announceFailed.
+    let advertise_on = |names: &[&str]| {
+        k.kube().patch(
+            Part::Object,
+            METALLB,
+            "L2Advertisement",
+            Some(METALLB_NAMESPACE),
+            "lab",
+            json!({"spec": {"interfaces": names}}),
+        );
+    };
+    let node_if = k.lab.node_if.clone();
+    advertise_on(&[&node_if, "absent0"]);
+    let listed = wait_api(&k, "the status listing the node's interface", || {
+        let status = web_status(&k);
+        (status["status"]["interfaces"] == json!([{"name": node_if}])).then_some(status)
+    });
+    assert_eq!(listed["metadata"]["name"], recreated["metadata"]["name"]);
+    advertise_on(&["absent0"]);
+    wait_api(&k, "the status deleted", || {
+        k.statuses_of("web", NODE).is_empty().then_some(())
+    });
+    let failed = wait_api(&k, "the announceFailed event", || {
+        k.kube()
+            .list(EVENTS, "Event", Some("default"))
+            .into_iter()
+            .find(|e| e["reason"] == "announceFailed")
+    });
+    assert_eq!(failed["type"], "Warning", "{failed:#}");
+    assert_eq!(
+        failed["note"],
+        "the interfaces specified by LB IP \"192.0.2.100\" doesn't exist in assigned node \"iris1\" with protocol \"layer2\"",
+        "{failed:#}"
+    );
+    advertise_on(&[]);
+    let back = web_status(&k);
+    assert!(back["status"].get("interfaces").is_none(), "{back:#}");
+
     assert!(
         k.speaker().exit_status().is_none(),
         "the speaker is still running\n{}",
