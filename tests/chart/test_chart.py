@@ -435,7 +435,7 @@ def test_default_rbac(chart: helm.Chart) -> None:
         for verb in ("list", "watch"):
             assert allows(rules, "metallb.io", resource, verb)
         assert not allows(rules, "metallb.io", resource, "update")
-    for verb in ("list", "watch", "create", "delete"):
+    for verb in ("list", "watch", "create", "delete", "patch"):
         assert allows(rules, "metallb.io", "servicel2statuses", verb), verb
     assert not allows(rules, "metallb.io", "servicel2statuses", "update")
     assert allows(rules, "metallb.io", "servicel2statuses/status", "patch")

@@ -376,3 +376,39 @@ async fn events_do_not_wait_for_statuses() {
     .await;
     assert!(statuses(&emulator).is_empty());
 }
+
+#[tokio::test]
+async fn a_status_of_an_earlier_pod_is_adopted() {
+    let emulator = KubeEmulator::start(&[&iris()]);
+    leftover(&emulator, "l2-before-restart", "iris1", "web");
+    emulator.patch(
+        speaker_tests::kube_emulator::Part::Object,
+        METALLB,
+        "ServiceL2Status",
+        Some(NAMESPACE),
+        "l2-before-restart",
+        json!({"metadata": {"ownerReferences": [
+            {"apiVersion": "v1", "kind": "Pod", "name": "speaker-old", "uid": "old-uid"}
+        ]}}),
+    );
+    let status = writer(&emulator, "iris1");
+    status.publish(announced(&[(web(), &[])]));
+
+    let adopted = eventually("the status owned by this Pod", || {
+        let object = statuses_of(&emulator, "iris1").into_iter().next()?;
+        (object["metadata"]["ownerReferences"][0]["uid"] == POD_UID).then_some(object)
+    })
+    .await;
+    assert_eq!(
+        adopted["metadata"]["name"], "l2-before-restart",
+        "kept, not recreated"
+    );
+    assert_eq!(
+        adopted["metadata"]["ownerReferences"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{adopted:#}"
+    );
+    assert_eq!(statuses(&emulator).len(), 1);
+}

@@ -82,7 +82,8 @@ pub const L2_ADVERTISEMENTS: Call = Call {
 pub const SERVICE_L2_STATUSES: Call = Call {
     group: METALLB_GROUP,
     resource: "servicel2statuses",
-    verbs: &["list", "watch", "create", "delete"],
+    // `patch`: adopting (owner reference) the objects of an earlier Pod.
+    verbs: &["list", "watch", "create", "delete", "patch"],
     scope: Scope::ConfigNamespace,
     why: "this node's ServiceL2Status objects, reconciled",
 };

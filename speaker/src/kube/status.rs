@@ -244,6 +244,8 @@ struct Seen {
     /// From its labels; `None` when they do not name a Service.
     service: Option<ServiceKey>,
     status: Value,
+    /// The uids of its owners.
+    owners: Vec<String>,
     resource_version: Option<u64>,
 }
 
@@ -260,6 +262,11 @@ impl Seen {
         Seen {
             service,
             status: object.data.get("status").cloned().unwrap_or(Value::Null),
+            owners: object
+                .owner_references()
+                .iter()
+                .map(|owner| owner.uid.clone())
+                .collect(),
             resource_version: object
                 .resource_version()
                 .and_then(|version| version.parse().ok()),
@@ -411,12 +418,24 @@ impl Reconciler {
         }
         for (service, interfaces) in wanted {
             let status = self.wanted_status(service, interfaces);
-            let result = match kept.get(service) {
-                Some(name) if self.seen.get(name).map(|s| &s.status) == Some(&status) => Ok(()),
-                Some(name) => self.write_status(name.clone(), status).await,
-                None => self.create(service, status).await,
+            let Some(name) = kept.get(service) else {
+                note(self.create(service, status).await);
+                continue;
             };
-            note(result);
+            let Some(seen) = self.seen.get(name) else {
+                continue;
+            };
+            let adopt = self
+                .owner
+                .as_ref()
+                .is_some_and(|owner| !seen.owners.contains(&owner.uid));
+            let stale = seen.status != status;
+            if adopt {
+                note(self.adopt(name.clone()).await);
+            }
+            if stale {
+                note(self.write_status(name.clone(), status).await);
+            }
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -433,6 +452,22 @@ impl Reconciler {
         self.seen.insert(name.clone(), Seen::of(&created));
         // The API server drops `status` on create (a subresource).
         self.write_status(name, status).await
+    }
+
+    /// Makes this Pod the owner of an object an earlier Pod of this node
+    /// created (after a restart): the garbage collector would otherwise
+    /// delete it with that Pod.
+    async fn adopt(&mut self, name: String) -> Result<(), kube::Error> {
+        let patch = json!({ "metadata": { "ownerReferences": self.owner.clone().into_iter().collect::<Vec<_>>() } });
+        let patched = within_timeout(self.statuses.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        ))
+        .await?;
+        info!("adopted ServiceL2Status {}/{name}", self.namespace);
+        self.seen.insert(name, Seen::of(&patched));
+        Ok(())
     }
 
     async fn write_status(&mut self, name: String, status: Value) -> Result<(), kube::Error> {
