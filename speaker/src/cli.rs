@@ -93,6 +93,12 @@ pub struct RunArgs {
     /// This node's name, as in its Node object (the downward API's spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
+    /// The speaker's Pod name and uid (downward API): the owner of its
+    /// ServiceL2Statuses, which then go with the Pod.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    #[arg(long, env = "POD_UID")]
+    pub pod_uid: Option<String>,
     /// Read the cluster from YAML (a file or a directory) instead of the
     /// Kubernetes API; re-read when it changes.
     #[arg(long, value_name = "PATH")]

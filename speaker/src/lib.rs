@@ -10,11 +10,11 @@ pub mod dataplane;
 pub mod election;
 pub mod error;
 pub mod interfaces;
+pub mod kube;
 pub mod logging;
 pub mod membership;
 pub mod metrics;
 pub mod report;
 pub mod sources;
-pub mod status;
 
 pub use error::Error;

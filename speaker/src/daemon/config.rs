@@ -15,6 +15,7 @@ use crate::{
     election::{ElectionOptions, Membership},
     error::Error,
     interfaces::ExcludeList,
+    kube::status::SpeakerPod,
     membership::{Key, Timers},
 };
 
@@ -50,6 +51,8 @@ pub struct RunConfig {
     pub metrics_address: Option<SocketAddr>,
     /// Gossip membership; `None` runs with membership disabled.
     pub gossip: Option<GossipSettings>,
+    /// The speaker's Pod, owner of its ServiceL2Statuses.
+    pub speaker_pod: Option<SpeakerPod>,
 }
 
 /// `--memberlist*`: how this speaker gossips with the others.
@@ -101,6 +104,11 @@ impl TryFrom<RunArgs> for RunConfig {
             dead_man,
             gossip,
             heartbeat_interval: REFRESH_PERIOD,
+            speaker_pod: SpeakerPod::from_downward_api(
+                args.pod_name,
+                args.pod_uid,
+                args.memberlist_pod_namespace,
+            ),
             node_name: args.node_name,
         })
     }

@@ -9,7 +9,7 @@ use tracing::error;
 use super::{config::RunConfig, heartbeat::Health};
 use crate::{
     announce::Announcer, cluster::Change, dataplane::DataplaneMaps, error::Error,
-    metrics::MetricsState, status::StatusWriter,
+    kube::status::StatusWriter, metrics::MetricsState,
 };
 
 pub struct Context {

@@ -19,6 +19,7 @@ use crate::{
     election::{Decision, Membership},
     error::Error,
     interfaces::{self, announce_interfaces, Interface},
+    kube::status::announced_services,
     membership::Gossip,
 };
 
@@ -190,10 +191,6 @@ async fn report(ctx: &Context, node: &mut NodeState, change: &DecisionChange) {
             protocol = "layer2",
             "{service}: announcing from this node"
         );
-        if let Some(status) = &ctx.status {
-            let interfaces = interface_names_for(node, service);
-            status.announcing(service, &interfaces).await;
-        }
     } else if was && !is {
         let reason = change
             .after
@@ -208,23 +205,7 @@ async fn report(ctx: &Context, node: &mut NodeState, change: &DecisionChange) {
             "{service}: withdrawn ({reason})"
         );
         node.failed.remove(service);
-        if let Some(status) = &ctx.status {
-            status.withdrawn(service, &reason).await;
-        }
     }
-}
-
-fn interface_names_for(node: &NodeState, service: &ServiceKey) -> Vec<String> {
-    let selections: Vec<&InterfaceSelection> = node
-        .reconciler
-        .owned_by(service)
-        .map(|(_, o)| &o.interfaces)
-        .collect();
-    node.interfaces
-        .iter()
-        .filter(|i| selections.iter().any(|s| selects(s, &i.name)))
-        .map(|i| i.name.clone())
-        .collect()
 }
 
 pub fn rescan_interfaces(ctx: &Context, node: &mut NodeState) {
@@ -260,6 +241,12 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
             .collect();
     }
     let (desired, unplaceable) = desired(node);
+    if let Some(status) = &ctx.status {
+        status.publish(announced_services(
+            node.reconciler.owned(),
+            &node.interfaces,
+        ));
+    }
     drop(busy);
     for (ip, entry) in unplaceable {
         announce_failed(ctx, node, ip, &entry).await;
@@ -359,14 +346,7 @@ async fn announce_failed(ctx: &Context, node: &mut NodeState, ip: IpAddr, entry:
             "{service}: cannot announce {ip}: {message}"
         );
         if let Some(status) = &ctx.status {
-            status.announce_failed(service, &message).await;
+            status.announce_failed(service, ip);
         }
-    }
-}
-
-fn selects(selection: &InterfaceSelection, name: &str) -> bool {
-    match selection {
-        InterfaceSelection::All => true,
-        InterfaceSelection::Named(names) => names.contains(name),
     }
 }

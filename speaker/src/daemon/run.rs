@@ -21,9 +21,12 @@ use crate::{
     election::Membership,
     error::{Error, Result},
     interfaces::LinkWatcher,
+    kube::{
+        self,
+        status::{StatusConfig, StatusWriter},
+    },
     metrics::MetricsState,
     sources,
-    status::StatusWriter,
 };
 
 /// How long, at exit, tasks still running (a file being parsed, a scrape)
@@ -222,7 +225,7 @@ async fn spawn_source(
             Ok(None)
         }
         Source::Kubernetes { kubeconfig } => {
-            let client = sources::kube::client(kubeconfig.as_deref())
+            let client = kube::client(kubeconfig.as_deref())
                 .await
                 .map_err(Error::kubernetes)?;
             if let Some((selector, pod_namespace)) =
@@ -230,7 +233,7 @@ async fn spawn_source(
             {
                 let client = client.clone();
                 tasks.spawn(Task::SpeakerPods, move || {
-                    let lister = sources::kube::speaker_pod_addresses(
+                    let lister = kube::speaker_pod_addresses(
                         client.clone(),
                         pod_namespace.clone(),
                         selector.clone(),
@@ -246,7 +249,7 @@ async fn spawn_source(
             let namespace = config.options.metallb_namespace.clone();
             let source_client = client.clone();
             tasks.spawn(Task::KubeWatches, move || {
-                let run = sources::kube::run(
+                let run = kube::run(
                     source_client.clone(),
                     namespace.clone(),
                     changes.clone(),
@@ -256,8 +259,11 @@ async fn spawn_source(
             });
             Ok(Some(StatusWriter::new(
                 client,
-                config.node_name.clone(),
-                config.options.metallb_namespace.clone(),
+                StatusConfig {
+                    node: config.node_name.clone(),
+                    namespace: config.options.metallb_namespace.clone(),
+                    pod: config.speaker_pod.clone(),
+                },
             )))
         }
     }
