@@ -178,6 +178,7 @@ fn run_daemon(args: speaker::cli::RunArgs) -> Result<(), Error> {
             port: args.memberlist_port,
             advertise: args.memberlist_advertise_address,
             key,
+            key_file: args.memberlist_key_file.clone(),
             join,
             pod_selector: args.memberlist_pod_selector.clone().map(|selector| {
                 let namespace = args

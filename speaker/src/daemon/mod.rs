@@ -4,8 +4,10 @@
 
 pub mod change;
 pub mod heartbeat;
+mod limits;
 pub mod reconciler;
 pub mod run;
+pub mod signals;
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::{signal::unix::SignalKind, sync::mpsc};
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::{
@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     announce::{AnnounceConfig, Announcer},
-    dataplane::{self, sync, AttachMode, DataplaneMaps, Object, PinDir},
+    dataplane::{self, sync, AttachMode, DataplaneMaps, Ownership, PinDir, SharedOwnership},
     election::{Decision, ElectionOptions, Membership},
     error::{Error, Result},
     interfaces::{self, announce_interfaces, ExcludeList, Interface, LinkWatcher},
@@ -62,6 +62,8 @@ pub struct GossipSettings {
     /// The address others reach us at; `None`: this node's first InternalIP.
     pub advertise: Option<IpAddr>,
     pub key: Option<Key>,
+    /// Where `key` was read from; re-read on SIGHUP.
+    pub key_file: Option<PathBuf>,
     /// Explicit peers (`--memberlist-join`), on top of every Node's InternalIP.
     pub join: Vec<SocketAddr>,
     /// With Kubernetes: the speaker pods' labels and namespace; their pod IPs
@@ -78,9 +80,10 @@ struct Daemon {
     announcer: Announcer,
     status: Option<StatusWriter>,
     interfaces: Vec<Interface>,
-    /// Interfaces the responder has been attached to (or re-attached to, which
-    /// replaces an adopted program atomically) by this process.
-    attached: BTreeSet<String>,
+    /// The maps and the links of the interfaces the responder has been
+    /// attached to (or re-attached to, which replaces an adopted program
+    /// atomically) by this process, held open; see `dataplane::ownership`.
+    ownership: SharedOwnership,
     /// Until the source's first complete description arrives, the adopted maps
     /// are left alone: diffing them against nothing would withdraw everything.
     synced: bool,
@@ -108,8 +111,13 @@ struct Daemon {
 
 pub async fn run(config: RunConfig) -> Result<()> {
     dataplane::capabilities::require(&dataplane::capabilities::DAEMON)?;
-    // Creating (or adopting) the pinned maps needs the object loaded once.
-    drop(Object::load(Some(&config.pins))?);
+    super::limits::raise_open_files_limit();
+    let mut signals = super::signals::Signals::install()?;
+    // Creating (or adopting) the pinned maps needs the object loaded; it
+    // stays loaded so the maps can be re-pinned.
+    let ownership = Ownership::shared(config.pins.clone(), config.xdp_mode)?;
+    dataplane::ownership::spawn_checks(ownership.clone(), dataplane::ownership::CHECK_INTERVAL);
+    let reload_cluster = std::sync::Arc::new(tokio::sync::Notify::new());
     let mut maps = DataplaneMaps::from_pins(&config.pins)?;
     maps.heartbeat(Some(config.dead_man))?;
     // Refreshed by its own thread from here on; see `heartbeat`. Dropped
@@ -131,8 +139,9 @@ pub async fn run(config: RunConfig) -> Result<()> {
         Source::File(path) => {
             let path = path.clone();
             let stats = client_stats.clone();
+            let reload = reload_cluster.clone();
             tokio::spawn(async move {
-                if let Err(e) = sources::file::run(path, tx, stats).await {
+                if let Err(e) = sources::file::run(path, tx, stats, reload).await {
                     error!(error = %e, "cluster state watch stopped: {e}");
                 }
             });
@@ -179,6 +188,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         announcer.clone(),
     );
     metrics.client = client_stats;
+    let _ = metrics.ownership.set(ownership.clone());
     if let Some(address) = config.metrics_address {
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -200,7 +210,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         announcer,
         metrics,
         interfaces: Vec::new(),
-        attached: BTreeSet::new(),
+        ownership,
         synced: false,
         failed: BTreeSet::new(),
         gossip: None,
@@ -222,8 +232,6 @@ pub async fn run(config: RunConfig) -> Result<()> {
         }
     }
 
-    let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())
-        .map_err(|e| Error::io("installing the SIGTERM handler", e))?;
     info!(
         "speaker running as node {:?}, membership {}",
         daemon.config.node_name,
@@ -275,8 +283,17 @@ pub async fn run(config: RunConfig) -> Result<()> {
                     daemon.apply(Vec::new()).await;
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
+            action = signals.next() => match action {
+                super::signals::Action::Stop(name) => {
+                    info!(event = "signalStop", signal = name, "received {name}: stopping");
+                    break;
+                }
+                super::signals::Action::Reload => super::signals::reload(
+                    matches!(daemon.config.source, Source::File(_)).then_some(&*reload_cluster),
+                    daemon.gossip.as_ref(),
+                    daemon.config.gossip.as_ref().and_then(|g| g.key_file.as_deref()),
+                ),
+            },
         }
     }
     if let Some(gossip) = &daemon.gossip {
@@ -509,11 +526,7 @@ impl Daemon {
     /// authentication: our key differs from theirs.
     fn misconfigured_key(&self) -> bool {
         let alone = self.latest_members.as_ref().is_some_and(|m| m.len() <= 1);
-        alone
-            && self
-                .gossip
-                .as_ref()
-                .is_some_and(|g| g.stats().auth_failures > 0)
+        alone && self.gossip.as_ref().is_some_and(|g| g.key_mismatch())
     }
 
     /// Settled once every node that could gossip is a member, or at the
@@ -594,19 +607,12 @@ impl Daemon {
             .map(|d| d.interface.name.clone())
             .collect::<BTreeSet<_>>()
         {
-            if self.attached.contains(&name) {
+            let mut ownership = self.ownership.lock().unwrap_or_else(|p| p.into_inner());
+            if ownership.holds(&name) {
                 continue;
             }
-            match dataplane::attach(
-                &self.config.pins,
-                &name,
-                self.config.xdp_mode,
-                dataplane::RESPONDER,
-            ) {
-                Ok(_) => {
-                    self.attached.insert(name);
-                }
-                Err(e) => error!(interface = name, error = %e, "attaching XDP to {name}: {e}"),
+            if let Err(e) = ownership.attach(&name) {
+                error!(interface = name, error = %e, "attaching XDP to {name}: {e}");
             }
         }
         let report = match sync::apply(&mut self.maps, &desired) {

@@ -88,6 +88,48 @@ impl PinDir {
     }
 }
 
+/// What belongs at a path of the pin directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinKind {
+    Map,
+    Link,
+}
+
+/// Removes whatever sits at `path` that is not a pinned object of `kind`
+/// (a directory, a pinned program, a link where a map belongs...), so that
+/// pinning there does not fail with `File exists`. Returns whether something
+/// was removed.
+pub fn clear_foreign(path: &Path, kind: PinKind) -> Result<bool> {
+    let Ok(metadata) = fs::symlink_metadata(path) else {
+        return Ok(false);
+    };
+    let fits = !metadata.is_dir()
+        && match kind {
+            PinKind::Map => aya::maps::MapInfo::from_pin(path).is_ok(),
+            PinKind::Link => aya::programs::links::PinnedLink::from_pin(path)
+                .is_ok_and(|link| aya::programs::links::FdLink::from(link).info().is_ok()),
+        };
+    if fits {
+        return Ok(false);
+    }
+    tracing::warn!(
+        path = %path.display(),
+        "{} is not a pinned {}: replacing it",
+        path.display(),
+        match kind {
+            PinKind::Map => "map",
+            PinKind::Link => "link",
+        }
+    );
+    let removed = if metadata.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    removed.map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+    Ok(true)
+}
+
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .map(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)

@@ -25,7 +25,7 @@ pub use self::server::serve;
 use crate::{
     announce::Announcer,
     daemon::change::ServiceKey,
-    dataplane::{DataplaneMaps, PinDir},
+    dataplane::{DataplaneMaps, PinDir, Repair, SharedOwnership},
     interfaces,
     membership::{Gossip, GossipStats},
 };
@@ -59,6 +59,8 @@ pub struct MetricsState {
     pub ready: Arc<AtomicBool>,
     /// Gossip, once started.
     pub gossip: Arc<OnceLock<Gossip>>,
+    /// The daemon's hold on the data path (absent in tests and tools).
+    pub ownership: Arc<OnceLock<SharedOwnership>>,
     pub client: ClientStats,
 }
 
@@ -71,12 +73,39 @@ impl MetricsState {
             announced: Default::default(),
             ready: Default::default(),
             gossip: Default::default(),
+            ownership: Default::default(),
             client: ClientStats::default(),
         }
     }
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Interfaces the daemon holds a link on where the kernel does not run
+    /// the program; blocking (one netlink dump). `Err` when the links
+    /// cannot be listed.
+    pub fn unattached_interfaces(&self) -> Result<Vec<String>, String> {
+        let Some(ownership) = self.ownership.get() else {
+            return Ok(Vec::new());
+        };
+        let held = ownership
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .interfaces();
+        if held.is_empty() {
+            return Ok(held);
+        }
+        let links = interfaces::discovery::links().map_err(|e| e.to_string())?;
+        Ok(held
+            .into_iter()
+            .filter(|name| {
+                links
+                    .iter()
+                    .find(|l| &l.name == name)
+                    .is_none_or(|l| l.xdp.name() == "none")
+            })
+            .collect())
     }
 }
 
@@ -103,6 +132,8 @@ pub struct Sample {
     pub xdp_modes: Vec<(String, &'static str)>,
     /// `None` when membership is disabled.
     pub gossip: Option<GossipStats>,
+    /// Data path repairs by kind; empty without a daemon.
+    pub repairs: Vec<(Repair, u64)>,
 }
 
 impl MetricsState {
@@ -136,7 +167,16 @@ impl MetricsState {
             }
             Err(e) => warn!(error = %e, "metrics: reading the maps: {e}"),
         }
-        let linked = self.pins.linked_interfaces();
+        // The interfaces the daemon holds links on count even when their pin
+        // is gone: the metric reports what the kernel runs.
+        let mut linked = self.pins.linked_interfaces();
+        if let Some(ownership) = self.ownership.get() {
+            let ownership = ownership.lock().unwrap_or_else(|p| p.into_inner());
+            sample.repairs = ownership.repairs().snapshot();
+            linked.extend(ownership.interfaces());
+            linked.sort();
+            linked.dedup();
+        }
         if !linked.is_empty() {
             match interfaces::discovery::links() {
                 Ok(links) => {
