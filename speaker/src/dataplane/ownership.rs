@@ -21,7 +21,10 @@ use aya::programs::links::{FdLink, PinnedLink};
 use speaker_common::map_names;
 use tracing::{info, warn};
 
-use super::{attach_link, clear_foreign, AttachMode, Object, PinDir, PinKind, RESPONDER};
+use super::{
+    attach_link, clear_foreign, pins::is_transient_link_error, AttachMode, Object, PinDir, PinKind,
+    RESPONDER,
+};
 use crate::{
     error::{Error, Result},
     interfaces,
@@ -254,12 +257,14 @@ impl Ownership {
         let Some(held) = self.links.get(interface) else {
             return Ok(false);
         };
-        let ours = PinnedLink::from_pin(&path)
-            .ok()
-            .and_then(|pinned| FdLink::from(pinned).info().ok())
-            .is_some_and(|info| info.id() == held.id);
-        if ours {
-            return Ok(false);
+        let pinned_id = PinnedLink::from_pin(&path).and_then(|p| FdLink::from(p).info());
+        match pinned_id {
+            Ok(info) if info.id() == held.id => return Ok(false),
+            Err(e) if fs::symlink_metadata(&path).is_ok() && is_transient_link_error(&e) => {
+                return Err(Error::bpf(format!("opening {}", path.display()), e));
+            }
+            // Missing, or something else in its place.
+            _ => {}
         }
         let was_there = fs::symlink_metadata(&path).is_ok();
         if was_there {

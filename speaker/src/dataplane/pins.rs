@@ -103,14 +103,33 @@ pub fn clear_foreign(path: &Path, kind: PinKind) -> Result<bool> {
     let Ok(metadata) = fs::symlink_metadata(path) else {
         return Ok(false);
     };
-    let fits = !metadata.is_dir()
-        && match kind {
-            PinKind::Map => aya::maps::MapInfo::from_pin(path).is_ok(),
+    let opened = if metadata.is_dir() || metadata.is_symlink() {
+        Err(None)
+    } else {
+        match kind {
+            PinKind::Map => aya::maps::MapInfo::from_pin(path)
+                .map(drop)
+                .map_err(|e| match e {
+                    aya::maps::MapError::SyscallError(e) => Some(e.io_error),
+                    _ => None,
+                }),
             PinKind::Link => aya::programs::links::PinnedLink::from_pin(path)
-                .is_ok_and(|link| aya::programs::links::FdLink::from(link).info().is_ok()),
-        };
-    if fits {
-        return Ok(false);
+                .and_then(|link| aya::programs::links::FdLink::from(link).info())
+                .map(drop)
+                .map_err(|e| match e {
+                    aya::programs::links::LinkError::SyscallError(e) => Some(e.io_error),
+                    _ => None,
+                }),
+        }
+    };
+    match opened {
+        Ok(()) => return Ok(false),
+        // Out of descriptors or memory says nothing about the file: never
+        // remove a pin (and with it the VIPs) for that.
+        Err(Some(e)) if is_transient(&e) => {
+            return Err(Error::io(format!("opening {}", path.display()), e));
+        }
+        Err(_) => {}
     }
     tracing::warn!(
         path = %path.display(),
@@ -128,6 +147,27 @@ pub fn clear_foreign(path: &Path, kind: PinKind) -> Result<bool> {
     };
     removed.map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
     Ok(true)
+}
+
+/// Whether a failed BPF call on a link says nothing about the pin itself.
+pub fn is_transient_link_error(error: &aya::programs::links::LinkError) -> bool {
+    matches!(error, aya::programs::links::LinkError::SyscallError(e) if is_transient(&e.io_error))
+}
+
+fn is_transient(error: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    error.raw_os_error().is_some_and(|code| {
+        [
+            Errno::EMFILE,
+            Errno::ENFILE,
+            Errno::ENOMEM,
+            Errno::EAGAIN,
+            Errno::EINTR,
+            Errno::EPERM,
+            Errno::EACCES,
+        ]
+        .contains(&Errno::from_raw(code))
+    })
 }
 
 fn is_bpffs(path: &Path) -> bool {
