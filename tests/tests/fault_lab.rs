@@ -558,6 +558,12 @@ fn a_lone_speaker_announces_despite_stray_datagrams() {
         "stray datagrams not counted ({stray} of {sent})"
     );
 
+    // "announcing" is logged before the maps are written.
+    assert!(
+        wait_for(SETTLE_LIMIT, || lab.fabric.has_vip(lone, VIP_V4).then_some(())).is_some(),
+        "{lone} announced but never programmed {VIP_V4}:\n{}",
+        lab.fabric.all_logs()
+    );
     let probes = lab
         .fabric
         .arp_prober(CLIENT, VIP_V4.parse().expect("an IPv4 VIP"))
