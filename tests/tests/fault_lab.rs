@@ -560,7 +560,11 @@ fn a_lone_speaker_announces_despite_stray_datagrams() {
 
     // "announcing" is logged before the maps are written.
     assert!(
-        wait_for(SETTLE_LIMIT, || lab.fabric.has_vip(lone, VIP_V4).then_some(())).is_some(),
+        wait_for(SETTLE_LIMIT, || lab
+            .fabric
+            .has_vip(lone, VIP_V4)
+            .then_some(()))
+        .is_some(),
         "{lone} announced but never programmed {VIP_V4}:\n{}",
         lab.fabric.all_logs()
     );

@@ -141,3 +141,42 @@ pub fn reload(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use nix::sys::signal::{raise, Signal};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn unbound_signals_are_survived_and_sighup_asks_for_a_reload() {
+        let mut signals = Signals::install().expect("installing the handlers");
+        // Each of these would end the process at its default action.
+        for signal in [
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGALRM,
+            Signal::SIGPROF,
+        ] {
+            raise(signal).expect("raising a signal");
+        }
+        raise(Signal::SIGHUP).expect("raising SIGHUP");
+        let action = tokio::time::timeout(Duration::from_secs(5), signals.next())
+            .await
+            .expect("SIGHUP reaches the loop");
+        assert_eq!(action, Action::Reload);
+    }
+
+    #[test]
+    fn every_real_time_signal_is_covered() {
+        let names: Vec<String> = logged_only().into_iter().map(|(n, _)| n).collect();
+        let count = (nix::libc::SIGRTMAX() - nix::libc::SIGRTMIN() + 1) as usize;
+        assert_eq!(
+            names.iter().filter(|n| n.starts_with("SIGRTMIN")).count(),
+            count
+        );
+        assert!(names.iter().any(|n| n == "SIGUSR1"));
+    }
+}
