@@ -80,13 +80,7 @@ impl Lab {
     /// `limit` as its open files limit when given.
     fn start(started: &[&str], limit: Option<u64>) -> Lab {
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        let mut specs: Vec<HostSpec> = NODES
-            .iter()
-            .enumerate()
-            .map(|(i, n)| HostSpec::numbered(n, 11 + i as u8))
-            .collect();
-        specs.push(HostSpec::numbered(CLIENT, 10));
-        let fabric = Fabric::new(&specs);
+        let fabric = Fabric::new(&HostSpec::nodes_and_client(&NODES, &[], CLIENT));
         fabric.attach_pass_through_ports();
         fabric.write_cluster_state(&speaker_tests::lab::cluster::lab_cluster_yaml(
             &NODES,

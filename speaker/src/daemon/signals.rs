@@ -46,21 +46,26 @@ pub struct Signals {
 
 /// Signals that are logged and otherwise ignored, by name.
 fn logged_only() -> Vec<(String, SignalKind)> {
-    use nix::libc;
+    use nix::{libc, sys::signal::Signal as Unix};
     let mut kinds: Vec<(String, SignalKind)> = [
-        ("SIGUSR1", libc::SIGUSR1),
-        ("SIGUSR2", libc::SIGUSR2),
-        ("SIGALRM", libc::SIGALRM),
-        ("SIGVTALRM", libc::SIGVTALRM),
-        ("SIGPROF", libc::SIGPROF),
-        ("SIGIO", libc::SIGIO),
-        ("SIGPWR", libc::SIGPWR),
-        ("SIGSTKFLT", libc::SIGSTKFLT),
-        ("SIGXCPU", libc::SIGXCPU),
-        ("SIGXFSZ", libc::SIGXFSZ),
+        Unix::SIGUSR1,
+        Unix::SIGUSR2,
+        Unix::SIGALRM,
+        Unix::SIGVTALRM,
+        Unix::SIGPROF,
+        Unix::SIGIO,
+        Unix::SIGPWR,
+        Unix::SIGSTKFLT,
+        Unix::SIGXCPU,
+        Unix::SIGXFSZ,
     ]
     .into_iter()
-    .map(|(name, number)| (name.to_owned(), SignalKind::from_raw(number)))
+    .map(|signal| {
+        (
+            signal.as_str().to_owned(),
+            SignalKind::from_raw(signal as i32),
+        )
+    })
     .collect();
     // glibc keeps the first real-time signals for its threads; SIGRTMIN()
     // is the first one free for applications.
