@@ -10,7 +10,8 @@
 //!   SIGUSR2, SIGALRM, SIGPROF, SIGPIPE (each logged or ignored by design,
 //!   the process alive), removal of its link pin (re-pinned, logged,
 //!   counted; no probe lost: the daemon holds the link), removal of a map
-//!   pin (re-pinned; `speaker maps` works again), `bpftool link detach` of
+//!   pin (re-pinned; `speaker maps` works again), removal of the whole pin
+//!   directory (everything re-pinned), `bpftool link detach` of
 //!   its XDP link (attached again, logged, counted; probes unanswered only
 //!   between the detach and the re-attach, which is measured). Every other
 //!   probe of the whole run is answered; the owner's descriptor count is
@@ -303,6 +304,27 @@ fn signals_and_tampered_pins_never_silence_the_owner() {
         lab.fabric.maps_json(&owner)
     );
 
+    // The whole pin directory removed, as a clean-up of /sys/fs/bpf does:
+    // every map and the link pinned again, nothing stops answering.
+    let mark = speaker.log_len();
+    fs::remove_dir_all(&pins).expect("removing the pin directory");
+    lab.wait_log(&owner, mark, "\"what\":\"link_pin\"", REPAIR_LIMIT);
+    assert!(
+        wait_for(REPAIR_LIMIT, || lab
+            .fabric
+            .has_vip(&owner, VIP_V4)
+            .then_some(()))
+        .is_some(),
+        "the pin directory was not restored: {}\n{}",
+        lab.fabric.maps_json(&owner),
+        speaker.log_from(mark)
+    );
+    assert!(
+        link_pin.exists(),
+        "{} was not pinned again",
+        link_pin.display()
+    );
+
     // The link detached behind the daemon's back (it holds the descriptor,
     // so only an explicit detach can do this): attached again.
     let id = xdp_link_id(&link_pin);
@@ -348,7 +370,7 @@ fn signals_and_tampered_pins_never_silence_the_owner() {
     assert!(
         lab.fabric
             .metric(&owner, "xdp_speaker_dataplane_repairs")
-            .is_some_and(|n| n >= 3.0),
+            .is_some_and(|n| n >= 4.0),
         "repairs not counted:\n{}",
         lab.fabric.metrics(&owner).unwrap_or_default()
     );
