@@ -329,11 +329,12 @@ fn signals_and_tampered_pins_never_silence_the_owner() {
     // so only an explicit detach can do this): attached again.
     let id = xdp_link_id(&link_pin);
     let mark = speaker.log_len();
+    // Before bpftool starts: the detach happens somewhere during its run.
+    let detached = Instant::now();
     let detach = Spawn::tool("bpftool")
         .args(["link", "detach", "id", &id.to_string()])
         .run(Duration::from_secs(10));
     assert!(detach.success(), "bpftool link detach:\n{detach}");
-    let detached = Instant::now();
     lab.wait_log(&owner, mark, "\"what\":\"link\"", REPAIR_LIMIT);
     let (_, answered) = probing
         .wait_answer_from(&owner_mac, detached, REPAIR_LIMIT)
