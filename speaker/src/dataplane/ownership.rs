@@ -116,6 +116,9 @@ pub struct Ownership {
     object: Object,
     links: BTreeMap<String, HeldLink>,
     repairs: RepairCounters,
+    /// What the last check failed at: the same failures again (descriptors
+    /// exhausted for minutes) are not logged every second.
+    last_failures: Vec<String>,
 }
 
 impl Ownership {
@@ -128,6 +131,7 @@ impl Ownership {
             object,
             links: BTreeMap::new(),
             repairs,
+            last_failures: Vec::new(),
         })
     }
 
@@ -169,19 +173,21 @@ impl Ownership {
     /// pin, one netlink dump.
     pub fn check(&mut self) -> Vec<(Repair, String)> {
         let mut repaired = Vec::new();
+        let mut failures = Vec::new();
         // Maps first: attaching anew loads the object from the pins, which
         // would create fresh maps where a pin is missing.
         for name in map_names::ALL {
             match self.repin_map(name) {
                 Ok(false) => {}
                 Ok(true) => repaired.push((Repair::MapPin, (*name).to_owned())),
-                Err(e) => warn!(error = %e, "data path: re-pinning map {name}: {e}"),
+                Err(e) => failures.push(format!("re-pinning map {name}: {e}")),
             }
         }
         let running = match interfaces::discovery::links() {
             Ok(links) => links,
             Err(e) => {
-                warn!(error = %e, "data path: listing links: {e}");
+                failures.push(format!("listing links: {e}"));
+                self.report(&repaired, failures);
                 return repaired;
             }
         };
@@ -212,20 +218,30 @@ impl Ownership {
                     }
                     match self.attach(&interface) {
                         Ok(()) => repaired.push((Repair::Link, interface)),
-                        Err(e) => warn!(error = %e, "data path: attaching to {interface}: {e}"),
+                        Err(e) => failures.push(format!("attaching to {interface}: {e}")),
                     }
                 }
                 Some(true) => match self.repin_link(&interface) {
                     Ok(false) => {}
                     Ok(true) => repaired.push((Repair::LinkPin, interface)),
-                    Err(e) => warn!(error = %e, "data path: re-pinning link {interface}: {e}"),
+                    Err(e) => failures.push(format!("re-pinning link {interface}: {e}")),
                 },
             }
         }
-        for (repair, _) in &repaired {
+        self.report(&repaired, failures);
+        repaired
+    }
+
+    fn report(&mut self, repaired: &[(Repair, String)], failures: Vec<String>) {
+        for (repair, _) in repaired {
             self.repairs.count(*repair);
         }
-        repaired
+        if failures != self.last_failures {
+            for failure in &failures {
+                warn!("data path: {failure}");
+            }
+        }
+        self.last_failures = failures;
     }
 
     fn repin_map(&mut self, name: &str) -> Result<bool> {
@@ -277,14 +293,20 @@ impl Ownership {
         }
         self.pins.create()?;
         // Pinning consumes the link and gives it back pinned. Should it fail,
-        // the descriptor is closed and the kernel detaches the program: the
-        // next check finds it unattached and attaches it anew.
+        // the descriptor is closed and the kernel detaches the program, so
+        // attach anew at once.
         let Some(HeldLink { link, id }) = self.links.remove(interface) else {
             return Ok(false);
         };
-        let pinned = link
-            .pin(&path)
-            .map_err(|e| Error::bpf(format!("pinning {}", path.display()), e))?;
+        let pinned = match link.pin(&path) {
+            Ok(pinned) => pinned,
+            Err(e) => {
+                let failed = Error::bpf(format!("pinning {}", path.display()), e);
+                warn!(error = %failed, "data path: {failed}; attaching {interface} anew");
+                self.attach(interface)?;
+                return Err(failed);
+            }
+        };
         self.links.insert(
             interface.to_owned(),
             HeldLink {
