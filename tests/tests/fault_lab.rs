@@ -375,6 +375,20 @@ fn signals_and_tampered_pins_never_silence_the_owner() {
         "repairs not counted:\n{}",
         lab.fabric.metrics(&owner).unwrap_or_default()
     );
+    // The data path's real state: attached (re-attached) natively, ready.
+    let ready = lab.fabric.http_get(&owner, METRICS_PORT, "/readyz");
+    assert!(
+        matches!(&ready, Ok((200, _))),
+        "/readyz on {owner}: {ready:?}"
+    );
+    let metrics = lab.fabric.metrics(&owner).unwrap_or_default();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l
+                == format!("xdp_speaker_xdp_mode{{interface=\"{HOST_IF}\",mode=\"native\"}} 1")),
+        "{owner} does not report native XDP on {HOST_IF}:\n{metrics}"
+    );
     let after = wait_descriptors_at_most(speaker.pid(), baseline, Duration::from_secs(5));
     eprintln!("{owner}: {baseline} descriptors before the faults, {after} after");
     assert!(
