@@ -62,6 +62,8 @@ pub struct GossipSettings {
     /// The address others reach us at; `None`: this node's first InternalIP.
     pub advertise: Option<IpAddr>,
     pub key: Option<Key>,
+    /// Where `key` was read from; re-read on SIGHUP.
+    pub key_file: Option<PathBuf>,
     /// Explicit peers (`--memberlist-join`), on top of every Node's InternalIP.
     pub join: Vec<SocketAddr>,
     /// With Kubernetes: the speaker pods' labels and namespace; their pod IPs
@@ -149,6 +151,7 @@ fn gossip_settings(args: &RunArgs) -> Result<GossipSettings, Error> {
         port: args.memberlist_port,
         advertise: args.memberlist_advertise_address,
         key,
+        key_file: args.memberlist_key_file.clone(),
         join,
         pod_selector: args.memberlist_pod_selector.clone().map(|selector| {
             let namespace = args

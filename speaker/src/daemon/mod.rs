@@ -10,10 +10,12 @@ pub mod config;
 pub mod context;
 pub mod gossip;
 pub mod heartbeat;
+mod limits;
 pub mod reconcile;
 pub mod reconciler;
 pub mod run;
 pub mod settle;
+pub mod signals;
 pub mod supervise;
 
 #[cfg(test)]

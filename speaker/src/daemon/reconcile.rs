@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     cluster::{Change, ServiceKey},
-    dataplane::{self, sync},
+    dataplane::sync,
     election::{Decision, Membership},
     error::Error,
     interfaces::{self, announce_interfaces, Interface},
@@ -30,9 +30,6 @@ pub struct NodeState {
     /// written.
     pub gate: SettleGate,
     pub interfaces: Vec<Interface>,
-    /// Interfaces the responder has been attached to (or re-attached to, which
-    /// replaces an adopted program atomically) by this process.
-    pub attached: BTreeSet<String>,
     /// Services whose listed interfaces are all missing here, already reported.
     pub failed: BTreeSet<ServiceKey>,
     /// Running gossip, once started (at start, or after the first cluster
@@ -65,7 +62,6 @@ impl NodeState {
                 SettleGate::without_gossip()
             },
             interfaces: Vec::new(),
-            attached: BTreeSet::new(),
             failed: BTreeSet::new(),
             gossip: None,
             pod_peers: Vec::new(),
@@ -258,18 +254,14 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
         .map(|d| d.interface.name.clone())
         .collect::<BTreeSet<_>>()
     {
-        if node.attached.contains(&name) {
+        // Attached (or re-attached, which replaces an adopted program
+        // atomically) once by this process; the link stays held.
+        let mut ownership = ctx.ownership.lock().unwrap_or_else(|p| p.into_inner());
+        if ownership.holds(&name) {
             continue;
         }
-        match dataplane::attach(
-            &ctx.config.pins,
-            &name,
-            ctx.config.xdp_mode,
-            dataplane::RESPONDER,
-        ) {
-            Ok(_) => {
-                node.attached.insert(name);
-            }
+        match ownership.attach(&name) {
+            Ok(()) => {}
             Err(e) => {
                 ctx.report_error(&format!("attaching XDP to {name}"), &e);
                 attach_failed = Some(e);

@@ -3,7 +3,9 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use tokio::{signal::unix::SignalKind, sync::mpsc};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn};
 
 use super::{
@@ -11,13 +13,15 @@ use super::{
     context::Context,
     gossip,
     heartbeat::{Health, Heartbeat, STALL_LIMIT},
+    limits,
     reconcile::{self, NodeState},
+    signals::{self, Action, Signals},
     supervise::{Supervisor, Task, Verdict},
 };
 use crate::{
     announce::Announcer,
     cluster::Change,
-    dataplane::{self, DataplaneMaps, Object},
+    dataplane::{self, ownership, DataplaneMaps, Ownership},
     election::Membership,
     error::{Error, Result},
     interfaces::LinkWatcher,
@@ -53,13 +57,19 @@ struct Inputs {
     speaker_pods: mpsc::Receiver<Vec<IpAddr>>,
     links: LinkWatcher,
     tasks: Supervisor,
-    terminate: tokio::signal::unix::Signal,
+    signals: Signals,
 }
 
 pub async fn run(config: RunConfig) -> Result<()> {
     dataplane::capabilities::require(&dataplane::capabilities::DAEMON)?;
-    // Creating (or adopting) the pinned maps needs the object loaded once.
-    drop(Object::load(Some(&config.pins))?);
+    limits::raise_open_files_limit();
+    let signals = Signals::install()?;
+    // Creating (or adopting) the pinned maps needs the object loaded; it
+    // stays loaded, with every link this process attaches, so that removed
+    // pins can be restored (see `dataplane::ownership`).
+    let ownership = Ownership::shared(config.pins.clone(), config.xdp_mode)?;
+    ownership::spawn_checks(ownership.clone(), ownership::CHECK_INTERVAL);
+    let reload_cluster = Arc::new(Notify::new());
     let mut maps = DataplaneMaps::from_pins(&config.pins)?;
     maps.heartbeat(Some(config.dead_man))?;
     // Refreshed by its own thread from here on; see `heartbeat`. Dropped
@@ -86,7 +96,16 @@ pub async fn run(config: RunConfig) -> Result<()> {
         announcer.clone(),
     );
     metrics.health = health.clone();
-    let status = spawn_source(&config, &mut tasks, &metrics, changes_tx.clone(), pods_tx).await?;
+    let _ = metrics.ownership.set(ownership.clone());
+    let status = spawn_source(
+        &config,
+        &mut tasks,
+        &metrics,
+        changes_tx.clone(),
+        pods_tx,
+        reload_cluster.clone(),
+    )
+    .await?;
     if let Some(address) = config.metrics_address {
         let metrics = metrics.clone();
         tasks.spawn(Task::MetricsServer, move || {
@@ -103,8 +122,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         speaker_pods,
         links: LinkWatcher::new()?,
         tasks,
-        terminate: tokio::signal::unix::signal(SignalKind::terminate())
-            .map_err(|e| Error::io("installing the SIGTERM handler", e))?,
+        signals,
     };
     let mut node = NodeState::new(&config);
     let mut ctx = Context {
@@ -115,6 +133,8 @@ pub async fn run(config: RunConfig) -> Result<()> {
         status,
         health,
         changes: changes_tx,
+        ownership,
+        reload_cluster,
     };
     reconcile::rescan_interfaces(&ctx, &mut node);
     if let Some(ip) = ctx.config.gossip.as_ref().and_then(|g| g.advertise) {
@@ -195,8 +215,17 @@ async fn event_loop(ctx: &mut Context, node: &mut NodeState, inputs: &mut Inputs
                     }
                 }
             }
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = inputs.terminate.recv() => return Ok(()),
+            action = inputs.signals.next() => match action {
+                Action::Stop(name) => {
+                    info!(event = "signalStop", signal = name, "received {name}: stopping");
+                    return Ok(());
+                }
+                Action::Reload => signals::reload(
+                    matches!(ctx.config.source, Source::File(_)).then_some(&*ctx.reload_cluster),
+                    node.gossip.as_ref(),
+                    ctx.config.gossip.as_ref().and_then(|g| g.key_file.as_deref()),
+                ),
+            },
         }
     }
 }
@@ -209,15 +238,17 @@ async fn spawn_source(
     metrics: &MetricsState,
     changes: mpsc::Sender<Change>,
     pods: mpsc::Sender<Vec<IpAddr>>,
+    reload: Arc<Notify>,
 ) -> Result<Option<StatusWriter>> {
     let stats = metrics.client.clone();
     match &config.source {
         Source::File(path) => {
             let path = path.clone();
             tasks.spawn(Task::FileSource, move || {
-                let (path, changes, stats) = (path.clone(), changes.clone(), stats.clone());
+                let (path, changes, stats, reload) =
+                    (path.clone(), changes.clone(), stats.clone(), reload.clone());
                 async move {
-                    sources::file::run(path.clone(), changes, stats)
+                    sources::file::run(path.clone(), changes, stats, reload)
                         .await
                         .map_err(|source| Error::FileWatch { path, source })
                 }

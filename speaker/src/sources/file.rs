@@ -22,12 +22,14 @@ use crate::{
 /// Editors write in several steps (truncate, write, rename): wait for quiet.
 const SETTLE: Duration = Duration::from_millis(100);
 
-/// Sends the file's cluster state whenever it changes; counts each read in
-/// `stats` (an update, or an update error when the file is unusable).
+/// Sends the file's cluster state whenever it changes, or when `reload` is
+/// notified (SIGHUP); counts each read in `stats` (an update, or an update
+/// error when the file is unusable).
 pub async fn run(
     path: PathBuf,
     tx: mpsc::Sender<Change>,
     stats: ClientStats,
+    reload: std::sync::Arc<tokio::sync::Notify>,
 ) -> Result<(), notify::Error> {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let is_dir = path.is_dir();
@@ -92,8 +94,14 @@ pub async fn run(
             }
         }
         // Wait for a change, then for the writer to finish.
-        if events.recv().await.is_none() {
-            return Ok(());
+        tokio::select! {
+            event = events.recv() => if event.is_none() {
+                return Ok(());
+            },
+            () = reload.notified() => {
+                info!("re-reading {} on request", path.display());
+                continue;
+            }
         }
         loop {
             match tokio::time::timeout(SETTLE, events.recv()).await {

@@ -154,6 +154,7 @@ impl KubeLab {
             log_path: self.temp_dir.join("speaker.log"),
             rust_log: "info".to_owned(),
             env: Vec::new(),
+            open_files_limit: None,
         }));
         self.speaker()
     }

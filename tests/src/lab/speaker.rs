@@ -117,6 +117,8 @@ pub struct SpeakerOptions {
     pub rust_log: String,
     /// Further environment variables.
     pub env: Vec<(String, String)>,
+    /// `RLIMIT_NOFILE` (soft and hard) to start it with; `None`: inherited.
+    pub open_files_limit: Option<u64>,
 }
 
 impl Default for SpeakerOptions {
@@ -128,6 +130,7 @@ impl Default for SpeakerOptions {
             args: Vec::new(),
             rust_log: "info".to_owned(),
             env: Vec::new(),
+            open_files_limit: None,
         }
     }
 }
@@ -161,6 +164,8 @@ pub struct SpeakerLaunch {
     /// `RUST_LOG`.
     pub rust_log: String,
     pub env: Vec<(String, String)>,
+    /// See [`SpeakerOptions::open_files_limit`].
+    pub open_files_limit: Option<u64>,
 }
 
 struct SpeakerInner {
@@ -197,6 +202,9 @@ impl Speaker {
             .die_with_parent();
         for (key, value) in &launch.env {
             spawn = spawn.env(key, value);
+        }
+        if let Some(limit) = launch.open_files_limit {
+            spawn = spawn.open_files_limit(limit);
         }
         Speaker {
             inner: Arc::new(SpeakerInner {
@@ -326,7 +334,9 @@ impl Speaker {
         self.inner.process.kill()
     }
 
-    pub(crate) fn signal(&self, signal: Signal) {
+    /// Sends `signal` (any signal: what the daemon does with it is what
+    /// the fault lab checks).
+    pub fn signal(&self, signal: Signal) {
         self.inner.process.signal(signal);
     }
 }
