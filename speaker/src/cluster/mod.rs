@@ -10,6 +10,7 @@
 //! name) is skipped and recorded as a [`Problem`], and everything else keeps
 //! working, as MetalLB keeps serving when one object is wrong.
 
+pub mod config;
 mod dry_run;
 mod file;
 pub(crate) mod objects;

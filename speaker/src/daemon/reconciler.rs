@@ -10,9 +10,13 @@ use std::{
 
 use super::change::{Change, ServiceKey};
 use crate::{
-    cluster::ClusterState,
+    cluster::{
+        config::{self, ConfigGuard, Verdict},
+        ClusterState,
+    },
     election::{
-        should_announce, ClusterView, Decision, ElectionOptions, Endpoint, Membership, Service,
+        should_announce, ClusterView, Decision, ElectionOptions, Endpoint, IpAddressPool,
+        L2Advertisement, Membership, Service,
     },
 };
 
@@ -56,6 +60,10 @@ pub struct Reconciler {
     /// only the IPs of the services it re-elected.
     claims: HashMap<ServiceKey, Claim>,
     owned: BTreeMap<IpAddr, OwnedIp>,
+    /// Refuses pools and advertisements that would orphan announced IPs.
+    config: ConfigGuard,
+    /// The refused pools and advertisements, tried again when services change.
+    pending_config: Option<(Vec<IpAddressPool>, Vec<L2Advertisement>)>,
 }
 
 /// The IPs (canonical) and interface names (empty: all) one announcing
@@ -81,6 +89,8 @@ impl Reconciler {
             decisions: HashMap::new(),
             claims: HashMap::new(),
             owned: BTreeMap::new(),
+            config: ConfigGuard::default(),
+            pending_config: None,
         }
     }
 
@@ -97,10 +107,6 @@ impl Reconciler {
         match change {
             Change::Reset(mut state) => {
                 let services = std::mem::take(&mut state.services);
-                self.base = ClusterState {
-                    problems: Vec::new(),
-                    ..state
-                };
                 self.services.clear();
                 self.endpoints.clear();
                 for entry in services {
@@ -108,6 +114,8 @@ impl Reconciler {
                     self.endpoints.insert(key.clone(), entry.endpoints);
                     self.services.insert(key, entry.service);
                 }
+                self.base.nodes = state.nodes;
+                self.propose_config(state.pools, state.advertisements);
                 self.rebuild_view();
                 self.reelect_all()
             }
@@ -117,12 +125,14 @@ impl Reconciler {
                 self.reelect_all()
             }
             Change::Pools(pools) => {
-                self.base.pools = pools;
+                let (_, advertisements) = self.latest_config();
+                self.propose_config(pools, advertisements);
                 self.rebuild_view();
                 self.reelect_all()
             }
             Change::Advertisements(advertisements) => {
-                self.base.advertisements = advertisements;
+                let (pools, _) = self.latest_config();
+                self.propose_config(pools, advertisements);
                 self.rebuild_view();
                 self.reelect_all()
             }
@@ -133,17 +143,81 @@ impl Reconciler {
             Change::ServiceApplied(service) => {
                 let key = ServiceKey::of(&service);
                 self.services.insert(key.clone(), service);
-                self.reelect(&key).into_iter().collect()
+                let mut changed: Vec<DecisionChange> = self.reelect(&key).into_iter().collect();
+                changed.extend(self.retry_refused_config());
+                changed
             }
             Change::ServiceDeleted(key) => {
                 self.services.remove(&key);
-                self.reelect(&key).into_iter().collect()
+                let mut changed: Vec<DecisionChange> = self.reelect(&key).into_iter().collect();
+                changed.extend(self.retry_refused_config());
+                changed
             }
             Change::Endpoints(key, endpoints) => {
                 self.endpoints.insert(key.clone(), endpoints);
                 self.reelect(&key).into_iter().collect()
             }
         }
+    }
+
+    /// Takes the proposed pools and advertisements unless they would orphan
+    /// an IP this node announces (see [`config`]); then the last good ones
+    /// stay and [`Self::stale_config`] says why.
+    fn propose_config(
+        &mut self,
+        pools: Vec<IpAddressPool>,
+        advertisements: Vec<L2Advertisement>,
+    ) -> Verdict {
+        // Services still there, with the IPs they have now: a Service removed
+        // together with its pool orphans nothing.
+        let announced = self.claims.keys().filter_map(|key| {
+            let service = self.services.get(key)?;
+            Some((key.to_string(), service.ingress_ips.as_slice()))
+        });
+        let outcome = config::check(
+            &self.options,
+            (&self.base.pools, &self.base.advertisements),
+            (&pools, &advertisements),
+            announced,
+        );
+        let verdict = self.config.decide(outcome);
+        match verdict {
+            Verdict::Applied { .. } => {
+                self.pending_config = None;
+                self.base.pools = pools;
+                self.base.advertisements = advertisements;
+            }
+            Verdict::Refused(_) => self.pending_config = Some((pools, advertisements)),
+        }
+        verdict
+    }
+
+    /// The newest pools and advertisements the source sent, applied or not.
+    fn latest_config(&self) -> (Vec<IpAddressPool>, Vec<L2Advertisement>) {
+        match &self.pending_config {
+            Some(pending) => pending.clone(),
+            None => (self.base.pools.clone(), self.base.advertisements.clone()),
+        }
+    }
+
+    /// MetalLB retries a refused configuration; here it is tried again
+    /// whenever the services it would orphan may have gone.
+    fn retry_refused_config(&mut self) -> Vec<DecisionChange> {
+        let Some((pools, advertisements)) = self.pending_config.clone() else {
+            return Vec::new();
+        };
+        match self.propose_config(pools, advertisements) {
+            Verdict::Applied { .. } => {
+                self.rebuild_view();
+                self.reelect_all()
+            }
+            Verdict::Refused(_) => Vec::new(),
+        }
+    }
+
+    /// Why the pools and advertisements in use are not the newest ones.
+    pub fn stale_config(&self) -> Option<&config::Refusal> {
+        self.config.refused()
     }
 
     fn rebuild_view(&mut self) {

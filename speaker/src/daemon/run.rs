@@ -18,6 +18,7 @@ use super::{
 };
 use crate::{
     announce::{AnnounceConfig, Announcer},
+    cluster::config::StaleCause,
     dataplane::{self, sync, AttachMode, DataplaneMaps, Object, PinDir},
     election::{Decision, ElectionOptions, Membership},
     error::{Error, Result},
@@ -323,6 +324,8 @@ impl Daemon {
             }
             decisions.extend(self.reconciler.apply(change));
         }
+        let refusal = self.reconciler.stale_config().map(ToString::to_string);
+        self.metrics.client.stale.set(StaleCause::Refused, refusal);
         // Awaiting other components (gossip, the API server) is not work the
         // heartbeat should wait for: only the computing above and below is.
         drop(busy);

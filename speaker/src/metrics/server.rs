@@ -69,12 +69,18 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(shared): State<Shared>) -> (StatusCode, &'static str) {
-    if shared.state.is_ready() {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the cluster\n")
+async fn readyz(State(shared): State<Shared>) -> (StatusCode, String) {
+    if !shared.state.is_ready() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the cluster\n".into(),
+        );
     }
+    // Still ready: the last good configuration is being served.
+    let stale: String = (shared.state.client.stale.reasons().into_iter())
+        .map(|reason| format!("configuration stale: {reason}\n"))
+        .collect();
+    (StatusCode::OK, format!("ok\n{stale}"))
 }
 
 /// Serves until the process ends.
