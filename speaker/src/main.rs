@@ -205,7 +205,13 @@ fn run_daemon(args: speaker::cli::RunArgs) -> Result<(), Error> {
         metrics_address,
         node_name: args.node_name,
         source: match args.cluster_state {
-            Some(path) => Source::File(path),
+            Some(path) => Source::File(
+                path,
+                cluster::ReadOptions {
+                    max_bytes: args.cluster_state_max_bytes,
+                    allow_empty: args.allow_empty_cluster_state,
+                },
+            ),
             None => Source::Kubernetes {
                 kubeconfig: args.kubeconfig,
             },

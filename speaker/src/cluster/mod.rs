@@ -30,6 +30,8 @@ use crate::election::{
     ClusterView, ElectionOptions, Endpoint, IpAddressPool, L2Advertisement, Node, Service,
 };
 
+pub use file::{ReadOptions, DEFAULT_MAX_BYTES};
+
 pub use dry_run::{
     dry_run, ElectionReport, MembershipSummary, NodeDecision, OptionsSummary, ServiceElection,
 };
@@ -160,6 +162,17 @@ pub enum ClusterError {
     Read { path: PathBuf, source: io::Error },
     #[error("cluster state directory {path} holds no .yaml or .yml file")]
     NoFiles { path: PathBuf },
+    /// Not one document: most likely a file being rewritten in place.
+    #[error(
+        "cluster state file {path} is empty (write `kind: List` with `items: []`, or pass \
+         --allow-empty-cluster-state, to mean an empty cluster)"
+    )]
+    Empty { path: PathBuf },
+    #[error("cluster state {path} is larger than --cluster-state-max-bytes ({limit} bytes)")]
+    TooLarge { path: PathBuf, limit: u64 },
+    /// Transient: the file was being written or replaced while read.
+    #[error("cluster state file {path} changed while it was read")]
+    Changed { path: PathBuf },
     #[error("{origin}: invalid YAML: {source}")]
     Yaml {
         origin: Origin,
@@ -177,13 +190,29 @@ pub enum ClusterError {
 }
 
 /// Reads `path`: one multi-document YAML file, or every `.yaml`/`.yml` file
-/// of a directory in name order.
+/// of a directory in name order, with the default [`ReadOptions`].
 pub fn load(path: &Path) -> Result<ClusterState, ClusterError> {
+    read(path, ReadOptions::default()).map(|snapshot| snapshot.state)
+}
+
+/// A consistent read of the cluster state files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub state: ClusterState,
+    /// Of the files' names and contents: equal digests, same input.
+    pub digest: u64,
+}
+
+/// Reads `path` as [`load`] does, under `options`.
+pub fn read(path: &Path, options: ReadOptions) -> Result<Snapshot, ClusterError> {
     let mut loader = Loader::default();
-    for object in file::read_objects(path)? {
-        loader.add(object.origin, object.value)?;
-    }
-    Ok(loader.finish())
+    let digest = file::read_objects(path, options, |object| {
+        loader.add(object.origin, object.value)
+    })?;
+    Ok(Snapshot {
+        state: loader.finish(),
+        digest,
+    })
 }
 
 impl ClusterState {

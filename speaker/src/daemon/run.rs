@@ -32,7 +32,7 @@ use crate::{
 /// Where the cluster comes from.
 #[derive(Clone, Debug)]
 pub enum Source {
-    File(PathBuf),
+    File(PathBuf, crate::cluster::ReadOptions),
     Kubernetes { kubeconfig: Option<PathBuf> },
 }
 
@@ -129,11 +129,11 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let membership_tx = tx.clone();
     let (pods_tx, mut speaker_pods) = mpsc::channel::<Vec<IpAddr>>(4);
     let status = match &config.source {
-        Source::File(path) => {
-            let path = path.clone();
+        Source::File(path, read) => {
+            let (path, read) = (path.clone(), *read);
             let stats = client_stats.clone();
             tokio::spawn(async move {
-                if let Err(e) = sources::file::run(path, tx, stats).await {
+                if let Err(e) = sources::file::run(path, read, tx, stats).await {
                     error!(error = %e, "cluster state watch stopped: {e}");
                 }
             });
