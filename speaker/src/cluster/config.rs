@@ -204,7 +204,8 @@ impl Staleness {
         }
     }
 
-    /// Sets (`Some`) or clears one cause; logs when it changes.
+    /// Sets (`Some`) or clears one cause; logs a refusal when its reason
+    /// changes, and the recovery once no cause stands.
     pub fn set(&self, cause: StaleCause, reason: Option<String>) {
         let mut causes = self.causes.lock().unwrap_or_else(|e| e.into_inner());
         let before = causes.get(&cause).cloned();
@@ -220,6 +221,8 @@ impl Staleness {
         let stale = !causes.is_empty();
         drop(causes);
         match (before, reason) {
+            // A source logs its own read errors.
+            (_, Some(_)) if cause == StaleCause::Source => {}
             (before, Some(reason)) if before.as_ref() != Some(&reason) => error!(
                 event = "configStale",
                 reason, "configuration not applied, running on the last good one: {reason}"

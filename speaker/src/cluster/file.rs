@@ -15,6 +15,7 @@ use std::{
     io::Read,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use serde::Deserialize;
@@ -160,10 +161,11 @@ pub(super) fn for_each_object(
     add: &mut impl FnMut(RawObject) -> Result<(), ClusterError>,
 ) -> Result<usize, ClusterError> {
     let mut count = 0;
+    let file: Arc<Path> = Arc::from(file);
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let index = index + 1;
         let yaml_error = |source| ClusterError::Yaml {
-            origin: Origin::new(file, index),
+            origin: Origin::new(&file, index),
             source,
         };
         // The first error ends the file: the parser cannot resynchronise,
@@ -175,7 +177,7 @@ pub(super) fn for_each_object(
         // still counted, so the indices match what an editor shows.
         if !value.is_null() {
             count += 1;
-            unpack_list(Origin::new(file, index), value, add)?;
+            unpack_list(Origin::new(&file, index), value, add)?;
         }
     }
     Ok(count)

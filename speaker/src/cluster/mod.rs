@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -72,15 +73,17 @@ pub struct ServiceEntry {
 /// in it, and for the items of a `List` the 1-based index of the item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    pub file: PathBuf,
+    /// Shared by every object of the file: the loader keeps an origin per
+    /// object, and a path per object added up for large files.
+    pub file: Arc<Path>,
     pub document: usize,
     pub item: Option<usize>,
 }
 
 impl Origin {
-    fn new(file: &Path, document: usize) -> Self {
+    fn new(file: &Arc<Path>, document: usize) -> Self {
         Self {
-            file: file.to_owned(),
+            file: Arc::clone(file),
             document,
             item: None,
         }

@@ -107,8 +107,10 @@ impl Reconciler {
         match change {
             Change::Reset(mut state) => {
                 let services = std::mem::take(&mut state.services);
-                self.services.clear();
-                self.endpoints.clear();
+                // New tables, not cleared ones: a large previous state must
+                // not keep its capacity.
+                self.services = HashMap::with_capacity(services.len());
+                self.endpoints = HashMap::with_capacity(services.len());
                 for entry in services {
                     let key = ServiceKey::of(&entry.service);
                     self.endpoints.insert(key.clone(), entry.endpoints);
@@ -117,7 +119,10 @@ impl Reconciler {
                 self.base.nodes = state.nodes;
                 self.propose_config(state.pools, state.advertisements);
                 self.rebuild_view();
-                self.reelect_all()
+                let changed = self.reelect_all();
+                self.decisions.shrink_to_fit();
+                self.claims.shrink_to_fit();
+                changed
             }
             Change::Nodes(nodes) => {
                 self.base.nodes = nodes;

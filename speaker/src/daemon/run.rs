@@ -298,6 +298,7 @@ impl Daemon {
         let busy = health.busy();
         let mut decisions = Vec::new();
         let mut nodes_changed = false;
+        let mut reset = false;
         for change in batch {
             match change {
                 // Until membership has settled the reconciler keeps the empty
@@ -315,6 +316,7 @@ impl Daemon {
                     continue;
                 }
                 Change::Reset(_) => {
+                    reset = true;
                     self.synced = true;
                     self.metrics.client.config_loaded.set(1);
                     nodes_changed = true;
@@ -326,6 +328,10 @@ impl Daemon {
         }
         let refusal = self.reconciler.stale_config().map(ToString::to_string);
         self.metrics.client.stale.set(StaleCause::Refused, refusal);
+        if reset {
+            // The previous state was just dropped, possibly a large one.
+            crate::allocator::release_free_memory();
+        }
         // Awaiting other components (gossip, the API server) is not work the
         // heartbeat should wait for: only the computing above and below is.
         drop(busy);

@@ -67,6 +67,8 @@ pub async fn run(
             move || cluster::read(&path, options)
         })
         .await;
+        // The file's bytes and YAML values are gone; only the state is left.
+        crate::allocator::release_free_memory();
         // The file may now resolve elsewhere (a symlink swapped).
         if let Err(e) = watches.update(&mut watcher) {
             warn!(error = %e, "watching {}: {e}", path.display());
