@@ -364,7 +364,7 @@ fn a_configmap_symlink_swap_of_a_single_file_is_followed() {
         fabric.all_logs()
     );
     fabric.wait_owner(&[NODE], NODE, &[VIP], Duration::ZERO);
-    assert_all_answered(&fabric, probes, 5);
+    assert_all_answered(&fabric, probes, 3);
 }
 
 /// `cluster()` and `count` more LoadBalancer Services with an EndpointSlice
