@@ -259,3 +259,65 @@ fn parent_of(path: &Path) -> PathBuf {
         _ => PathBuf::from("."),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use notify::{
+        event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RenameMode},
+        Event, EventKind,
+    };
+
+    use super::*;
+
+    fn event(kind: EventKind, path: &str) -> notify::Result<Event> {
+        Ok(Event::new(kind).add_path(PathBuf::from(path)))
+    }
+
+    fn modified(path: &str) -> notify::Result<Event> {
+        event(EventKind::Modify(ModifyKind::Data(DataChange::Any)), path)
+    }
+
+    fn closed(path: &str) -> notify::Result<Event> {
+        event(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            path,
+        )
+    }
+
+    #[test]
+    fn a_modified_file_waits_for_its_writer_to_close_it() {
+        let mut watches = Watches::new(Path::new("/cm/cluster.yaml"));
+        assert!(watches.note(modified("/cm/cluster.yaml")));
+        assert_eq!(watches.writing.len(), 1);
+        // Our own reads.
+        let open = event(
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            "/cm/cluster.yaml",
+        );
+        assert!(!watches.note(open));
+        assert!(watches.note(closed("/cm/cluster.yaml")));
+        assert!(watches.writing.is_empty());
+    }
+
+    #[test]
+    fn a_single_file_sees_its_own_events_and_the_configmap_links() {
+        let mut watches = Watches::new(Path::new("/cm/cluster.yaml"));
+        let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        assert!(watches.note(event(renamed, "/cm/..data")));
+        let created = EventKind::Create(CreateKind::File);
+        assert!(!watches.note(event(created, "/cm/other.yaml")));
+        assert!(!watches.note(modified("/cm/.cluster.yaml.swp")));
+        assert!(watches.writing.is_empty());
+        // A watch error may have lost events: read again.
+        assert!(watches.note(Err(notify::Error::generic("queue overflow"))));
+    }
+
+    #[test]
+    fn a_directory_sees_every_event_in_it() {
+        let dir = std::env::temp_dir();
+        let mut watches = Watches::new(&dir);
+        assert!(watches.is_dir);
+        assert!(watches.note(modified(&dir.join("b.yaml").to_string_lossy())));
+        assert_eq!(watches.wanted(), BTreeSet::from([dir]));
+    }
+}
