@@ -142,38 +142,64 @@ pub fn check<'a>(
     Err(Refusal { orphans })
 }
 
-/// What became of a proposed configuration, for the caller to report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Applied; `recovered` when a refused one had been pending.
-    Applied { recovered: bool },
-    /// Not applied: the last good one stays.
-    Refused(Refusal),
+/// IPAddressPools and L2Advertisements, as a source sent them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Configuration {
+    pub pools: Vec<IpAddressPool>,
+    pub advertisements: Vec<L2Advertisement>,
 }
 
-/// The last refusal, while it stands.
+/// Keeps the refused configuration and why, while the refusal stands.
 #[derive(Debug, Default)]
 pub struct ConfigGuard {
-    refused: Option<Refusal>,
+    refused: Option<(Refusal, Configuration)>,
 }
 
 impl ConfigGuard {
-    /// Records the outcome of [`check`].
-    pub fn decide(&mut self, outcome: Result<(), Refusal>) -> Verdict {
+    /// [`check`]s `proposed` against `current` and what is announced:
+    /// `Some` to apply it, `None` to keep `current` (the refusal is kept,
+    /// with `proposed`, for [`Self::take_refused`] and [`Self::newest`]).
+    pub fn propose<'a>(
+        &mut self,
+        options: &ElectionOptions,
+        current: (&[IpAddressPool], &[L2Advertisement]),
+        proposed: Configuration,
+        announced: impl IntoIterator<Item = (String, &'a [IpAddr])>,
+    ) -> Option<Configuration> {
+        let outcome = check(
+            options,
+            current,
+            (&proposed.pools, &proposed.advertisements),
+            announced,
+        );
         match outcome {
-            Ok(()) => Verdict::Applied {
-                recovered: self.refused.take().is_some(),
-            },
+            Ok(()) => {
+                self.refused = None;
+                Some(proposed)
+            }
             Err(refusal) => {
-                self.refused = Some(refusal.clone());
-                Verdict::Refused(refusal)
+                self.refused = Some((refusal, proposed));
+                None
             }
         }
     }
 
     /// The refusal in force: the running configuration is stale.
     pub fn refused(&self) -> Option<&Refusal> {
-        self.refused.as_ref()
+        self.refused.as_ref().map(|(refusal, _)| refusal)
+    }
+
+    /// The newest configuration the source sent, if it was refused: a
+    /// source that sends pools and advertisements apart (Kubernetes) builds
+    /// on it, not on the stale one in use.
+    pub fn newest(&self) -> Option<&Configuration> {
+        self.refused.as_ref().map(|(_, proposed)| proposed)
+    }
+
+    /// The refused configuration, to propose again (MetalLB retries a
+    /// refused configuration; here, once the services may have changed).
+    pub fn take_refused(&mut self) -> Option<Configuration> {
+        self.refused.take().map(|(_, proposed)| proposed)
     }
 }
 
@@ -356,24 +382,38 @@ mod tests {
     }
 
     #[test]
-    fn the_guard_remembers_a_refusal_until_a_good_configuration() {
-        let mut guard = ConfigGuard::default();
-        assert_eq!(guard.decide(Ok(())), Verdict::Applied { recovered: false });
-        let refusal = Refusal {
-            orphans: vec![Orphan {
-                service: "default/web".into(),
-                ips: vec![ip("192.0.2.100")],
-                loss: Loss::Pool,
-                pool: None,
-            }],
+    fn the_guard_keeps_a_refused_configuration_until_a_good_one() {
+        let options = ElectionOptions::default();
+        let web = [("default/web".to_owned(), vec![ip("192.0.2.100")])];
+        let announced = || web.iter().map(|(s, ips)| (s.clone(), ips.as_slice()));
+        let good = Configuration {
+            pools: vec![pool("lab", "192.0.2.100/30")],
+            advertisements: vec![ad_for("all", &[])],
         };
+        let no_pool = Configuration {
+            pools: Vec::new(),
+            ..good.clone()
+        };
+        let current = (&good.pools[..], &good.advertisements[..]);
+        let mut guard = ConfigGuard::default();
         assert_eq!(
-            guard.decide(Err(refusal.clone())),
-            Verdict::Refused(refusal.clone())
+            guard.propose(&options, current, good.clone(), announced()),
+            Some(good.clone())
         );
-        assert_eq!(guard.refused(), Some(&refusal));
-        assert_eq!(guard.decide(Ok(())), Verdict::Applied { recovered: true });
-        assert_eq!(guard.refused(), None);
+        assert_eq!(
+            guard.propose(&options, current, no_pool.clone(), announced()),
+            None
+        );
+        assert_eq!(guard.refused().unwrap().orphans[0].loss, Loss::Pool);
+        assert_eq!(guard.newest(), Some(&no_pool));
+        assert_eq!(guard.take_refused(), Some(no_pool));
+        assert!(guard.refused().is_none());
+        guard.propose(&options, current, Configuration::default(), announced());
+        assert_eq!(
+            guard.propose(&options, current, good.clone(), announced()),
+            Some(good)
+        );
+        assert!(guard.refused().is_none() && guard.newest().is_none());
     }
 
     #[test]

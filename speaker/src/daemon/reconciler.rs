@@ -11,7 +11,7 @@ use std::{
 use super::change::{Change, ServiceKey};
 use crate::{
     cluster::{
-        config::{self, ConfigGuard, Verdict},
+        config::{self, ConfigGuard, Configuration},
         ClusterState,
     },
     election::{
@@ -62,8 +62,6 @@ pub struct Reconciler {
     owned: BTreeMap<IpAddr, OwnedIp>,
     /// Refuses pools and advertisements that would orphan announced IPs.
     config: ConfigGuard,
-    /// The refused pools and advertisements, tried again when services change.
-    pending_config: Option<(Vec<IpAddressPool>, Vec<L2Advertisement>)>,
 }
 
 /// The IPs (canonical) and interface names (empty: all) one announcing
@@ -90,7 +88,6 @@ impl Reconciler {
             claims: HashMap::new(),
             owned: BTreeMap::new(),
             config: ConfigGuard::default(),
-            pending_config: None,
         }
     }
 
@@ -167,57 +164,53 @@ impl Reconciler {
 
     /// Takes the proposed pools and advertisements unless they would orphan
     /// an IP this node announces (see [`config`]); then the last good ones
-    /// stay and [`Self::stale_config`] says why.
+    /// stay and [`Self::stale_config`] says why. `true` when applied.
     fn propose_config(
         &mut self,
         pools: Vec<IpAddressPool>,
         advertisements: Vec<L2Advertisement>,
-    ) -> Verdict {
+    ) -> bool {
         // Services still there, with the IPs they have now: a Service removed
         // together with its pool orphans nothing.
         let announced = self.claims.keys().filter_map(|key| {
             let service = self.services.get(key)?;
             Some((key.to_string(), service.ingress_ips.as_slice()))
         });
-        let outcome = config::check(
-            &self.options,
-            (&self.base.pools, &self.base.advertisements),
-            (&pools, &advertisements),
-            announced,
-        );
-        let verdict = self.config.decide(outcome);
-        match verdict {
-            Verdict::Applied { .. } => {
-                self.pending_config = None;
-                self.base.pools = pools;
-                self.base.advertisements = advertisements;
-            }
-            Verdict::Refused(_) => self.pending_config = Some((pools, advertisements)),
-        }
-        verdict
+        let proposed = Configuration {
+            pools,
+            advertisements,
+        };
+        let current = (&self.base.pools[..], &self.base.advertisements[..]);
+        let Some(applied) = self
+            .config
+            .propose(&self.options, current, proposed, announced)
+        else {
+            return false;
+        };
+        self.base.pools = applied.pools;
+        self.base.advertisements = applied.advertisements;
+        true
     }
 
     /// The newest pools and advertisements the source sent, applied or not.
     fn latest_config(&self) -> (Vec<IpAddressPool>, Vec<L2Advertisement>) {
-        match &self.pending_config {
-            Some(pending) => pending.clone(),
+        match self.config.newest() {
+            Some(newest) => (newest.pools.clone(), newest.advertisements.clone()),
             None => (self.base.pools.clone(), self.base.advertisements.clone()),
         }
     }
 
-    /// MetalLB retries a refused configuration; here it is tried again
-    /// whenever the services it would orphan may have gone.
+    /// Tries a refused configuration again once services changed (the
+    /// services it would orphan may be gone).
     fn retry_refused_config(&mut self) -> Vec<DecisionChange> {
-        let Some((pools, advertisements)) = self.pending_config.clone() else {
+        let Some(refused) = self.config.take_refused() else {
             return Vec::new();
         };
-        match self.propose_config(pools, advertisements) {
-            Verdict::Applied { .. } => {
-                self.rebuild_view();
-                self.reelect_all()
-            }
-            Verdict::Refused(_) => Vec::new(),
+        if !self.propose_config(refused.pools, refused.advertisements) {
+            return Vec::new();
         }
+        self.rebuild_view();
+        self.reelect_all()
     }
 
     /// Why the pools and advertisements in use are not the newest ones.
