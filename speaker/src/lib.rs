@@ -2,6 +2,7 @@
 //! an XDP program. This crate is the userspace side: it loads and attaches the
 //! program, keeps the pinned maps, and gives operators a view into them.
 
+pub mod allocator;
 pub mod announce;
 pub mod cli;
 pub mod cluster;

@@ -11,6 +11,7 @@ use std::{
 use crate::{
     announce::AnnounceConfig,
     cli::RunArgs,
+    cluster::ReadOptions,
     dataplane::{AttachMode, PinDir},
     election::{ElectionOptions, Membership},
     error::Error,
@@ -29,7 +30,7 @@ const DEAD_MAN_WITHOUT_GOSSIP: Duration = Duration::from_secs(10);
 /// Where the cluster comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
-    File(PathBuf),
+    File(PathBuf, ReadOptions),
     Kubernetes { kubeconfig: Option<PathBuf> },
 }
 
@@ -89,7 +90,13 @@ impl TryFrom<RunArgs> for RunConfig {
         Ok(RunConfig {
             metrics_address: metrics_address(&args.metrics_address)?,
             source: match args.cluster_state {
-                Some(path) => Source::File(path),
+                Some(path) => Source::File(
+                    path,
+                    ReadOptions {
+                        max_bytes: args.cluster_state_max_bytes,
+                        allow_empty: args.allow_empty_cluster_state,
+                    },
+                ),
                 None => Source::Kubernetes {
                     kubeconfig: args.kubeconfig,
                 },
@@ -349,7 +356,16 @@ mod tests {
             "3",
         ])
         .unwrap();
-        assert_eq!(c.source, Source::File("/tmp/cluster.yaml".into()));
+        assert_eq!(
+            c.source,
+            Source::File(
+                "/tmp/cluster.yaml".into(),
+                ReadOptions {
+                    max_bytes: crate::cluster::DEFAULT_MAX_BYTES,
+                    allow_empty: false
+                }
+            )
+        );
         assert_eq!(c.announce.periodic, Some(Duration::from_secs(3)));
         let message = config_error(&["--memberlist-key-file", "/nonexistent/xdp-speaker-key"]);
         assert!(

@@ -14,6 +14,7 @@ use super::{
     settle::{GateEvent, SettleGate, Step},
 };
 use crate::{
+    cluster::config::StaleCause,
     cluster::{Change, ServiceKey},
     dataplane::sync,
     election::{Decision, Membership},
@@ -79,6 +80,7 @@ pub async fn apply(ctx: &mut Context, node: &mut NodeState, batch: Vec<Change>) 
     let busy = health.busy();
     let mut decisions = Vec::new();
     let mut nodes_changed = false;
+    let mut reset = false;
     for change in batch {
         if let Change::Membership(Membership::Members(members)) = change {
             // Only through the gate: until membership has settled the
@@ -96,10 +98,17 @@ pub async fn apply(ctx: &mut Context, node: &mut NodeState, batch: Vec<Change>) 
             decisions.extend(pass_gate(node, step));
         }
         if synced {
+            reset = true;
             ctx.metrics.client.config_loaded.set(1);
             let step = node.gate.source_synced();
             decisions.extend(pass_gate(node, step));
         }
+    }
+    let refusal = node.reconciler.stale_config().map(ToString::to_string);
+    ctx.metrics.client.stale.set(StaleCause::Refused, refusal);
+    if reset {
+        // The previous state was just dropped, possibly a large one.
+        crate::allocator::release_free_memory();
     }
     // Awaiting other components (gossip, the API server) is not work the
     // heartbeat should wait for: only the computing above and below is.

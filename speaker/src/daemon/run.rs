@@ -221,7 +221,7 @@ async fn event_loop(ctx: &mut Context, node: &mut NodeState, inputs: &mut Inputs
                     return Ok(());
                 }
                 Action::Reload => signals::reload(
-                    matches!(ctx.config.source, Source::File(_)).then_some(&*ctx.reload_cluster),
+                    matches!(ctx.config.source, Source::File(..)).then_some(&*ctx.reload_cluster),
                     node.gossip.as_ref(),
                     ctx.config.gossip.as_ref().and_then(|g| g.key_file.as_deref()),
                 ),
@@ -242,13 +242,13 @@ async fn spawn_source(
 ) -> Result<Option<StatusWriter>> {
     let stats = metrics.client.clone();
     match &config.source {
-        Source::File(path) => {
-            let path = path.clone();
+        Source::File(path, read) => {
+            let (path, read) = (path.clone(), *read);
             tasks.spawn(Task::FileSource, move || {
                 let (path, changes, stats, reload) =
                     (path.clone(), changes.clone(), stats.clone(), reload.clone());
                 async move {
-                    sources::file::run(path.clone(), changes, stats, reload)
+                    sources::file::run(path.clone(), read, changes, stats, reload)
                         .await
                         .map_err(|source| Error::FileWatch { path, source })
                 }

@@ -24,7 +24,7 @@ pub use self::server::serve;
 
 use crate::{
     announce::Announcer,
-    cluster::ServiceKey,
+    cluster::{config::Staleness, ServiceKey},
     daemon::heartbeat::{Health, STALL_LIMIT},
     dataplane::{DataplaneMaps, PinDir, Repair, SharedOwnership},
     error::{Error, ErrorKind},
@@ -35,7 +35,7 @@ use crate::{
 /// MetalLB's `metallb_k8s_client_*` family: what the cluster source did with
 /// the updates it received. Cheap to clone; every clone counts into the same
 /// series.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClientStats {
     /// Object updates (watch events, re-read files) processed.
     pub updates: Counter,
@@ -45,8 +45,23 @@ pub struct ClientStats {
     /// 1 once a complete configuration has been applied.
     pub config_loaded: Gauge,
     /// 1 while running on the last good configuration because a newer one
-    /// was refused (stays 0 until the stale-configuration logic exists).
+    /// was refused or could not be read; set through `stale`.
     pub config_stale: Gauge,
+    /// Why the configuration is stale; drives `config_stale`.
+    pub stale: Staleness,
+}
+
+impl Default for ClientStats {
+    fn default() -> Self {
+        let config_stale = Gauge::default();
+        ClientStats {
+            updates: Counter::default(),
+            update_errors: Counter::default(),
+            config_loaded: Gauge::default(),
+            stale: Staleness::new(config_stale.clone()),
+            config_stale,
+        }
+    }
 }
 
 /// `xdp_speaker_errors_total{kind}`: every error the daemon logged, by

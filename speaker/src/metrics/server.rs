@@ -118,13 +118,17 @@ async fn readyz(State(shared): State<Shared>) -> (StatusCode, String) {
         Ok(Err(e)) => reasons.push(format!("listing links: {e}")),
         Err(e) => reasons.push(format!("checking the links: {e}")),
     }
+    // A stale configuration does not make the speaker unready: the last
+    // good one is being served. It is said, though.
+    let stale: String = (shared.state.client.stale.reasons().into_iter())
+        .map(|reason| format!("configuration stale: {reason}\n"))
+        .collect();
     if reasons.is_empty() {
-        (StatusCode::OK, "ok\n".to_owned())
+        (StatusCode::OK, format!("ok\n{stale}"))
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            reasons.iter().map(|r| format!("{r}\n")).collect(),
-        )
+        let mut body: String = reasons.iter().map(|r| format!("{r}\n")).collect();
+        body.push_str(&stale);
+        (StatusCode::SERVICE_UNAVAILABLE, body)
     }
 }
 

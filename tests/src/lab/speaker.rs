@@ -3,6 +3,7 @@
 
 use std::{
     fs::{self, File},
+    io,
     path::{Path, PathBuf},
     process::ExitStatus,
     sync::{Arc, OnceLock},
@@ -339,4 +340,36 @@ impl Speaker {
     pub fn signal(&self, signal: Signal) {
         self.inner.process.signal(signal);
     }
+
+    /// Its resident set now and its peak (`VmRSS`, `VmHWM` of
+    /// /proc/PID/status), in bytes.
+    pub fn memory(&self) -> io::Result<Memory> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.trim().strip_suffix("kB"))
+                .and_then(|kb| kb.trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+                .ok_or_else(|| io::Error::other(format!("no {name} in /proc/PID/status")))
+        };
+        Ok(Memory {
+            resident: field("VmRSS:")?,
+            peak: field("VmHWM:")?,
+        })
+    }
+
+    /// Starts a new peak: the kernel resets `VmHWM` to the current resident
+    /// set on `5` written to /proc/PID/clear_refs (proc(5)).
+    pub fn reset_peak_memory(&self) -> io::Result<()> {
+        fs::write(format!("/proc/{}/clear_refs", self.pid()), "5")
+    }
+}
+
+/// What [`Speaker::memory`] reads, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memory {
+    pub resident: u64,
+    pub peak: u64,
 }
