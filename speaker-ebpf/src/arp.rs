@@ -7,7 +7,7 @@ use speaker_common::Reason;
 use crate::{
     ethernet::{self, is_group, mac_words, BROADCAST},
     frame::{same_mac, wire16, Frame, Ipv4, Mac},
-    maps,
+    log, maps,
     verdict::Verdict,
 };
 
@@ -70,13 +70,16 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
         } else {
             Reason::Conflict
         };
+        log::arp_claimed(ctx, tpa, sha, reason);
         return Verdict::pass(reason);
     }
     let eth_dst = arp.get::<Mac, { ethernet::field::DESTINATION }>();
     if !same_mac(eth_dst, BROADCAST) && !same_mac(eth_dst, our_mac) {
+        log::arp_refused(ctx, tpa, Reason::WrongEthDestination);
         return Verdict::refuse(&vip, Reason::WrongEthDestination);
     }
     if !maps::control_plane_alive() {
+        log::arp_refused(ctx, tpa, Reason::HeartbeatStale);
         return Verdict::refuse(&vip, Reason::HeartbeatStale);
     }
     // RFC 826: swap sender and target, fill in our hardware address, turn the

@@ -8,6 +8,7 @@ mod arp;
 mod checksum;
 mod ethernet;
 mod frame;
+mod log;
 mod maps;
 mod ndp;
 mod verdict;

@@ -9,7 +9,7 @@ use crate::{
     checksum::Sum,
     ethernet::{self, ipv6_multicast_mac, is_group, mac_words},
     frame::{first_byte_u32, same_ipv6, same_mac, wire16, Frame, Ipv6, Mac},
-    maps,
+    log, maps,
     verdict::Verdict,
 };
 
@@ -249,19 +249,23 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
     };
     let eth_dst = eth.get::<Mac, { ethernet::field::DESTINATION }>();
     if !same_mac(eth_dst, ns.group_mac.unwrap_or(our_mac)) {
+        log::ns_refused(ctx, ns.target, Reason::WrongEthDestination);
         return Verdict::refuse(&vip, Reason::WrongEthDestination);
     }
     if !maps::control_plane_alive() {
+        log::ns_refused(ctx, ns.target, Reason::HeartbeatStale);
         return Verdict::refuse(&vip, Reason::HeartbeatStale);
     }
 
     let delta = NA_FRAME_LEN as i32 - frame.len() as i32;
     // SAFETY: the context pointer is the one the kernel gave us.
     if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        log::ns_refused(ctx, ns.target, Reason::ResizeFailed);
         return Verdict::refuse(&vip, Reason::ResizeFailed);
     }
     // Resizing invalidates every packet pointer: start over from the context.
     let Some(na) = Frame::new(ctx).bounded::<NA_FRAME_LEN>() else {
+        log::ns_refused(ctx, ns.target, Reason::ResizeFailed);
         return Verdict::refuse(&vip, Reason::ResizeFailed);
     };
     // RFC 4861 §7.2.4: to the solicitation's source with S=1; a DAD probe

@@ -8,6 +8,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+
 /// Byte ranges, each named once; nothing else in this file uses a bare offset.
 mod field {
     pub type Field = core::ops::Range<usize>;
@@ -200,69 +202,57 @@ impl Announcement {
         }
     }
 
-    /// The frame as bytes.
-    pub fn to_frame(&self) -> Vec<u8> {
-        let mut frame = vec![0; self.frame_len()];
+    /// The frame as bytes, written into one buffer of exactly its length.
+    pub fn to_frame(&self) -> Bytes {
+        let mut frame = BytesMut::with_capacity(self.frame_len());
         self.emit(&mut frame);
-        frame
+        frame.freeze()
     }
 
-    /// Writes the frame into `frame`, which must be exactly
-    /// [`frame_len`](Self::frame_len) bytes long (panics otherwise).
-    pub fn emit(&self, frame: &mut [u8]) {
-        assert_eq!(frame.len(), self.frame_len(), "announcement buffer length");
+    /// Appends the frame to `frame`, field after field in wire order; the
+    /// [`field`] offsets that [`parse`](Self::parse) reads are where these
+    /// writes land.
+    pub fn emit(&self, frame: &mut BytesMut) {
+        let start = frame.len();
         match *self {
             Announcement::GratuitousArp { operation, mac, ip } => {
                 emit_ethernet(frame, BROADCAST_MAC, mac, ETHERTYPE_ARP);
-                let arp = &mut frame[field::ethernet::PAYLOAD..];
-                put_u16(arp, field::arp::HTYPE, ARP_HTYPE_ETHERNET);
-                put_u16(arp, field::arp::PTYPE, ARP_PTYPE_IPV4);
-                arp[field::arp::HLEN] = ETHERNET_ADDRESS_LEN;
-                arp[field::arp::PLEN] = IPV4_ADDRESS_LEN;
-                put_u16(arp, field::arp::OPER, operation as u16);
-                arp[field::arp::SHA].copy_from_slice(&mac);
-                arp[field::arp::SPA].copy_from_slice(&ip.octets());
-                arp[field::arp::THA].copy_from_slice(&arp_target_mac(operation, mac));
-                arp[field::arp::TPA].copy_from_slice(&ip.octets());
+                frame.put_u16(ARP_HTYPE_ETHERNET);
+                frame.put_u16(ARP_PTYPE_IPV4);
+                frame.put_u8(ETHERNET_ADDRESS_LEN);
+                frame.put_u8(IPV4_ADDRESS_LEN);
+                frame.put_u16(operation as u16);
+                frame.put_slice(&mac);
+                frame.put_slice(&ip.octets());
+                frame.put_slice(&arp_target_mac(operation, mac));
+                frame.put_slice(&ip.octets());
             }
             Announcement::NeighborAdvert { mac, ip } => {
                 emit_ethernet(frame, ALL_NODES_MAC, mac, ETHERTYPE_IPV6);
-                let packet = &mut frame[field::ethernet::PAYLOAD..];
-                put_u32(
-                    packet,
-                    field::ipv6::VERSION_CLASS_FLOW,
-                    IPV6_VERSION_CLASS_FLOW,
-                );
-                put_u16(
-                    packet,
-                    field::ipv6::PAYLOAD_LENGTH,
-                    NEIGHBOR_ADVERT_LEN as u16,
-                );
-                packet[field::ipv6::NEXT_HEADER] = NEXT_HEADER_ICMPV6;
-                packet[field::ipv6::HOP_LIMIT] = NDP_HOP_LIMIT;
-                packet[field::ipv6::SOURCE].copy_from_slice(&ip.octets());
-                packet[field::ipv6::DESTINATION].copy_from_slice(&ALL_NODES.octets());
+                frame.put_u32(IPV6_VERSION_CLASS_FLOW);
+                frame.put_u16(NEIGHBOR_ADVERT_LEN as u16);
+                frame.put_u8(NEXT_HEADER_ICMPV6);
+                frame.put_u8(NDP_HOP_LIMIT);
+                frame.put_slice(&ip.octets());
+                frame.put_slice(&ALL_NODES.octets());
 
-                let icmp = &mut packet[field::ipv6::PAYLOAD..];
-                icmp[field::neighbor_advert::TYPE] = ICMPV6_NEIGHBOR_ADVERT;
-                icmp[field::neighbor_advert::CODE] = 0;
-                put_u16(icmp, field::neighbor_advert::CHECKSUM, 0);
-                put_u32(
-                    icmp,
-                    field::neighbor_advert::FLAGS_RESERVED,
-                    NA_FLAG_OVERRIDE,
-                );
-                icmp[field::neighbor_advert::TARGET].copy_from_slice(&ip.octets());
-                let option = &mut icmp[field::neighbor_advert::OPTIONS..];
-                option[field::link_layer_option::TYPE] = OPTION_TARGET_LINK_LAYER;
-                option[field::link_layer_option::LENGTH] =
-                    (field::link_layer_option::END / 8) as u8;
-                option[field::link_layer_option::ADDRESS].copy_from_slice(&mac);
+                let icmp_start = frame.len();
+                frame.put_u8(ICMPV6_NEIGHBOR_ADVERT);
+                frame.put_u8(0);
+                // Summed as zero, then filled in below (RFC 4443 §2.3).
+                frame.put_u16(0);
+                frame.put_u32(NA_FLAG_OVERRIDE);
+                frame.put_slice(&ip.octets());
+                frame.put_u8(OPTION_TARGET_LINK_LAYER);
+                frame.put_u8((field::link_layer_option::END / 8) as u8);
+                frame.put_slice(&mac);
 
+                let icmp = &mut frame[icmp_start..];
                 let checksum = icmpv6_checksum(&ip, &ALL_NODES, icmp);
-                put_u16(icmp, field::neighbor_advert::CHECKSUM, checksum);
+                icmp[field::neighbor_advert::CHECKSUM].copy_from_slice(&checksum.to_be_bytes());
             }
         }
+        debug_assert_eq!(frame.len() - start, self.frame_len());
     }
 
     /// Reads a frame that [`emit`](Self::emit) could have written, checking
@@ -296,10 +286,10 @@ fn arp_target_mac(operation: ArpOperation, mac: [u8; 6]) -> [u8; 6] {
     }
 }
 
-fn emit_ethernet(frame: &mut [u8], destination: [u8; 6], source: [u8; 6], ethertype: u16) {
-    frame[field::ethernet::DESTINATION].copy_from_slice(&destination);
-    frame[field::ethernet::SOURCE].copy_from_slice(&source);
-    put_u16(frame, field::ethernet::ETHERTYPE, ethertype);
+fn emit_ethernet(frame: &mut BytesMut, destination: [u8; 6], source: [u8; 6], ethertype: u16) {
+    frame.put_slice(&destination);
+    frame.put_slice(&source);
+    frame.put_u16(ethertype);
 }
 
 fn parse_arp(frame: &[u8]) -> Result<Announcement, Malformed> {
@@ -414,22 +404,12 @@ pub fn icmpv6_checksum(source: &Ipv6Addr, destination: &Ipv6Addr, message: &[u8]
     !(sum as u16)
 }
 
-fn put_u16(buf: &mut [u8], at: field::Field, value: u16) {
-    buf[at].copy_from_slice(&value.to_be_bytes());
-}
-
-fn put_u32(buf: &mut [u8], at: field::Field, value: u32) {
-    buf[at].copy_from_slice(&value.to_be_bytes());
-}
-
 fn get_u16(buf: &[u8], at: field::Field) -> u16 {
-    let b = &buf[at];
-    u16::from_be_bytes([b[0], b[1]])
+    (&buf[at]).get_u16()
 }
 
 fn get_u32(buf: &[u8], at: field::Field) -> u32 {
-    let b = &buf[at];
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    (&buf[at]).get_u32()
 }
 
 fn mac_at(b: &[u8]) -> [u8; 6] {
@@ -449,6 +429,14 @@ fn ipv6_at(b: &[u8]) -> Ipv6Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn put_u16(buf: &mut [u8], at: field::Field, value: u16) {
+        (&mut buf[at]).put_u16(value);
+    }
+
+    fn put_u32(buf: &mut [u8], at: field::Field, value: u32) {
+        (&mut buf[at]).put_u32(value);
+    }
 
     const MAC: [u8; 6] = [0x02, 0x5e, 0x00, 0x00, 0x00, 0x01];
     const NA_FLAG_ROUTER: u32 = 1 << 31;
@@ -554,9 +542,9 @@ mod tests {
 
     #[test]
     fn emits_the_fixtures() {
-        assert_eq!(request().to_frame(), ARP_REQUEST);
-        assert_eq!(reply().to_frame(), ARP_REPLY);
-        assert_eq!(advert().to_frame(), NEIGHBOR_ADVERT);
+        assert_eq!(request().to_frame(), &ARP_REQUEST[..]);
+        assert_eq!(reply().to_frame(), &ARP_REPLY[..]);
+        assert_eq!(advert().to_frame(), &NEIGHBOR_ADVERT[..]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod capabilities;
 pub mod clock;
+pub mod ebpf_log;
 mod maps;
 pub mod operator;
 pub mod ownership;
@@ -68,12 +69,19 @@ impl Object {
         if OBJECT.is_empty() {
             return Err(Error::NoObject);
         }
+        // Fixed for the program's life: the verifier prunes the disabled levels.
+        let log_level = ebpf_log::level_in_force();
         let mut loader = EbpfLoader::new();
+        loader.override_global(ebpf_log::LEVEL_GLOBAL, &log_level, true);
         let paths: Vec<_> = match pins {
             Some(pins) => {
                 pins.create()?;
+                // The log ring buffer is pinned too: every load (the held
+                // object, each attach) then writes to the one buffer the
+                // daemon reads.
                 let paths: Vec<_> = map_names::ALL
                     .iter()
+                    .chain([&ebpf_log::RING_BUFFER])
                     .map(|name| (*name, pins.map(name)))
                     .collect();
                 // aya pins a new map where the pinned one cannot be opened,
@@ -111,6 +119,11 @@ impl Object {
                 .map_err(|e| Error::bpf(format!("verifying program {name}"), e))?;
         }
         Ok(program)
+    }
+
+    /// Forwards the program's debug records to `tracing`; see [`ebpf_log`].
+    pub fn forward_logs(&mut self) {
+        ebpf_log::spawn_reader(&mut self.ebpf);
     }
 
     /// Takes the maps out of the object, for reading and writing them.

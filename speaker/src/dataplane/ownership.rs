@@ -124,7 +124,8 @@ pub struct Ownership {
 impl Ownership {
     /// Loads (adopting the pinned maps) and holds the object.
     pub fn new(pins: PinDir, mode: AttachMode, repairs: RepairCounters) -> Result<Self> {
-        let object = Object::load(Some(&pins))?;
+        let mut object = Object::load(Some(&pins))?;
+        object.forward_logs();
         Ok(Ownership {
             pins,
             mode,

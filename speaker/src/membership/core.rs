@@ -57,7 +57,7 @@ pub struct GossipStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Datagram {
     pub to: SocketAddr,
-    pub bytes: Vec<u8>,
+    pub bytes: bytes::Bytes,
 }
 
 /// Where a peer address came from, which decides whether it expires.

@@ -29,6 +29,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use bytes::{BufMut as _, Bytes, BytesMut};
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
 use rand::Rng as _;
@@ -255,24 +256,26 @@ impl PacketSeal {
         }
     }
 
-    pub fn seal(&self, packet: &[u8]) -> Vec<u8> {
-        let mut datagram = Vec::with_capacity(packet.len() + self.overhead());
+    /// The datagram for one foca packet, built in one buffer of its final
+    /// size and encrypted in place there.
+    pub fn seal(&self, packet: &[u8]) -> Bytes {
+        let mut datagram = BytesMut::with_capacity(packet.len() + self.overhead());
         let Some(cipher) = &self.cipher else {
-            datagram.push(KIND_PLAINTEXT);
-            datagram.extend_from_slice(packet);
-            return datagram;
+            datagram.put_u8(KIND_PLAINTEXT);
+            datagram.put_slice(packet);
+            return datagram.freeze();
         };
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
-        datagram.push(KIND_SEALED);
-        datagram.extend_from_slice(&nonce);
-        datagram.extend_from_slice(packet);
+        datagram.put_u8(KIND_SEALED);
+        datagram.put_slice(&nonce);
+        datagram.put_slice(packet);
         let (kind, rest) = datagram.split_at_mut(field::KIND + 1);
         let tag = cipher
             .encrypt_in_place_detached(Nonce::from_slice(&nonce), kind, &mut rest[NONCE_LEN..])
             .expect("ChaCha20-Poly1305 encrypts up to 256 GiB per message");
-        datagram.extend_from_slice(&tag);
-        datagram
+        datagram.put_slice(&tag);
+        datagram.freeze()
     }
 
     /// Authenticates `datagram` and leaves the foca packet in `packet`.
@@ -449,7 +452,7 @@ mod tests {
         let mut packet = Vec::new();
         for byte in 0..datagram.len() {
             for bit in 0..8 {
-                let mut tampered = datagram.clone();
+                let mut tampered = datagram.to_vec();
                 tampered[byte] ^= 1 << bit;
                 let opened = seal.open(&tampered, &mut packet);
                 assert!(opened.is_err(), "byte {byte} bit {bit} accepted");
@@ -499,7 +502,7 @@ mod tests {
     fn plaintext_round_trip() {
         let seal = PacketSeal::new(None);
         let datagram = seal.seal(b"hi");
-        assert_eq!(datagram, [KIND_PLAINTEXT, b'h', b'i']);
+        assert_eq!(datagram, &[KIND_PLAINTEXT, b'h', b'i'][..]);
         let mut packet = Vec::new();
         seal.open(&datagram, &mut packet).unwrap();
         assert_eq!(packet, b"hi");

@@ -21,7 +21,7 @@ struct InFlight {
     seq: u64,
     from: SocketAddr,
     to: SocketAddr,
-    bytes: Vec<u8>,
+    bytes: bytes::Bytes,
 }
 
 pub struct SimulatedLan {
@@ -142,7 +142,13 @@ impl SimulatedLan {
 
     /// Puts a datagram on the wire as if `from` had sent it.
     pub fn inject(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
-        self.send(Datagram { to, bytes }, from);
+        self.send(
+            Datagram {
+                to,
+                bytes: bytes.into(),
+            },
+            from,
+        );
     }
 
     /// Runs every event up to `now + span`.

@@ -410,7 +410,7 @@ fn tampered_datagram_is_rejected_and_counted() {
     let (from0, to1) = (SimulatedLan::addr(0), SimulatedLan::addr(1));
     lan.run_watching(SECOND, |from, datagram| {
         if from == from0 && datagram.to == to1 && captured.is_none() {
-            captured = Some(datagram.bytes.clone());
+            captured = Some(datagram.bytes.to_vec());
         }
     });
     let original = captured.expect("node-0 talked to node-1");
