@@ -23,6 +23,8 @@ use tracing::{debug, warn};
 pub const LEVEL_GLOBAL: &str = aya_log::LEVEL;
 /// The ring buffer `aya-log-ebpf` writes to.
 pub const RING_BUFFER: &str = "AYA_LOGS";
+/// The one level `speaker-ebpf/src/log.rs` logs at.
+const PROGRAM_LEVEL: Level = Level::Debug;
 
 /// The most verbose level the subscriber lets through for the program's
 /// records, as `AYA_LOG_LEVEL` wants it (0: none). It is read-only data in
@@ -46,11 +48,11 @@ pub fn level_in_force() -> u8 {
 }
 
 /// Takes the ring buffer out of `ebpf` and forwards its records until the
-/// process ends. Needs a tokio runtime; without one (or when the program may
-/// not log at all) nothing is started and the records, if any, are dropped in
+/// process ends. Needs a tokio runtime; without one (or below debug, where
+/// the program has nothing to say) nothing is started and the records, if any, are dropped in
 /// the kernel when the buffer is full — the program never waits on a reader.
 pub fn spawn_reader(ebpf: &mut Ebpf) {
-    if level_in_force() == 0 {
+    if level_in_force() < u8::from(PROGRAM_LEVEL) {
         return;
     }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -98,4 +100,30 @@ pub fn spawn_reader(ebpf: &mut Ebpf) {
             ready.clear_ready();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::level_filters::LevelFilter;
+
+    use super::*;
+
+    fn level_under(filter: LevelFilter) -> u8 {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(filter)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(subscriber, level_in_force)
+    }
+
+    #[test]
+    fn the_program_logs_only_at_the_levels_the_subscriber_keeps() {
+        assert_eq!(level_under(LevelFilter::DEBUG), u8::from(Level::Debug));
+        assert_eq!(level_under(LevelFilter::TRACE), u8::from(Level::Trace));
+        assert_eq!(level_under(LevelFilter::WARN), u8::from(Level::Warn));
+        // The default: the program's debug calls are dead code.
+        assert_eq!(level_under(LevelFilter::INFO), u8::from(Level::Info));
+        assert!(level_under(LevelFilter::INFO) < u8::from(Level::Debug));
+        assert_eq!(level_under(LevelFilter::OFF), 0);
+    }
 }
