@@ -4,14 +4,17 @@
 //! to another host's MAC, which the program refuses
 //! (`wrong_eth_destination`) and logs. With `--log-level debug` every one
 //! of them is a `"level":"debug"` line with the VIP and the reason; with the
-//! default level (info) the same frames leave no record, because the speaker
-//! loads the program with its log level below debug.
+//! default level (info) the same frames leave no record — not in the log,
+//! and not in the program's ring buffer (pinned as `AYA_LOGS`, unread at
+//! that level), because the speaker loads the program with its log level
+//! below debug.
 //!
 //! Needs root and iproute2; fails, not skips, without them. Run:
 //! `cargo test -p speaker-tests --test ebpf_log_lab`.
 
-use std::{net::Ipv4Addr, thread, time::Duration};
+use std::{net::Ipv4Addr, path::Path, thread, time::Duration};
 
+use aya::maps::{Map, MapData, RingBuf};
 use serde_json::Value;
 use speaker_tests::{
     frames::{self, Mac},
@@ -32,7 +35,7 @@ const RECORD: &str = "xdp: ARP request for 192.0.2.100 not answered: sent to ano
 
 /// Starts a speaker with `options`, sends the refused requests, and returns
 /// its log lines as JSON, once the refusals are counted.
-fn refused_requests_logged(options: SpeakerOptions) -> (Vec<Value>, String) {
+fn refused_requests_logged(options: SpeakerOptions) -> (Vec<Value>, String, usize) {
     let fabric = Fabric::new(&[HostSpec::numbered(NODE, 11), HostSpec::numbered(CLIENT, 10)]);
     fabric.write_cluster_state(&lab_cluster_yaml(&[NODE], &[VIP], "Cluster", NODE));
     let speaker = fabric.start_speaker(NODE, &options);
@@ -86,7 +89,19 @@ fn refused_requests_logged(options: SpeakerOptions) -> (Vec<Value>, String) {
                 .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"))
         })
         .collect();
-    (lines, log)
+    (lines, log, unread_records(&fabric.host(NODE).pin_dir))
+}
+
+/// Records waiting in the program's pinned ring buffer. Nothing consumes it
+/// below debug, so any record the program wrote is still there.
+fn unread_records(pin_dir: &Path) -> usize {
+    let map = MapData::from_pin(pin_dir.join("AYA_LOGS")).expect("the pinned AYA_LOGS ring buffer");
+    let mut ring = RingBuf::try_from(Map::RingBuf(map)).expect("AYA_LOGS is a ring buffer");
+    let mut count = 0;
+    while ring.next().is_some() {
+        count += 1;
+    }
+    count
 }
 
 fn program_records(lines: &[Value]) -> Vec<&Value> {
@@ -105,13 +120,14 @@ fn debug_level_forwards_the_programs_records() {
     }
     .arg("--log-level")
     .arg("debug");
-    let (lines, log) = refused_requests_logged(options);
+    let (lines, log, _) = refused_requests_logged(options);
     let records = program_records(&lines);
     assert_eq!(
         records.iter().filter(|r| r["msg"] == RECORD).count(),
         REFUSED,
         "one record per refused request:\n{log}"
     );
+    eprintln!("first record: {}", records[0]);
     for record in &records {
         assert_eq!(record["level"], "debug", "{record}");
         let caller = record["caller"].as_str().expect("a caller");
@@ -128,7 +144,8 @@ fn default_level_leaves_no_program_records() {
         rust_log: String::new(),
         ..SpeakerOptions::file(SpeakerMode::Generic)
     };
-    let (lines, log) = refused_requests_logged(options);
+    let (lines, log, unread) = refused_requests_logged(options);
+    assert_eq!(unread, 0, "the program wrote records at info level");
     assert!(
         lines.iter().any(|line| line["level"] == "info"),
         "the speaker logged at info:\n{log}"
