@@ -126,6 +126,22 @@ impl Object {
         ebpf_log::spawn_reader(&mut self.ebpf);
     }
 
+    /// Closes the maps that are not pinned state: the log ring buffer (when
+    /// nobody reads it here) and the read-only data sections. An object held
+    /// for its pinned maps loads no program, so it needs none of them, and
+    /// each is a descriptor under the speaker's `RLIMIT_NOFILE`.
+    pub fn close_unpinned_maps(&mut self) {
+        let unpinned: Vec<String> = self
+            .ebpf
+            .maps()
+            .map(|(name, _)| name.to_owned())
+            .filter(|name| !map_names::ALL.contains(&name.as_str()))
+            .collect();
+        for name in unpinned {
+            drop(self.ebpf.take_map(&name));
+        }
+    }
+
     /// Takes the maps out of the object, for reading and writing them.
     pub fn take_maps(&mut self) -> Result<DataplaneMaps> {
         DataplaneMaps::from_object(&mut self.ebpf)

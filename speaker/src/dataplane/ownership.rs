@@ -126,6 +126,7 @@ impl Ownership {
     pub fn new(pins: PinDir, mode: AttachMode, repairs: RepairCounters) -> Result<Self> {
         let mut object = Object::load(Some(&pins))?;
         object.forward_logs();
+        object.close_unpinned_maps();
         Ok(Ownership {
             pins,
             mode,
