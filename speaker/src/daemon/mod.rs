@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod context;
+pub mod gains;
 pub mod gossip;
 pub mod heartbeat;
 pub mod reconcile;

@@ -70,7 +70,9 @@ pub struct Gossip {
 impl Gossip {
     /// Binds the socket, announces to the seeds and starts gossiping. The
     /// receiver holds our member set (ourselves included from the start) and
-    /// changes whenever a speaker comes up or is declared down.
+    /// changes whenever a speaker comes up or is declared down, and is
+    /// marked changed (the same set again) when we rejoin after the cluster
+    /// declared us down.
     pub async fn start(
         config: GossipConfig,
     ) -> Result<(Gossip, watch::Receiver<BTreeSet<String>>), GossipError> {
@@ -125,6 +127,7 @@ impl Gossip {
             members: members_tx,
             stats: Arc::clone(&stats),
             send_errors: 0,
+            published_rejoins: 0,
         };
         tokio::spawn(task.run(commands_rx));
         Ok((
@@ -179,6 +182,8 @@ struct Task {
     members: watch::Sender<BTreeSet<String>>,
     stats: Arc<Mutex<GossipStats>>,
     send_errors: u64,
+    /// Rejoins already signalled on the member channel.
+    published_rejoins: u64,
 }
 
 impl Task {
@@ -226,16 +231,20 @@ impl Task {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let current = self.core.members();
+        let mut stats = self.core.stats();
+        // A rejoin may leave our member set as it was, yet the others took
+        // over our IPs meanwhile: receivers must look (and re-announce).
+        let rejoined = stats.rejoins != self.published_rejoins;
+        self.published_rejoins = stats.rejoins;
         self.members.send_if_modified(|published| {
             let changed = published != current;
             if changed {
                 published.clone_from(current);
             }
-            changed
+            changed || rejoined
         });
-        let mut stats = self.core.stats();
         stats.send_errors = self.send_errors;
         *self
             .stats

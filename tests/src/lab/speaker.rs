@@ -329,4 +329,15 @@ impl Speaker {
     pub(crate) fn signal(&self, signal: Signal) {
         self.inner.process.signal(signal);
     }
+
+    /// SIGSTOP: the whole process stalls (its heartbeat thread too), as
+    /// under CPU throttling or a long pause.
+    pub fn suspend(&self) {
+        self.signal(Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Speaker::suspend`].
+    pub fn resume(&self) {
+        self.signal(Signal::SIGCONT);
+    }
 }
