@@ -127,6 +127,37 @@ pub struct RunArgs {
     /// POD_NAMESPACE, else --namespace).
     #[arg(long, value_name = "NAMESPACE", env = "POD_NAMESPACE")]
     pub memberlist_pod_namespace: Option<String>,
+    /// Gossip timing. `lan`: hashicorp memberlist's LAN defaults (as MetalLB):
+    /// a speaker stalled or cut off for a few seconds keeps its IPs, a crash
+    /// moves them in 5–8 s. `fast`: a crash moves them in about 1 s, but a
+    /// speaker stalled for about a second loses them (and takes them back).
+    /// The `--memberlist-*` timer flags below override single timers.
+    #[arg(long, value_enum, default_value_t = ProfileArg::Lan)]
+    pub memberlist_profile: ProfileArg,
+    /// Every this often each speaker pings one other (seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub memberlist_probe_interval: Option<Duration>,
+    /// How long a ping waits for its ack before others are asked to ping
+    /// (seconds; below the probe interval).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub memberlist_probe_timeout: Option<Duration>,
+    /// How many speakers are asked to ping on our behalf.
+    #[arg(long, value_name = "COUNT")]
+    pub memberlist_indirect_checks: Option<u8>,
+    /// How long a suspected speaker has to refute before it is declared down
+    /// (seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub memberlist_suspicion_timeout: Option<Duration>,
+    /// How often membership news is pushed to a few speakers (seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub memberlist_gossip_interval: Option<Duration>,
+    /// How often peers that are not members are contacted, healing
+    /// partitions (seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub memberlist_announce_interval: Option<Duration>,
+    /// How long a speaker declared down is remembered (seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub memberlist_down_retention: Option<Duration>,
     /// Interfaces never announced on (comma-separated regular expressions);
     /// the default is MetalLB's list. An empty value excludes nothing.
     #[arg(long, value_name = "REGEXES", value_delimiter = ',')]
@@ -219,6 +250,12 @@ pub enum VipAction {
         #[arg(long, short = 'i')]
         interface: String,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    Lan,
+    Fast,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -578,6 +578,14 @@ def test_existing_memberlist_secret(chart: helm.Chart) -> None:
     assert {p["containerPort"] for p in r.speaker["ports"] if p["name"].startswith("memberlist")} == {8946}
 
 
+def test_memberlist_profile_defaults_to_lan(chart: helm.Chart) -> None:
+    assert render(chart).flag("memberlist-profile") == "lan"
+    fast = render(chart, {"speaker": {"memberlist": {"profile": "fast"}}})
+    assert fast.flag("memberlist-profile") == "fast"
+    # Without memberlist there are no gossip timers to choose.
+    assert render(chart, VALUE_SETS["memberlist-disabled"]).flag("memberlist-profile") is None
+
+
 def test_memberlist_disabled(chart: helm.Chart) -> None:
     r = render(chart, VALUE_SETS["memberlist-disabled"])
     assert "--memberlist=false" in r.args
@@ -928,6 +936,7 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "metricsPort-zero": ({"speaker": {"metricsPort": 0}}, "/speaker/metricsPort"),
     "metricsPort-high": ({"speaker": {"metricsPort": 70000}}, "/speaker/metricsPort"),
     "mlBindPort-string": ({"speaker": {"memberlist": {"mlBindPort": "7946"}}}, "/speaker/memberlist/mlBindPort"),
+    "memberlist-profile": ({"speaker": {"memberlist": {"profile": "wan"}}}, "/speaker/memberlist/profile"),
     "memberlist-enabled-string": ({"speaker": {"memberlist": {"enabled": "false"}}}, "/speaker/memberlist/enabled"),
     "gratuitousInterval-negative": ({"speaker": {"gratuitousInterval": -1}}, "/speaker/gratuitousInterval"),
     "deadManTimeout-string": ({"speaker": {"deadManTimeout": "10s"}}, "/speaker/deadManTimeout"),

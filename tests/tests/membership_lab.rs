@@ -3,7 +3,7 @@
 //! 192.0.2.11–13) and a client (192.0.2.10) on one bridge
 //! ([`speaker_tests::lab::fabric`]), each node running `speaker run
 //! --cluster-state FILE` with memberlist on (UDP 7946 in its own namespace),
-//! one shared key file, its own pin directory, XDP in native mode with
+//! one shared key file, the `fast` gossip profile, its own pin directory, XDP in native mode with
 //! pass-through programs on the bridge ports. The cluster: one LoadBalancer
 //! Service (192.0.2.100 and 2001:db8::100) with `externalTrafficPolicy:
 //! Cluster`, so any member may own it; who does is computed with the dry
@@ -157,9 +157,12 @@ impl Lab {
         options.memberlist = Some(self.memberlist);
         if self.memberlist {
             let key = key.unwrap_or(&self.key);
+            // The timings below are the `fast` profile's.
             options.args.extend([
                 "--memberlist-key-file".to_owned(),
                 key.display().to_string(),
+                "--memberlist-profile".to_owned(),
+                "fast".to_owned(),
             ]);
         }
         options.args.extend(extra.iter().map(|s| s.to_string()));

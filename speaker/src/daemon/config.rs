@@ -10,12 +10,12 @@ use std::{
 
 use crate::{
     announce::AnnounceConfig,
-    cli::RunArgs,
+    cli::{ProfileArg, RunArgs},
     dataplane::{AttachMode, PinDir},
     election::{ElectionOptions, Membership},
     error::Error,
     interfaces::ExcludeList,
-    membership::{Key, Timers},
+    membership::{Key, Profile, Timers, TimersError},
 };
 
 use super::heartbeat::REFRESH_PERIOD;
@@ -149,8 +149,59 @@ fn gossip_settings(args: &RunArgs) -> Result<GossipSettings, Error> {
                 .unwrap_or_else(|| args.election.namespace.clone());
             (selector, namespace)
         }),
-        timers: Timers::fast_lan(),
+        timers: timers(args)?,
     })
+}
+
+/// `--memberlist-profile` and the single timers that override it.
+fn timers(args: &RunArgs) -> Result<Timers, Error> {
+    let profile = match args.memberlist_profile {
+        ProfileArg::Lan => Profile::Lan,
+        ProfileArg::Fast => Profile::Fast,
+    };
+    let mut timers = profile.timers();
+    let overrides = [
+        (&mut timers.probe_period, args.memberlist_probe_interval),
+        (&mut timers.probe_rtt, args.memberlist_probe_timeout),
+        (&mut timers.suspect_to_down, args.memberlist_suspicion_timeout),
+        (&mut timers.periodic_gossip, args.memberlist_gossip_interval),
+        (&mut timers.periodic_announce, args.memberlist_announce_interval),
+        (&mut timers.remove_down_after, args.memberlist_down_retention),
+    ];
+    for (timer, given) in overrides {
+        if let Some(value) = given {
+            *timer = value;
+        }
+    }
+    if let Some(count) = args.memberlist_indirect_checks {
+        timers.indirect_probes = count;
+    }
+    timers.validate().map_err(|e| {
+        Error::Config(match e {
+            TimersError::Zero(timer) => format!("{} must not be zero", timer_flag(timer)),
+            TimersError::RttNotBelowPeriod { rtt, period } => format!(
+                "--memberlist-probe-timeout ({} s) must be shorter than \
+                 --memberlist-probe-interval ({} s)",
+                rtt.as_secs_f64(),
+                period.as_secs_f64()
+            ),
+        })
+    })?;
+    Ok(timers)
+}
+
+/// The flag that sets a [`Timers`] field.
+fn timer_flag(field: &str) -> &'static str {
+    match field {
+        "probe_period" => "--memberlist-probe-interval",
+        "probe_rtt" => "--memberlist-probe-timeout",
+        "indirect_probes" => "--memberlist-indirect-checks",
+        "suspect_to_down" => "--memberlist-suspicion-timeout",
+        "periodic_gossip" => "--memberlist-gossip-interval",
+        "periodic_announce" => "--memberlist-announce-interval",
+        "remove_down_after" => "--memberlist-down-retention",
+        _ => "a --memberlist timer",
+    }
 }
 
 /// `--metrics-address`: empty turns the server off.
@@ -300,7 +351,7 @@ mod tests {
     #[test]
     fn dead_man_follows_gossip_timers_unless_given() {
         let with_gossip = config(&[]).unwrap();
-        let timers = Timers::fast_lan();
+        let timers = Timers::lan();
         assert_eq!(with_gossip.dead_man, dead_man_for(&timers));
         assert!(with_gossip.dead_man > timers.suspect_to_down);
 
@@ -312,6 +363,84 @@ mod tests {
         assert_eq!(given.dead_man, Duration::from_millis(2500));
         let off = config(&["--dead-man-timeout", "0"]).unwrap();
         assert_eq!(off.dead_man, Duration::ZERO);
+    }
+
+    fn timers_of(extra: &[&str]) -> Timers {
+        config(extra).unwrap().gossip.expect("gossip").timers
+    }
+
+    #[test]
+    fn the_profile_picks_the_timers_and_lan_is_the_default() {
+        assert_eq!(timers_of(&[]), Timers::lan());
+        assert_eq!(timers_of(&["--memberlist-profile", "lan"]), Timers::lan());
+        let fast = timers_of(&["--memberlist-profile", "fast"]);
+        assert_eq!(fast, Timers::fast_lan());
+        // The dead-man limit follows the profile: 1.2 s fast, 6 s lan.
+        let c = config(&["--memberlist-profile", "fast"]).unwrap();
+        assert_eq!(c.dead_man, Duration::from_millis(1200));
+        assert_eq!(config(&[]).unwrap().dead_man, Duration::from_secs(6));
+        let argv = ["speaker", "run", "--node-name", "a", "--memberlist-profile", "wan"];
+        let refused = Cli::try_parse_from(argv).map(|_| ()).unwrap_err();
+        assert!(refused.to_string().contains("wan"), "{refused}");
+    }
+
+    #[test]
+    fn every_timer_overrides_the_profile_and_moves_the_dead_man_limit() {
+        let c = config(&[
+            "--memberlist-profile",
+            "fast",
+            "--memberlist-probe-interval",
+            "0.5",
+            "--memberlist-probe-timeout",
+            "0.2",
+            "--memberlist-indirect-checks",
+            "2",
+            "--memberlist-suspicion-timeout",
+            "1.5",
+            "--memberlist-gossip-interval",
+            "0.05",
+            "--memberlist-announce-interval",
+            "7",
+            "--memberlist-down-retention",
+            "3600",
+        ])
+        .unwrap();
+        let timers = c.gossip.as_ref().unwrap().timers.clone();
+        assert_eq!(
+            timers,
+            Timers {
+                probe_period: Duration::from_millis(500),
+                probe_rtt: Duration::from_millis(200),
+                indirect_probes: 2,
+                suspect_to_down: Duration::from_millis(1500),
+                remove_down_after: Duration::from_secs(3600),
+                periodic_gossip: Duration::from_millis(50),
+                periodic_announce: Duration::from_secs(7),
+            }
+        );
+        assert_eq!(c.dead_man, Duration::from_millis(2500));
+        // An explicit limit wins over the derived one.
+        let given = config(&["--memberlist-suspicion-timeout", "9", "--dead-man-timeout", "2"]);
+        assert_eq!(given.unwrap().dead_man, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn impossible_timers_are_one_line_naming_the_flag() {
+        assert_eq!(
+            config_error(&["--memberlist-probe-timeout", "1"]),
+            "--memberlist-probe-timeout (1 s) must be shorter than \
+             --memberlist-probe-interval (1 s)"
+        );
+        assert_eq!(
+            config_error(&["--memberlist-suspicion-timeout", "0"]),
+            "--memberlist-suspicion-timeout must not be zero"
+        );
+        assert_eq!(
+            config_error(&["--memberlist-indirect-checks", "0"]),
+            "--memberlist-indirect-checks must not be zero"
+        );
+        // Without memberlist the timers are not looked at.
+        assert!(config(&["--memberlist=false", "--memberlist-probe-timeout", "5"]).is_ok());
     }
 
     #[test]
