@@ -158,6 +158,15 @@ pub struct RunArgs {
     /// How long a speaker declared down is remembered (seconds).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub memberlist_down_retention: Option<Duration>,
+    /// What a stop (SIGTERM) does with the IPs this node answers for.
+    /// `handover`: leave the gossip and stop answering as soon as the
+    /// successor announces (at most two probe periods later), for an
+    /// uninstall or a node leaving the DaemonSet. `keep`: leave the pinned
+    /// entries answering until the dead-man limit, for a restart that adopts
+    /// them. Default: `handover` with memberlist, `keep` without (nobody
+    /// takes over then).
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub on_stop: Option<OnStopArg>,
     /// Interfaces never announced on (comma-separated regular expressions);
     /// the default is MetalLB's list. An empty value excludes nothing.
     #[arg(long, value_name = "REGEXES", value_delimiter = ',')]
@@ -256,6 +265,12 @@ pub enum VipAction {
 pub enum ProfileArg {
     Lan,
     Fast,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnStopArg {
+    Handover,
+    Keep,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -10,7 +10,7 @@ use std::{
 
 use crate::{
     announce::AnnounceConfig,
-    cli::{ProfileArg, RunArgs},
+    cli::{OnStopArg, ProfileArg, RunArgs},
     dataplane::{AttachMode, PinDir},
     election::{ElectionOptions, Membership},
     error::Error,
@@ -18,7 +18,7 @@ use crate::{
     membership::{Key, Profile, Timers, TimersError},
 };
 
-use super::heartbeat::REFRESH_PERIOD;
+use super::{handover::OnStop, heartbeat::REFRESH_PERIOD};
 
 /// The dead-man limit without gossip: nothing to line it up with, so long
 /// enough for a restart (the pins are adopted) and short enough that a dead
@@ -50,6 +50,8 @@ pub struct RunConfig {
     pub metrics_address: Option<SocketAddr>,
     /// Gossip membership; `None` runs with membership disabled.
     pub gossip: Option<GossipSettings>,
+    /// What SIGTERM does with the IPs this node answers for.
+    pub on_stop: OnStop,
 }
 
 /// `--memberlist*`: how this speaker gossips with the others.
@@ -81,6 +83,10 @@ impl TryFrom<RunArgs> for RunConfig {
             Some(g) => dead_man_for(&g.timers),
             None => DEAD_MAN_WITHOUT_GOSSIP,
         });
+        let on_stop = match (args.on_stop, &gossip) {
+            (Some(OnStopArg::Handover), _) | (None, Some(_)) => OnStop::Handover,
+            (Some(OnStopArg::Keep), _) | (None, None) => OnStop::Keep,
+        };
         Ok(RunConfig {
             metrics_address: metrics_address(&args.metrics_address)?,
             source: match args.cluster_state {
@@ -100,6 +106,7 @@ impl TryFrom<RunArgs> for RunConfig {
             },
             dead_man,
             gossip,
+            on_stop,
             heartbeat_interval: REFRESH_PERIOD,
             node_name: args.node_name,
         })
@@ -163,10 +170,19 @@ fn timers(args: &RunArgs) -> Result<Timers, Error> {
     let overrides = [
         (&mut timers.probe_period, args.memberlist_probe_interval),
         (&mut timers.probe_rtt, args.memberlist_probe_timeout),
-        (&mut timers.suspect_to_down, args.memberlist_suspicion_timeout),
+        (
+            &mut timers.suspect_to_down,
+            args.memberlist_suspicion_timeout,
+        ),
         (&mut timers.periodic_gossip, args.memberlist_gossip_interval),
-        (&mut timers.periodic_announce, args.memberlist_announce_interval),
-        (&mut timers.remove_down_after, args.memberlist_down_retention),
+        (
+            &mut timers.periodic_announce,
+            args.memberlist_announce_interval,
+        ),
+        (
+            &mut timers.remove_down_after,
+            args.memberlist_down_retention,
+        ),
     ];
     for (timer, given) in overrides {
         if let Some(value) = given {
@@ -379,7 +395,14 @@ mod tests {
         let c = config(&["--memberlist-profile", "fast"]).unwrap();
         assert_eq!(c.dead_man, Duration::from_millis(1200));
         assert_eq!(config(&[]).unwrap().dead_man, Duration::from_secs(6));
-        let argv = ["speaker", "run", "--node-name", "a", "--memberlist-profile", "wan"];
+        let argv = [
+            "speaker",
+            "run",
+            "--node-name",
+            "a",
+            "--memberlist-profile",
+            "wan",
+        ];
         let refused = Cli::try_parse_from(argv).map(|_| ()).unwrap_err();
         assert!(refused.to_string().contains("wan"), "{refused}");
     }
@@ -420,7 +443,12 @@ mod tests {
         );
         assert_eq!(c.dead_man, Duration::from_millis(2500));
         // An explicit limit wins over the derived one.
-        let given = config(&["--memberlist-suspicion-timeout", "9", "--dead-man-timeout", "2"]);
+        let given = config(&[
+            "--memberlist-suspicion-timeout",
+            "9",
+            "--dead-man-timeout",
+            "2",
+        ]);
         assert_eq!(given.unwrap().dead_man, Duration::from_secs(2));
     }
 
@@ -441,6 +469,25 @@ mod tests {
         );
         // Without memberlist the timers are not looked at.
         assert!(config(&["--memberlist=false", "--memberlist-probe-timeout", "5"]).is_ok());
+    }
+
+    #[test]
+    fn a_stop_hands_over_with_gossip_and_keeps_without_unless_told() {
+        assert_eq!(config(&[]).unwrap().on_stop, OnStop::Handover);
+        assert_eq!(
+            config(&["--memberlist=false"]).unwrap().on_stop,
+            OnStop::Keep
+        );
+        assert_eq!(
+            config(&["--on-stop", "keep"]).unwrap().on_stop,
+            OnStop::Keep
+        );
+        assert_eq!(
+            config(&["--memberlist=false", "--on-stop", "handover"])
+                .unwrap()
+                .on_stop,
+            OnStop::Handover
+        );
     }
 
     #[test]

@@ -77,7 +77,9 @@ impl AnsweringView {
 
     /// Every pair answered for, in address order.
     pub fn entries(&self) -> impl Iterator<Item = (IpAddr, &Interface)> {
-        self.answering.iter().map(|((ip, _), interface)| (*ip, interface))
+        self.answering
+            .iter()
+            .map(|((ip, _), interface)| (*ip, interface))
     }
 
     pub fn len(&self) -> usize {
@@ -126,7 +128,10 @@ mod tests {
     fn adopted_pins_are_gains_for_a_new_process() {
         // A restart: the maps already hold both entries, nothing was added.
         let mut view = AnsweringView::default();
-        let pinned = [entry("192.0.2.100", 2, MAC_A), entry("2001:db8::100", 2, MAC_A)];
+        let pinned = [
+            entry("192.0.2.100", 2, MAC_A),
+            entry("2001:db8::100", 2, MAC_A),
+        ];
         let t = view.update(&kept(&pinned));
         assert_eq!(
             keys(&t.gained),
@@ -145,7 +150,10 @@ mod tests {
             added: vec![entry("192.0.2.100", 2, MAC_A)],
             ..SyncReport::default()
         };
-        assert_eq!(keys(&view.update(&first).gained), [("192.0.2.100".into(), 2)]);
+        assert_eq!(
+            keys(&view.update(&first).gained),
+            [("192.0.2.100".into(), 2)]
+        );
         // The IP moved away (map entry removed), another one came.
         let second = SyncReport {
             added: vec![entry("192.0.2.101", 2, MAC_A)],
@@ -162,7 +170,10 @@ mod tests {
             unchanged: 1,
             ..SyncReport::default()
         };
-        assert_eq!(keys(&view.update(&third).gained), [("192.0.2.100".into(), 2)]);
+        assert_eq!(
+            keys(&view.update(&third).gained),
+            [("192.0.2.100".into(), 2)]
+        );
     }
 
     #[test]
@@ -173,7 +184,10 @@ mod tests {
             updated_mac: vec![entry("192.0.2.100", 2, MAC_B)],
             ..SyncReport::default()
         };
-        assert_eq!(keys(&view.update(&new_mac).gained), [("192.0.2.100".into(), 2)]);
+        assert_eq!(
+            keys(&view.update(&new_mac).gained),
+            [("192.0.2.100".into(), 2)]
+        );
         // Could not be added: not answered, so neither gained nor lost later.
         let failed = SyncReport {
             kept: vec![entry("192.0.2.100", 2, MAC_B)],
@@ -187,7 +201,10 @@ mod tests {
     #[test]
     fn after_being_declared_down_everything_held_is_announced_again() {
         let mut view = AnsweringView::default();
-        let held = [entry("192.0.2.100", 2, MAC_A), entry("192.0.2.100", 3, MAC_B)];
+        let held = [
+            entry("192.0.2.100", 2, MAC_A),
+            entry("192.0.2.100", 3, MAC_B),
+        ];
         view.update(&kept(&held));
         view.forget();
         assert!(view.is_empty());

@@ -10,6 +10,7 @@ pub mod config;
 pub mod context;
 pub mod gains;
 pub mod gossip;
+pub mod handover;
 pub mod heartbeat;
 pub mod reconcile;
 pub mod reconciler;

@@ -10,6 +10,7 @@ use super::{
     config::{RunConfig, Source},
     context::Context,
     gossip,
+    handover::{self, OnStop},
     heartbeat::{Health, Heartbeat, STALL_LIMIT},
     reconcile::{self, NodeState},
     supervise::{Supervisor, Task, Verdict},
@@ -129,6 +130,10 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let outcome = event_loop(&mut ctx, &mut node, &mut inputs).await;
     // The loop is gone: /healthz says so while the process winds down.
     ctx.health.close();
+    if outcome.is_ok() && ctx.config.on_stop == OnStop::Handover {
+        handover::hand_over(&mut ctx, &mut node).await;
+        return outcome;
+    }
     if let Some(gossip) = &node.gossip {
         // The others drop us at once and take over; our answers go on until
         // the dead-man switch runs out, so no request goes unanswered meanwhile.
