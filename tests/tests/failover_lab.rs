@@ -33,7 +33,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
 use speaker_tests::lab::{
     probe::{self, ArpProbe, ArpProbing},
     Fabric, HostSpec, Speaker, SpeakerMode, SpeakerOptions,
@@ -141,36 +140,9 @@ impl Lab {
         self.fabric.host(node).mac.clone()
     }
 
-    fn name_of(&self, mac: &str) -> String {
-        self.fabric
-            .host_with_mac(mac)
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("?{mac}"))
-    }
-
     /// The node the dry run elects among `members`.
     fn elected(&self, members: &[&str]) -> String {
-        let path = self.fabric.cluster_state_path().display().to_string();
-        let members = members.join(",");
-        let out = self.fabric.speaker_local(&[
-            "election",
-            "--cluster-state",
-            &path,
-            "--json",
-            "--members",
-            &members,
-        ]);
-        assert!(out.success(), "speaker election failed:\n{out}");
-        let report: Value = serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("invalid JSON from the dry run ({e}):\n{out}"));
-        report["services"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| format!("{}/{}", s["namespace"], s["name"]).replace('"', "") == SERVICE)
-            .and_then(|s| s["elected_node"].as_str())
-            .unwrap_or_else(|| panic!("the dry run elects nobody for {SERVICE}:\n{report}"))
-            .to_owned()
+        self.fabric.elected(SERVICE, Some(members))
     }
 
     fn wait_owner(&self, owner: &str, nodes: &[&str], limit: Duration) -> Duration {
@@ -178,22 +150,7 @@ impl Lab {
     }
 
     fn wait_members(&self, nodes: &[&str], count: usize, limit: Duration) {
-        let started = Instant::now();
-        loop {
-            let seen: Vec<Option<f64>> = nodes
-                .iter()
-                .map(|n| self.fabric.metric(n, "xdp_speaker_gossip_members"))
-                .collect();
-            if seen.iter().all(|c| *c == Some(count as f64)) {
-                return;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "after {limit:?}, {nodes:?} should count {count} members, got {seen:?}\n{}",
-                self.fabric.all_logs()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+        self.fabric.wait_gossip_members(nodes, count, limit);
     }
 
     /// Every speaker counts 3 members and the owner by hash holds the VIPs.
@@ -228,7 +185,7 @@ impl Lab {
                 let holds = entry
                     .as_ref()
                     .and_then(|n| n.lladdr.as_deref())
-                    .map(|m| self.name_of(m));
+                    .map(|m| self.fabric.name_of_mac(m));
                 panic!(
                     "{what}: the idle client's entry for {VIP_V4} should hold {node} ({mac}) \
                      within {limit:?}, but holds {holds:?} ({entry:?}):\n{}",
@@ -246,23 +203,7 @@ impl Lab {
     }
 
     fn timeline(&self, probes: &[ArpProbe], t0: Instant) -> String {
-        probes
-            .iter()
-            .map(|p| {
-                let offset = if p.sent >= t0 {
-                    format!("+{:.3}", (p.sent - t0).as_secs_f64())
-                } else {
-                    format!("-{:.3}", (t0 - p.sent).as_secs_f64())
-                };
-                let answers: Vec<String> = p
-                    .answers
-                    .iter()
-                    .map(|(mac, at)| format!("{} after {:?}", self.name_of(mac), *at - p.sent))
-                    .collect();
-                format!("  #{:<3} sent {offset}s: {}", p.seq, answers.join(", "))
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.fabric.probe_timeline(probes, t0)
     }
 
     fn stop(&self, node: &str) {

@@ -206,26 +206,10 @@ impl Lab {
         self.fabric.host(node).mac.clone()
     }
 
-    fn name_of(&self, mac: &str) -> String {
-        self.fabric
-            .host_with_mac(mac)
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("?{mac}"))
-    }
-
     /// The node `speaker election --members members --json` elects
     /// (membership disabled when `members` is `None`).
     fn elected(&self, members: Option<&[&str]>) -> String {
-        let path = self.fabric.cluster_state_path().display().to_string();
-        let joined = members.map(|m| m.join(","));
-        let mut args = vec!["election", "--cluster-state", &path, "--json"];
-        if let Some(m) = &joined {
-            args.extend(["--members", m]);
-        }
-        let out = self.fabric.speaker_local(&args);
-        assert!(out.success(), "speaker election failed:\n{out}");
-        let report: Value = serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("invalid JSON from the dry run ({e}):\n{out}"));
+        let report = self.fabric.election_json_among(members);
         let service = report["services"]
             .as_array()
             .into_iter()
@@ -258,23 +242,7 @@ impl Lab {
 
     /// Waits until every node in `nodes` counts `count` gossip members.
     fn wait_members(&self, nodes: &[&str], count: usize, limit: Duration) -> Duration {
-        let started = Instant::now();
-        loop {
-            let seen: Vec<Option<f64>> = nodes
-                .iter()
-                .map(|n| self.metric(n, "xdp_speaker_gossip_members"))
-                .collect();
-            if seen.iter().all(|c| *c == Some(count as f64)) {
-                return started.elapsed();
-            }
-            if started.elapsed() >= limit {
-                panic!(
-                    "after {limit:?}, {nodes:?} should count {count} members, got {seen:?}\n{}",
-                    self.fabric.all_logs()
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        self.fabric.wait_gossip_members(nodes, count, limit)
     }
 
     /// A prober from the client for 192.0.2.100, every [`PROBE_INTERVAL`].
@@ -294,34 +262,7 @@ impl Lab {
 
     /// The probes, one line each: offset from `t0` and who answered.
     fn timeline(&self, probes: &[ArpProbe], t0: Instant) -> String {
-        probes
-            .iter()
-            .map(|p| {
-                let offset = |t: Instant| {
-                    if t >= t0 {
-                        format!("+{:.3}", (t - t0).as_secs_f64())
-                    } else {
-                        format!("-{:.3}", (t0 - t).as_secs_f64())
-                    }
-                };
-                let answers: Vec<String> = p
-                    .answers
-                    .iter()
-                    .map(|(mac, at)| format!("{} after {:?}", self.name_of(mac), *at - p.sent))
-                    .collect();
-                format!(
-                    "  #{:<3} sent {}s: {}",
-                    p.seq,
-                    offset(p.sent),
-                    if answers.is_empty() {
-                        "UNANSWERED".to_owned()
-                    } else {
-                        answers.join(", ")
-                    }
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.fabric.probe_timeline(probes, t0)
     }
 
     /// Asserts that every probe was answered by `owner` and by nobody else.

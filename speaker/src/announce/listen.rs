@@ -50,7 +50,7 @@ impl AnnouncementListener {
     pub fn open(ifindexes: &[u32], own: Vec<[u8; 6]>) -> io::Result<Self> {
         let mut sockets = Vec::new();
         for &ifindex in ifindexes {
-            let socket = open_socket(ifindex)?;
+            let socket = open_packet_socket(ifindex, ETH_P_ALL, true)?;
             // SAFETY: the descriptor is owned by the OwnedFd moved into the
             // AsyncFd, which closes it only when dropped.
             let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
@@ -99,18 +99,20 @@ impl AnnouncementListener {
     }
 }
 
-fn open_socket(ifindex: u32) -> io::Result<OwnedFd> {
-    let fd = socket(
-        AddressFamily::Packet,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )?;
+/// An AF_PACKET/SOCK_RAW socket in the calling thread's namespace that
+/// receives the frames of `protocol` (an EtherType, or `ETH_P_ALL`) on
+/// interface `ifindex`; non-blocking when asked.
+pub fn open_packet_socket(ifindex: u32, protocol: u16, nonblocking: bool) -> io::Result<OwnedFd> {
+    let mut flags = SockFlag::SOCK_CLOEXEC;
+    if nonblocking {
+        flags |= SockFlag::SOCK_NONBLOCK;
+    }
+    let fd = socket(AddressFamily::Packet, SockType::Raw, flags, None)?;
     // SAFETY: an all-zero sockaddr_ll is valid; bind reads the family,
     // protocol and interface index set below (packet(7)).
     let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     address.sll_family = libc::AF_PACKET as u16;
-    address.sll_protocol = ETH_P_ALL.to_be();
+    address.sll_protocol = protocol.to_be();
     address.sll_ifindex = i32::try_from(ifindex)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index too large"))?;
     // SAFETY: a valid sockaddr_ll of the size passed; nix builds a LinkAddr
