@@ -286,7 +286,7 @@ def test_default_daemonset(chart: helm.Chart) -> None:
     assert r.flag("metrics-address") == f"0.0.0.0:{METRICS_PORT}"
     assert r.flag("pin-dir") == PIN_DIR
     # The daemon's defaults apply: MetalLB's exclude list and a 10 s dead-man switch.
-    for absent in ("exclude-interfaces", "dead-man-timeout", "lb-class", "ignore-exclude-lb", "require-node-ready"):
+    for absent in ("exclude-interfaces", "dead-man-timeout", "on-stop", "lb-class", "ignore-exclude-lb", "require-node-ready"):
         assert r.flag(absent) is None, absent
     ports = {(p["name"], p["protocol"]): p["containerPort"] for p in speaker["ports"]}
     assert ports == {
@@ -667,6 +667,8 @@ FLAG_CASES: list[tuple[str, dict[str, Any], str, str | None]] = [
     ("gratuitousInterval-fraction", {"speaker": {"gratuitousInterval": 2.5}}, "gratuitous-interval", "2.5"),
     ("deadManTimeout", {"speaker": {"deadManTimeout": 5}}, "dead-man-timeout", "5"),
     ("deadManTimeout-off", {"speaker": {"deadManTimeout": 0}}, "dead-man-timeout", "0"),
+    ("onStop-keep", {"speaker": {"onStop": "keep"}}, "on-stop", "keep"),
+    ("onStop-handover", {"speaker": {"onStop": "handover"}}, "on-stop", "handover"),
     ("xdpMode", {"speaker": {"xdpMode": "generic"}}, "mode", "generic"),
     (
         "exclude-extra",
@@ -939,6 +941,7 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "memberlist-profile": ({"speaker": {"memberlist": {"profile": "wan"}}}, "/speaker/memberlist/profile"),
     "memberlist-enabled-string": ({"speaker": {"memberlist": {"enabled": "false"}}}, "/speaker/memberlist/enabled"),
     "gratuitousInterval-negative": ({"speaker": {"gratuitousInterval": -1}}, "/speaker/gratuitousInterval"),
+    "onStop": ({"speaker": {"onStop": "drain"}}, "/speaker/onStop"),
     "deadManTimeout-string": ({"speaker": {"deadManTimeout": "10s"}}, "/speaker/deadManTimeout"),
     "exclude-comma": ({"speaker": {"excludeInterfaces": {"extra": ["^a,b$"]}}}, "/speaker/excludeInterfaces/extra/0"),
     "nodeSelector-list": ({"speaker": {"nodeSelector": ["a"]}}, "/speaker/nodeSelector"),
