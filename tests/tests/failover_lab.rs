@@ -1,6 +1,6 @@
 //! Ownership transitions seen from outside (issue 10): three node
 //! namespaces (iris1..3, 192.0.2.11–13) running `speaker run` with gossip
-//! (`--memberlist-profile fast`, one key), a prober client (192.0.2.10) and
+//! (`--memberlist-profile fast` unless said otherwise, one key), a prober client (192.0.2.10) and
 //! an idle client (192.0.2.20) on one bridge. The idle client resolves the
 //! VIP once with `ping` and then sends nothing: only gratuitous ARP can move
 //! its neighbour entry, which is read with `ip neigh` in its namespace.
@@ -12,7 +12,8 @@
 //!   over, then resumes and takes the IP back (fail-back): the idle client's
 //!   entry must follow both moves. Before every gain announced, both ended
 //!   with the idle client on a node that no longer answers.
-//! - `graceful_stop_hands_over_with_at_most_100ms_of_double_answers`: a
+//! - `graceful_stop_hands_over_with_at_most_100ms_of_double_answers` (and
+//!   `graceful_stop_with_the_lan_profile`, the same with `lan`): a
 //!   broadcast ARP request every 50 ms from the prober; SIGTERM of the owner
 //!   (`--on-stop handover`, the default with gossip): no request is lost,
 //!   the successor answers within 0.5 s, and requests answered by two MACs
@@ -69,13 +70,16 @@ static SERIAL: Mutex<()> = Mutex::new(());
 struct Lab {
     fabric: Fabric,
     key: PathBuf,
+    /// `--memberlist-profile` of every speaker.
+    profile: &'static str,
     speakers: std::cell::RefCell<BTreeMap<String, Speaker>>,
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Lab {
-    /// The three nodes, both clients, a speaker on every node with `extra`.
-    fn start(extra: &[&str]) -> Lab {
+    /// The three nodes, both clients, a speaker on every node with gossip
+    /// profile `profile` and `extra`.
+    fn start(profile: &'static str, extra: &[&str]) -> Lab {
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let mut specs: Vec<HostSpec> = NODES
             .iter()
@@ -95,6 +99,7 @@ impl Lab {
         let lab = Lab {
             fabric,
             key,
+            profile,
             speakers: Default::default(),
             _serial: serial,
         };
@@ -112,7 +117,7 @@ impl Lab {
                 "--memberlist-key-file",
                 &self.key.display().to_string(),
                 "--memberlist-profile",
-                "fast",
+                self.profile,
             ]
             .iter()
             .chain(extra)
@@ -244,7 +249,7 @@ fn double_answer_time(probes: &[ArpProbe], interval: Duration) -> (usize, Durati
 #[test]
 fn every_gain_announces_to_an_idle_client() {
     // Pins kept at a stop, so the restarted owner adopts them unchanged.
-    let lab = Lab::start(&["--on-stop", "keep"]);
+    let lab = Lab::start("fast", &["--on-stop", "keep"]);
     let owner = lab.settled_owner();
     let survivors = others(&owner);
     let successor = lab.elected(&survivors);
@@ -305,7 +310,17 @@ fn every_gain_announces_to_an_idle_client() {
 
 #[test]
 fn graceful_stop_hands_over_with_at_most_100ms_of_double_answers() {
-    let lab = Lab::start(&[]);
+    graceful_stop("fast");
+}
+
+#[test]
+fn graceful_stop_with_the_lan_profile() {
+    graceful_stop("lan");
+}
+
+/// The graceful-stop scenario (see the module docs) with `profile`.
+fn graceful_stop(profile: &'static str) {
+    let lab = Lab::start(profile, &[]);
     let owner = lab.settled_owner();
     let survivors = others(&owner);
     let successor = lab.elected(&survivors);
@@ -330,7 +345,7 @@ fn graceful_stop_hands_over_with_at_most_100ms_of_double_answers() {
     let failover = at - stopped;
     let (doubles, double_time) = double_answer_time(&probes, FAST_PROBES);
     eprintln!(
-        "graceful stop of {owner}: exited after {exited:?}, failover {failover:?}, \
+        "graceful stop of {owner} ({profile}): exited after {exited:?}, failover {failover:?}, \
          {doubles} request(s) answered by two MACs ({double_time:?}); requests:\n{timeline}"
     );
     let lost = probe::unanswered(&probes);
