@@ -232,12 +232,18 @@ impl Task {
     }
 
     fn publish(&mut self) {
-        let current = self.core.members();
         let mut stats = self.core.stats();
+        stats.send_errors = self.send_errors;
+        // Stats first: a receiver woken below reads the rejoin count.
+        *self
+            .stats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = stats;
         // A rejoin may leave our member set as it was, yet the others took
         // over our IPs meanwhile: receivers must look (and re-announce).
         let rejoined = stats.rejoins != self.published_rejoins;
         self.published_rejoins = stats.rejoins;
+        let current = self.core.members();
         self.members.send_if_modified(|published| {
             let changed = published != current;
             if changed {
@@ -245,11 +251,6 @@ impl Task {
             }
             changed || rejoined
         });
-        stats.send_errors = self.send_errors;
-        *self
-            .stats
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = stats;
     }
 }
 
