@@ -93,10 +93,25 @@ pub struct RunArgs {
     /// This node's name, as in its Node object (the downward API's spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
+    /// The speaker's Pod name and uid (downward API): the owner of its
+    /// ServiceL2Statuses, which then go with the Pod.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    #[arg(long, env = "POD_UID")]
+    pub pod_uid: Option<String>,
     /// Read the cluster from YAML (a file or a directory) instead of the
     /// Kubernetes API; re-read when it changes.
     #[arg(long, value_name = "PATH")]
     pub cluster_state: Option<PathBuf>,
+    /// With --cluster-state: the most bytes its files may hold together;
+    /// a larger input is refused and the last good state kept.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::cluster::DEFAULT_MAX_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub cluster_state_max_bytes: u64,
+    /// With --cluster-state: take a file without any document as an empty
+    /// cluster (withdrawing everything) instead of an error.
+    #[arg(long)]
+    pub allow_empty_cluster_state: bool,
     /// kubeconfig for the Kubernetes API (default: in-cluster, then KUBECONFIG, then ~/.kube/config).
     #[arg(long, value_name = "PATH", conflicts_with = "cluster_state")]
     pub kubeconfig: Option<PathBuf>,

@@ -2,6 +2,7 @@
 //! an XDP program. This crate is the userspace side: it loads and attaches the
 //! program, keeps the pinned maps, and gives operators a view into them.
 
+pub mod allocator;
 pub mod announce;
 pub mod cli;
 pub mod cluster;
@@ -10,11 +11,11 @@ pub mod dataplane;
 pub mod election;
 pub mod error;
 pub mod interfaces;
+pub mod kube;
 pub mod logging;
 pub mod membership;
 pub mod metrics;
 pub mod report;
 pub mod sources;
-pub mod status;
 
 pub use error::Error;

@@ -30,7 +30,14 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("speaker: error: {e}");
+            // One line even when a source error spans several (regex, YAML).
+            let text = e.to_string();
+            let parts: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("speaker: error: {}", parts.join("; "));
             ExitCode::FAILURE
         }
     }

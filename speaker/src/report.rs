@@ -29,6 +29,9 @@ pub struct VipRow {
     pub ifindex: u32,
     pub mac: String,
     pub answered: u64,
+    /// Valid requests for the VIP on this interface, answered or refused
+    /// (`metallb_layer2_requests_received`).
+    pub requests: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -127,6 +130,7 @@ fn vip_row(record: VipRecord) -> VipRow {
         ifindex: record.ifindex,
         mac: format_mac(&record.mac),
         answered: record.answered,
+        requests: record.requests,
     }
 }
 

@@ -271,6 +271,9 @@ def test_default_daemonset(chart: helm.Chart) -> None:
     assert r.args[0] == "run"
     env = {e["name"]: e for e in speaker["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    # The speaker's Pod owns its ServiceL2Statuses (name and uid).
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_UID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
     assert "RUST_LOG" not in env
     assert r.flag("log-level") == "info"
     assert r.flag("log-format") == "json"
@@ -408,31 +411,42 @@ def test_default_tolerations(chart: helm.Chart) -> None:
 
 
 def test_default_rbac(chart: helm.Chart) -> None:
+    # The exact set is checked against the speaker's calls by
+    # tests/tests/rbac_calls.rs; here, the shape and least privilege.
     r = render(chart)
     cluster_rules = r.one("ClusterRole", FULLNAME)["rules"]
-    for resource in ("nodes", "services", "pods"):
-        for verb in ("get", "list", "watch"):
-            assert allows(cluster_rules, "", resource, verb), (resource, verb)
+    for verb in ("list", "watch"):
+        assert allows(cluster_rules, "", "nodes", verb), verb
+        assert allows(cluster_rules, "discovery.k8s.io", "endpointslices", verb), verb
     for verb in ("get", "list", "watch"):
-        assert allows(cluster_rules, "discovery.k8s.io", "endpointslices", verb)
-    for group in ("", "events.k8s.io"):
-        for verb in ("create", "patch"):
-            assert allows(cluster_rules, group, "events", verb), (group, verb)
-    # Nothing cluster-wide beyond reading and events.
+        assert allows(cluster_rules, "", "services", verb), verb
+    for verb in ("create", "patch"):
+        assert allows(cluster_rules, "events.k8s.io", "events", verb), verb
+    # Nothing cluster-wide beyond that: no pods, no core events, no writes.
+    assert not allows(cluster_rules, "", "pods", "list")
+    assert not allows(cluster_rules, "", "events", "create")
     assert not allows(cluster_rules, "", "secrets", "get")
     assert not allows(cluster_rules, "", "services", "update")
+    assert not allows(cluster_rules, "", "nodes", "get")
 
     role = r.one("Role", FULLNAME)
     assert role["metadata"]["namespace"] == NAMESPACE
     rules = role["rules"]
     for resource in ("ipaddresspools", "l2advertisements"):
-        for verb in ("get", "list", "watch"):
+        for verb in ("list", "watch"):
             assert allows(rules, "metallb.io", resource, verb)
         assert not allows(rules, "metallb.io", resource, "update")
-    for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+    for verb in ("list", "watch", "create", "delete", "patch"):
         assert allows(rules, "metallb.io", "servicel2statuses", verb), verb
-    for verb in ("update", "patch"):
-        assert allows(rules, "metallb.io", "servicel2statuses/status", verb), verb
+    assert not allows(rules, "metallb.io", "servicel2statuses", "update")
+    assert allows(rules, "metallb.io", "servicel2statuses/status", "patch")
+    assert not allows(rules, "metallb.io", "servicel2statuses/status", "update")
+
+    pods = r.one("Role", f"{FULLNAME}-pods")
+    assert pods["metadata"]["namespace"] == NAMESPACE
+    assert pods["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+    pods_binding = r.one("RoleBinding", f"{FULLNAME}-pods")
+    assert pods_binding["roleRef"]["name"] == f"{FULLNAME}-pods"
 
     subject = {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
     for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
@@ -450,6 +464,8 @@ def test_config_namespace_moves_role_and_flag(chart: helm.Chart) -> None:
     assert binding["metadata"]["namespace"] == "metallb-system"
     assert binding["subjects"][0]["namespace"] == NAMESPACE
     assert r.daemonset["metadata"]["namespace"] == NAMESPACE
+    # The speaker pods are listed where they run, whatever --namespace says.
+    assert r.one("Role", f"{FULLNAME}-pods")["metadata"]["namespace"] == NAMESPACE
 
 
 def test_existing_service_account_without_rbac(chart: helm.Chart) -> None:

@@ -4,7 +4,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use serde_json::json;
-use speaker::sources::kube::speaker_pod_addresses;
+use speaker::kube::speaker_pod_addresses;
 use speaker_tests::kube_emulator::KubeEmulator;
 
 fn pod(namespace: &str, name: &str, component: &str, ip: &str) -> serde_json::Value {

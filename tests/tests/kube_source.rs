@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use speaker::{
     cluster::{self, Change, Problem, ServiceKey},
     election::{Endpoint, Node, Service},
-    sources::kube::{KubeSource, SkippedObjects},
+    kube::{KubeSource, SkippedObjects},
 };
 use speaker_tests::kube_emulator::{KubeEmulator, Part};
 use tokio::{sync::mpsc, task::JoinHandle};

@@ -1,21 +1,30 @@
-//! The status writer against the kube emulator: MetalLB's Events on the
-//! Service and its `ServiceL2Status` objects, and no stop on API errors.
+//! The status reconciler and event recorder (`speaker::kube::status`)
+//! against the stand-in API server: MetalLB's `ServiceL2Status` objects and
+//! Events, kept up to date whatever happens to them on the server.
+//! `run_kube_status_lab` checks the same through the real `speaker run`.
 
 use std::{
+    future::Future,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::{json, Value};
 use speaker::{
     cluster::ServiceKey,
-    status::{StatusWriter, LABEL_NODE, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE},
+    kube::status::{
+        AnnouncedServices, SpeakerPod, StatusConfig, StatusWriter, LABEL_NODE, LABEL_SERVICE_NAME,
+        LABEL_SERVICE_NAMESPACE,
+    },
 };
 use speaker_tests::kube_emulator::KubeEmulator;
 
 const METALLB: &str = "metallb.io/v1beta1";
 const NAMESPACE: &str = "metallb-system";
 const EVENTS: &str = "events.k8s.io/v1";
+const POD_UID: &str = "0d3c9a1e-5b1f-4c59-9d6e-2f1b8a7c6e10";
+/// Limit for anything the reconciler does in reaction.
+const REACT: Duration = Duration::from_secs(10);
 
 fn iris() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/iris-regression.yaml")
@@ -26,11 +35,40 @@ fn web() -> ServiceKey {
 }
 
 fn writer(emulator: &KubeEmulator, node: &str) -> StatusWriter {
-    StatusWriter::new(emulator.client(), node.to_owned(), NAMESPACE.to_owned())
+    StatusWriter::new(
+        emulator.client(),
+        StatusConfig {
+            node: node.to_owned(),
+            namespace: NAMESPACE.to_owned(),
+            pod: SpeakerPod::from_downward_api(
+                Some(format!("speaker-{node}")),
+                Some(POD_UID.to_owned()),
+                Some(NAMESPACE.to_owned()),
+            ),
+        },
+    )
+}
+
+fn announced(services: &[(ServiceKey, &[&str])]) -> AnnouncedServices {
+    services
+        .iter()
+        .map(|(service, interfaces)| {
+            (
+                service.clone(),
+                interfaces.iter().map(|i| i.to_string()).collect(),
+            )
+        })
+        .collect()
 }
 
 fn statuses(emulator: &KubeEmulator) -> Vec<Value> {
     emulator.list(METALLB, "ServiceL2Status", Some(NAMESPACE))
+}
+
+fn statuses_of(emulator: &KubeEmulator, node: &str) -> Vec<Value> {
+    let mut found = statuses(emulator);
+    found.retain(|s| s["metadata"]["labels"][LABEL_NODE] == node);
+    found
 }
 
 fn events(emulator: &KubeEmulator, reason: &str) -> Vec<Value> {
@@ -51,29 +89,91 @@ fn status_for(node: &str, interfaces: &[&str]) -> Value {
     status
 }
 
-fn labels_for(node: &str) -> Value {
+fn labels_for(node: &str, service: &str) -> Value {
     json!({
         LABEL_NODE: node,
-        LABEL_SERVICE_NAME: "web",
+        LABEL_SERVICE_NAME: service,
         LABEL_SERVICE_NAMESPACE: "default",
     })
 }
 
+/// A status object as an earlier run (or another node) left it.
+fn leftover(emulator: &KubeEmulator, name: &str, node: &str, service: &str) {
+    emulator.create(json!({
+        "apiVersion": METALLB,
+        "kind": "ServiceL2Status",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": labels_for(node, service),
+        },
+        "status": {"node": node, "serviceName": service, "serviceNamespace": "default"},
+    }));
+}
+
+/// Polls `probe` until it gives a value, at most [`REACT`].
+async fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + REACT;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not seen within {REACT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The one status of `node`, once it has `status`.
+async fn one_status(emulator: &KubeEmulator, node: &str, status: Value) -> Value {
+    let what = format!("one ServiceL2Status of {node} with status {status}");
+    eventually(&what, || match statuses_of(emulator, node).as_slice() {
+        [object] if object["status"] == status => Some(object.clone()),
+        _ => None,
+    })
+    .await
+}
+
+async fn quietly<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(REACT, future)
+        .await
+        .expect("finished in time")
+}
+
 #[tokio::test]
-async fn announcing_records_the_event_and_one_service_l2_status() {
+async fn an_announced_service_gets_its_status_with_owner_labels_and_an_event() {
     let emulator = KubeEmulator::start(&[&iris()]);
     let service = emulator
         .get("v1", "Service", Some("default"), "web")
         .expect("web is preloaded");
     let status = writer(&emulator, "iris1");
 
-    status.announcing(&web(), &["eth0".to_owned()]).await;
-    status.flush().await;
+    status.publish(announced(&[(web(), &[])]));
 
-    let assigned = events(&emulator, "nodeAssigned");
-    let [event] = assigned.as_slice() else {
-        panic!("expected one nodeAssigned event: {assigned:#?}");
-    };
+    let object = one_status(&emulator, "iris1", status_for("iris1", &[])).await;
+    let name = object["metadata"]["name"].as_str().unwrap();
+    assert!(
+        name.starts_with("l2-"),
+        "named from generateName l2-: {name}"
+    );
+    assert_eq!(object["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(object["metadata"]["labels"], labels_for("iris1", "web"));
+    assert_eq!(
+        object["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "v1", "kind": "Pod", "name": "speaker-iris1", "uid": POD_UID}]),
+        "{object:#}"
+    );
+    assert!(
+        object["status"].get("interfaces").is_none(),
+        "no interfaces named: none listed, as MetalLB: {object:#}"
+    );
+
+    let event = eventually("the nodeAssigned event", || {
+        events(&emulator, "nodeAssigned").into_iter().next()
+    })
+    .await;
     assert_eq!(event["type"], "Normal");
     assert_eq!(
         event["note"],
@@ -81,130 +181,234 @@ async fn announcing_records_the_event_and_one_service_l2_status() {
     );
     let regarding = &event["regarding"];
     assert_eq!(regarding["kind"], "Service");
-    assert_eq!(regarding["apiVersion"], "v1");
     assert_eq!(regarding["namespace"], "default");
     assert_eq!(regarding["name"], "web");
     assert_eq!(regarding["uid"], service["metadata"]["uid"]);
     assert_eq!(event["reportingController"], "metallb-speaker");
     assert_eq!(event["reportingInstance"], "iris1");
-
-    let objects = statuses(&emulator);
-    let [object] = objects.as_slice() else {
-        panic!("expected one ServiceL2Status: {objects:#?}");
-    };
-    let name = object["metadata"]["name"].as_str().unwrap();
-    assert!(
-        name.starts_with("l2-"),
-        "named from generateName l2-: {name}"
-    );
-    assert_eq!(object["metadata"]["namespace"], NAMESPACE);
-    assert_eq!(object["metadata"]["labels"], labels_for("iris1"));
-    assert_eq!(object["status"], status_for("iris1", &["eth0"]));
 }
 
 #[tokio::test]
-async fn announcing_again_updates_and_withdrawing_deletes() {
-    let emulator = KubeEmulator::start(&[&iris()]);
-    let iris1 = writer(&emulator, "iris1");
-    let iris2 = writer(&emulator, "iris2");
-
-    iris1.announcing(&web(), &["eth0".to_owned()]).await;
-    iris1.flush().await;
-    let first = statuses(&emulator);
-    assert_eq!(first.len(), 1, "{first:#?}");
-    let name = first[0]["metadata"]["name"].clone();
-
-    // Interfaces changed: the same object, updated.
-    iris1
-        .announcing(&web(), &["eth1".to_owned(), "eth0".to_owned()])
-        .await;
-    iris1.flush().await;
-    let second = statuses(&emulator);
-    assert_eq!(second.len(), 1, "updated, not duplicated: {second:#?}");
-    assert_eq!(second[0]["metadata"]["name"], name);
-    assert_eq!(second[0]["status"], status_for("iris1", &["eth0", "eth1"]));
-
-    // All interfaces: the list goes away, as in MetalLB.
-    iris1.announcing(&web(), &[]).await;
-    iris1.flush().await;
-    let third = statuses(&emulator);
-    assert_eq!(third.len(), 1, "{third:#?}");
-    assert_eq!(third[0]["status"], status_for("iris1", &[]));
-
-    // A node that does not own it deletes only its own (it has none).
-    iris2.withdrawn(&web(), "notOwner").await;
-    iris2.flush().await;
-    assert_eq!(statuses(&emulator).len(), 1);
-
-    // The owner withdrawing deletes its status, and records no event.
-    let events_before = emulator.list(EVENTS, "Event", Some("default")).len();
-    iris1.withdrawn(&web(), "notOwner").await;
-    iris1.flush().await;
-    assert!(statuses(&emulator).is_empty());
-    let events_after = emulator.list(EVENTS, "Event", Some("default")).len();
-    assert_eq!(events_before, events_after, "withdrawing records no event");
-
-    // Withdrawing again is harmless.
-    iris1.withdrawn(&web(), "notOwner").await;
-    iris1.flush().await;
-    assert!(statuses(&emulator).is_empty());
-}
-
-#[tokio::test]
-async fn the_new_owner_removes_the_previous_owners_status() {
-    let emulator = KubeEmulator::start(&[&iris()]);
-    let iris1 = writer(&emulator, "iris1");
-    let iris2 = writer(&emulator, "iris2");
-
-    // iris1 announced, then died without withdrawing; iris2 takes over.
-    iris1.announcing(&web(), &[]).await;
-    iris1.flush().await;
-    iris2.announcing(&web(), &[]).await;
-    iris2.flush().await;
-
-    let objects = statuses(&emulator);
-    let [object] = objects.as_slice() else {
-        panic!("expected only iris2's status: {objects:#?}");
-    };
-    assert_eq!(object["metadata"]["labels"], labels_for("iris2"));
-    assert_eq!(object["status"], status_for("iris2", &[]));
-}
-
-#[tokio::test]
-async fn announce_failed_records_a_warning() {
+async fn interfaces_follow_and_a_withdrawal_deletes_without_an_event() {
     let emulator = KubeEmulator::start(&[&iris()]);
     let status = writer(&emulator, "iris1");
-    let message = "none of the interfaces eth9 exists on this node";
 
-    status.announce_failed(&web(), message).await;
-    status.flush().await;
+    status.publish(announced(&[(web(), &["eth0"])]));
+    let first = one_status(&emulator, "iris1", status_for("iris1", &["eth0"])).await;
 
-    let failed = events(&emulator, "announceFailed");
-    let [event] = failed.as_slice() else {
-        panic!("expected one announceFailed event: {failed:#?}");
-    };
-    assert_eq!(event["type"], "Warning");
-    assert_eq!(event["note"], message);
-    assert_eq!(event["regarding"]["kind"], "Service");
-    assert_eq!(event["regarding"]["name"], "web");
-    assert!(
-        statuses(&emulator).is_empty(),
-        "a failed announcement writes no ServiceL2Status"
+    status.publish(announced(&[(web(), &["eth0", "eth1"])]));
+    let second = one_status(&emulator, "iris1", status_for("iris1", &["eth0", "eth1"])).await;
+    assert_eq!(
+        second["metadata"]["name"], first["metadata"]["name"],
+        "updated, not recreated"
+    );
+    status.publish(announced(&[(web(), &[])]));
+    let third = one_status(&emulator, "iris1", status_for("iris1", &[])).await;
+    assert_eq!(third["metadata"]["name"], first["metadata"]["name"]);
+
+    eventually("the nodeAssigned event", || {
+        (events(&emulator, "nodeAssigned").len() == 1).then_some(())
+    })
+    .await;
+    status.publish(AnnouncedServices::new());
+    eventually("the status deleted", || {
+        statuses(&emulator).is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(
+        emulator.list(EVENTS, "Event", Some("default")).len(),
+        1,
+        "one nodeAssigned for one gain, nothing for the withdrawal"
     );
 }
 
 #[tokio::test]
-async fn api_errors_are_logged_not_returned() {
+async fn a_deleted_or_changed_status_is_restored() {
+    let emulator = KubeEmulator::start(&[&iris()]);
+    let status = writer(&emulator, "iris1");
+    status.publish(announced(&[(web(), &[])]));
+    let first = one_status(&emulator, "iris1", status_for("iris1", &[])).await;
+    let first_name = first["metadata"]["name"].as_str().unwrap().to_owned();
+
+    emulator.delete(METALLB, "ServiceL2Status", Some(NAMESPACE), &first_name);
+    let second = one_status(&emulator, "iris1", status_for("iris1", &[])).await;
+    let second_name = second["metadata"]["name"].as_str().unwrap().to_owned();
+    assert_ne!(
+        second_name, first_name,
+        "a new object replaces the deleted one"
+    );
+
+    emulator.patch(
+        speaker_tests::kube_emulator::Part::Status,
+        METALLB,
+        "ServiceL2Status",
+        Some(NAMESPACE),
+        &second_name,
+        json!({"status": {"interfaces": [{"name": "bogus"}]}}),
+    );
+    let third = one_status(&emulator, "iris1", status_for("iris1", &[])).await;
+    assert_eq!(third["metadata"]["name"], second_name.as_str());
+}
+
+#[tokio::test]
+async fn stale_statuses_of_this_node_go_once_the_first_picture_is_known() {
+    let emulator = KubeEmulator::start(&[&iris()]);
+    leftover(&emulator, "l2-old", "iris1", "gone");
+    leftover(&emulator, "l2-web-twice", "iris1", "web");
+    leftover(&emulator, "l2-web-again", "iris1", "web");
+    leftover(&emulator, "l2-theirs", "iris2", "other");
+    let status = writer(&emulator, "iris1");
+
+    // Nothing is known yet: nothing may be deleted.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(statuses(&emulator).len(), 4, "{:#?}", statuses(&emulator));
+
+    status.publish(announced(&[(web(), &[])]));
+    let kept = one_status(&emulator, "iris1", status_for("iris1", &[])).await;
+    assert_eq!(
+        kept["metadata"]["name"], "l2-web-again",
+        "the first of this node's objects for web is kept"
+    );
+    let theirs = statuses_of(&emulator, "iris2");
+    assert_eq!(theirs.len(), 1, "another node's objects are left alone");
+}
+
+#[tokio::test]
+async fn a_refused_write_is_retried() {
+    let emulator = KubeEmulator::start(&[&iris()]);
+    emulator.standin().inject(kube_standin::Fault {
+        verb: "create".into(),
+        resource: "servicel2statuses".into(),
+        subresource: None,
+        code: 500,
+        times: 1,
+    });
+    emulator.standin().inject(kube_standin::Fault {
+        verb: "patch".into(),
+        resource: "servicel2statuses".into(),
+        subresource: Some("status".into()),
+        code: 409,
+        times: 1,
+    });
+    let status = writer(&emulator, "iris1");
+    status.publish(announced(&[(web(), &[])]));
+
+    one_status(&emulator, "iris1", status_for("iris1", &[])).await;
+    let writes: Vec<(String, String, u16)> = emulator
+        .standin()
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "servicel2statuses" && (r.verb == "create" || r.verb == "patch"))
+        .map(|r| (r.verb, r.subresource, r.code))
+        .collect();
+    assert!(emulator.standin().pending_faults().is_empty());
+    assert_eq!(
+        writes.first(),
+        Some(&("create".to_owned(), String::new(), 500)),
+        "{writes:?}"
+    );
+    assert!(
+        writes.contains(&("patch".to_owned(), "status".to_owned(), 409)),
+        "{writes:?}"
+    );
+    assert_eq!(
+        writes.last(),
+        Some(&("patch".to_owned(), "status".to_owned(), 200)),
+        "{writes:?}"
+    );
+    let created: Vec<_> = writes
+        .iter()
+        .filter(|w| w.0 == "create" && w.2 == 201)
+        .collect();
+    assert_eq!(created.len(), 1, "no duplicate after the retry: {writes:?}");
+}
+
+#[tokio::test]
+async fn announce_failed_records_metallbs_warning() {
+    let emulator = KubeEmulator::start(&[&iris()]);
+    let status = writer(&emulator, "iris1");
+
+    status.announce_failed(&web(), "192.0.2.100".parse().unwrap());
+
+    let event = eventually("the announceFailed event", || {
+        events(&emulator, "announceFailed").into_iter().next()
+    })
+    .await;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(
+        event["note"],
+        r#"the interfaces specified by LB IP "192.0.2.100" doesn't exist in assigned node "iris1" with protocol "layer2""#
+    );
+    assert_eq!(event["regarding"]["name"], "web");
+    assert!(statuses(&emulator).is_empty(), "an event, no status");
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_stops_nothing() {
     let emulator = KubeEmulator::start(&[&iris()]);
     let status = writer(&emulator, "iris1");
     drop(emulator); // nothing listens any more
+    quietly(async {
+        status.publish(announced(&[(web(), &[])]));
+        status.announce_failed(&web(), "192.0.2.100".parse().unwrap());
+        status.publish(AnnouncedServices::new());
+    })
+    .await;
+}
 
-    let started = Instant::now();
-    status.announcing(&web(), &[]).await;
-    status.announce_failed(&web(), "no interface").await;
-    status.withdrawn(&web(), "notOwner").await;
-    tokio::time::timeout(Duration::from_secs(60), status.flush())
-        .await
-        .expect("the writer keeps going after API errors");
-    assert!(started.elapsed() < Duration::from_secs(60));
+#[tokio::test]
+async fn events_do_not_wait_for_statuses() {
+    let emulator = KubeEmulator::start(&[&iris()]);
+    // The statuses cannot even be listed (as with RBAC missing).
+    emulator.standin().inject(kube_standin::Fault {
+        verb: "list".into(),
+        resource: "servicel2statuses".into(),
+        subresource: None,
+        code: 403,
+        times: 1_000,
+    });
+    let status = writer(&emulator, "iris1");
+    status.publish(announced(&[(web(), &[])]));
+
+    eventually("the nodeAssigned event", || {
+        events(&emulator, "nodeAssigned").into_iter().next()
+    })
+    .await;
+    assert!(statuses(&emulator).is_empty());
+}
+
+#[tokio::test]
+async fn a_status_of_an_earlier_pod_is_adopted() {
+    let emulator = KubeEmulator::start(&[&iris()]);
+    leftover(&emulator, "l2-before-restart", "iris1", "web");
+    emulator.patch(
+        speaker_tests::kube_emulator::Part::Object,
+        METALLB,
+        "ServiceL2Status",
+        Some(NAMESPACE),
+        "l2-before-restart",
+        json!({"metadata": {"ownerReferences": [
+            {"apiVersion": "v1", "kind": "Pod", "name": "speaker-old", "uid": "old-uid"}
+        ]}}),
+    );
+    let status = writer(&emulator, "iris1");
+    status.publish(announced(&[(web(), &[])]));
+
+    let adopted = eventually("the status owned by this Pod", || {
+        let object = statuses_of(&emulator, "iris1").into_iter().next()?;
+        (object["metadata"]["ownerReferences"][0]["uid"] == POD_UID).then_some(object)
+    })
+    .await;
+    assert_eq!(
+        adopted["metadata"]["name"], "l2-before-restart",
+        "kept, not recreated"
+    );
+    assert_eq!(
+        adopted["metadata"]["ownerReferences"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{adopted:#}"
+    );
+    assert_eq!(statuses(&emulator).len(), 1);
 }

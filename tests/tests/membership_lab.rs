@@ -130,14 +130,7 @@ impl Lab {
     /// [`Lab::start`], every speaker (restarted ones too) with `args`.
     fn start_with_args(yaml: &str, memberlist: bool, extra: &[HostSpec], args: &[&str]) -> Lab {
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        let mut specs: Vec<HostSpec> = NODES
-            .iter()
-            .enumerate()
-            .map(|(i, n)| HostSpec::numbered(n, 11 + i as u8))
-            .collect();
-        specs.extend(extra.iter().cloned());
-        specs.push(HostSpec::numbered(CLIENT, 10));
-        let fabric = Fabric::new(&specs);
+        let fabric = Fabric::new(&HostSpec::nodes_and_client(&NODES, extra, CLIENT));
         fabric.attach_pass_through_ports();
         fabric.write_cluster_state(yaml);
         let keys = fabric.run_dir.join("keys");

@@ -20,11 +20,9 @@ use serde_json::{json, Value};
 use speaker_tests::{
     kube_emulator::Part,
     lab::{
-        kube::{
-            iris_example, label, KubeLab, EVENTS, METALLB, METALLB_NAMESPACE, NODE, OTHER_NODE,
-        },
-        linked_interfaces, require_root, speaker_bin, vip_answered, vips_on, wait_for, Arping,
-        ArpingRun, Side,
+        kube::{iris_example, KubeLab, EVENTS, METALLB, METALLB_NAMESPACE, NODE, OTHER_NODE},
+        linked_interfaces, require_root, speaker_bin, vip_answered, vips_on, Arping, ArpingRun,
+        Side,
     },
 };
 
@@ -39,10 +37,6 @@ const WEB_NEW_VIP: &str = "192.0.2.102";
 
 /// Limit for anything the speaker does in reaction to an API change.
 const REACT: Duration = Duration::from_secs(15);
-
-const NODE_LABEL: &str = "metallb.io/node";
-const SERVICE_NAME_LABEL: &str = "metallb.io/service-name";
-const SERVICE_NAMESPACE_LABEL: &str = "metallb.io/service-namespace";
 
 /// Prints how long each phase took (visible with `--nocapture`, and in the
 /// output of a failing test).
@@ -114,33 +108,15 @@ fn assert_unanswered(k: &KubeLab, ip: &str) {
     assert_eq!(report.received, Some(0), "{out}");
 }
 
-/// Polls `probe` (which reads the API) until it returns `Some`.
 fn wait_api<T>(k: &KubeLab, what: &str, probe: impl FnMut() -> Option<T>) -> T {
-    wait_for(REACT, probe)
-        .unwrap_or_else(|| panic!("{what}: not seen within {REACT:?}\n{}", k.diagnostics()))
-}
-
-fn statuses(k: &KubeLab) -> Vec<Value> {
-    k.kube()
-        .list(METALLB, "ServiceL2Status", Some(METALLB_NAMESPACE))
-}
-
-/// The ServiceL2Statuses labelled for `service` (namespace default) and `node`.
-fn statuses_for(k: &KubeLab, service: &str, node: &str) -> Vec<Value> {
-    let mut found = statuses(k);
-    found.retain(|s| {
-        label(s, SERVICE_NAME_LABEL) == Some(service)
-            && label(s, SERVICE_NAMESPACE_LABEL) == Some("default")
-            && label(s, NODE_LABEL) == Some(node)
-    });
-    found
+    k.wait_api(what, REACT, probe)
 }
 
 /// Waits for exactly one ServiceL2Status of `service` by this node, checks
 /// it and returns it.
 fn wait_status(k: &KubeLab, service: &str) -> Value {
     let status = wait_api(k, &format!("ServiceL2Status of default/{service}"), || {
-        let found = statuses_for(k, service, NODE);
+        let found = k.statuses_of(service, NODE);
         (found.len() == 1).then(|| found[0].clone())
     });
     assert_eq!(status["kind"], "ServiceL2Status", "{status:#}");
@@ -171,7 +147,7 @@ fn wait_status_gone(k: &KubeLab, service: &str) {
     wait_api(
         k,
         &format!("deletion of iris1's ServiceL2Status of default/{service}"),
-        || statuses_for(k, service, NODE).is_empty().then_some(()),
+        || k.statuses_of(service, NODE).is_empty().then_some(()),
     );
 }
 
@@ -464,7 +440,7 @@ fn speaker_run_against_the_kubernetes_api() {
         withdrawn.is_empty(),
         "withdrawals after the broken pool: {withdrawn:?}"
     );
-    assert_eq!(statuses_for(&k, WEB, NODE).len(), 1);
+    assert_eq!(k.statuses_of(WEB, NODE).len(), 1);
     phases.done("pool with an invalid CIDR: logged, VIP kept and answered");
 
     // ---- SIGTERM: the daemon exits, the pins stay.

@@ -11,6 +11,7 @@
 //! working, as MetalLB keeps serving when one object is wrong.
 
 mod change;
+pub mod config;
 mod dry_run;
 mod file;
 pub(crate) mod objects;
@@ -21,6 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -31,6 +33,8 @@ use crate::election::{
 };
 
 pub use change::{Change, ServiceKey};
+pub use file::{ReadOptions, DEFAULT_MAX_BYTES};
+
 pub use dry_run::{
     dry_run, ElectionReport, MembershipSummary, NodeDecision, OptionsSummary, ServiceElection,
 };
@@ -71,15 +75,17 @@ pub struct ServiceEntry {
 /// in it, and for the items of a `List` the 1-based index of the item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    pub file: PathBuf,
+    /// Shared by every object of the file: the loader keeps an origin per
+    /// object, and a path per object added up for large files.
+    pub file: Arc<Path>,
     pub document: usize,
     pub item: Option<usize>,
 }
 
 impl Origin {
-    fn new(file: &Path, document: usize) -> Self {
+    fn new(file: &Arc<Path>, document: usize) -> Self {
         Self {
-            file: file.to_owned(),
+            file: Arc::clone(file),
             document,
             item: None,
         }
@@ -161,6 +167,17 @@ pub enum ClusterError {
     Read { path: PathBuf, source: io::Error },
     #[error("cluster state directory {path} holds no .yaml or .yml file")]
     NoFiles { path: PathBuf },
+    /// Not one document: most likely a file being rewritten in place.
+    #[error(
+        "cluster state file {path} is empty (write `kind: List` with `items: []`, or pass \
+         --allow-empty-cluster-state, to mean an empty cluster)"
+    )]
+    Empty { path: PathBuf },
+    #[error("cluster state {path} is larger than --cluster-state-max-bytes ({limit} bytes)")]
+    TooLarge { path: PathBuf, limit: u64 },
+    /// Transient: the file was being written or replaced while read.
+    #[error("cluster state file {path} changed while it was read")]
+    Changed { path: PathBuf },
     #[error("{origin}: invalid YAML: {source}")]
     Yaml {
         origin: Origin,
@@ -178,13 +195,29 @@ pub enum ClusterError {
 }
 
 /// Reads `path`: one multi-document YAML file, or every `.yaml`/`.yml` file
-/// of a directory in name order.
+/// of a directory in name order, with the default [`ReadOptions`].
 pub fn load(path: &Path) -> Result<ClusterState, ClusterError> {
+    read(path, ReadOptions::default()).map(|snapshot| snapshot.state)
+}
+
+/// A consistent read of the cluster state files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub state: ClusterState,
+    /// Of the files' names and contents: equal digests, same input.
+    pub digest: u64,
+}
+
+/// Reads `path` as [`load`] does, under `options`.
+pub fn read(path: &Path, options: ReadOptions) -> Result<Snapshot, ClusterError> {
     let mut loader = Loader::default();
-    for object in file::read_objects(path)? {
-        loader.add(object.origin, object.value)?;
-    }
-    Ok(loader.finish())
+    let digest = file::read_objects(path, options, |object| {
+        loader.add(object.origin, object.value)
+    })?;
+    Ok(Snapshot {
+        state: loader.finish(),
+        digest,
+    })
 }
 
 impl ClusterState {

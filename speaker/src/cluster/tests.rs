@@ -154,6 +154,111 @@ fn a_directory_without_yaml_files_is_an_error() {
 }
 
 #[test]
+fn an_empty_file_is_an_error_unless_allowed_or_an_explicit_list() {
+    let scratch = Scratch::new();
+    for text in ["", "\n\n", "# only a comment\n---\n"] {
+        let file = scratch.write("state.yaml", text);
+        let err = load(&file).unwrap_err();
+        assert!(
+            matches!(err, ClusterError::Empty { .. }),
+            "{text:?}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains("--allow-empty-cluster-state"),
+            "{err}"
+        );
+        let allowed = ReadOptions {
+            allow_empty: true,
+            ..ReadOptions::default()
+        };
+        assert_eq!(read(&file, allowed).unwrap().state, ClusterState::default());
+    }
+    let file = scratch.write("state.yaml", "apiVersion: v1\nkind: List\nitems: []\n");
+    assert_eq!(load(&file).unwrap(), ClusterState::default());
+    // In a directory, one empty file (being rewritten) fails the read.
+    scratch.write(
+        "a.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata: {name: a}\n",
+    );
+    scratch.write("b.yaml", "");
+    fs::remove_file(scratch.path().join("state.yaml")).unwrap();
+    let err = load(scratch.path()).unwrap_err();
+    assert!(
+        matches!(&err, ClusterError::Empty { path } if path.ends_with("b.yaml")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn input_over_the_size_cap_is_refused() {
+    let scratch = Scratch::new();
+    let text = "apiVersion: v1\nkind: Node\nmetadata: {name: a}\n";
+    let file = scratch.write("state.yaml", text);
+    let capped = |max_bytes| ReadOptions {
+        max_bytes,
+        ..ReadOptions::default()
+    };
+    assert!(read(&file, capped(text.len() as u64)).is_ok());
+    let err = read(&file, capped(text.len() as u64 - 1)).unwrap_err();
+    assert!(matches!(err, ClusterError::TooLarge { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("--cluster-state-max-bytes"),
+        "{err}"
+    );
+    // The cap is for all files of a directory together.
+    scratch.write(
+        "other.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata: {name: b}\n",
+    );
+    let err = read(scratch.path(), capped(text.len() as u64 + 10)).unwrap_err();
+    assert!(matches!(err, ClusterError::TooLarge { .. }), "{err:?}");
+}
+
+#[test]
+fn the_digest_follows_the_content() {
+    let scratch = Scratch::new();
+    let file = scratch.write(
+        "state.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata: {name: a}\n",
+    );
+    let first = read(&file, ReadOptions::default()).unwrap().digest;
+    assert_eq!(read(&file, ReadOptions::default()).unwrap().digest, first);
+    scratch.write(
+        "state.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata: {name: b}\n",
+    );
+    assert_ne!(read(&file, ReadOptions::default()).unwrap().digest, first);
+}
+
+#[test]
+fn a_configmap_volume_is_read_through_its_links() {
+    use std::os::unix::fs::symlink;
+    let scratch = Scratch::new();
+    let version = |name: &str, node: &str| {
+        let dir = scratch.path().join(name);
+        fs::create_dir(&dir).unwrap();
+        let text = format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {node}}}\n");
+        fs::write(dir.join("cluster.yaml"), text).unwrap();
+    };
+    version("..2026_11_30_1", "a");
+    symlink("..2026_11_30_1", scratch.path().join("..data")).unwrap();
+    symlink("..data/cluster.yaml", scratch.path().join("cluster.yaml")).unwrap();
+    let file = scratch.path().join("cluster.yaml");
+    assert_eq!(node_names(&load(&file).unwrap()), ["a"]);
+    assert_eq!(node_names(&load(scratch.path()).unwrap()), ["a"]);
+    // The kubelet's swap: a new directory, a new link renamed over `..data`.
+    version("..2026_11_30_2", "b");
+    symlink("..2026_11_30_2", scratch.path().join("..data_tmp")).unwrap();
+    fs::rename(
+        scratch.path().join("..data_tmp"),
+        scratch.path().join("..data"),
+    )
+    .unwrap();
+    assert_eq!(node_names(&load(&file).unwrap()), ["b"]);
+    assert_eq!(node_names(&load(scratch.path()).unwrap()), ["b"]);
+}
+
+#[test]
 fn multi_document_files_and_lists() {
     let state = load_text(
         "---
@@ -670,9 +775,9 @@ mod never_panics {
 
     fn load_str(text: &str) -> Result<ClusterState, ClusterError> {
         let mut loader = Loader::default();
-        for object in file::parse_objects(Path::new("generated.yaml"), text)? {
-            loader.add(object.origin, object.value)?;
-        }
+        file::for_each_object(Path::new("generated.yaml"), text, &mut |object| {
+            loader.add(object.origin, object.value)
+        })?;
         Ok(loader.finish())
     }
 

@@ -11,10 +11,12 @@ use std::{
 use crate::{
     announce::AnnounceConfig,
     cli::{OnStopArg, ProfileArg, RunArgs},
+    cluster::ReadOptions,
     dataplane::{AttachMode, PinDir},
     election::{ElectionOptions, Membership},
     error::Error,
     interfaces::ExcludeList,
+    kube::status::SpeakerPod,
     membership::{Key, Profile, Timers, TimersError},
 };
 
@@ -28,7 +30,7 @@ const DEAD_MAN_WITHOUT_GOSSIP: Duration = Duration::from_secs(10);
 /// Where the cluster comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
-    File(PathBuf),
+    File(PathBuf, ReadOptions),
     Kubernetes { kubeconfig: Option<PathBuf> },
 }
 
@@ -52,6 +54,8 @@ pub struct RunConfig {
     pub gossip: Option<GossipSettings>,
     /// What SIGTERM does with the IPs this node answers for.
     pub on_stop: OnStop,
+    /// The speaker's Pod, owner of its ServiceL2Statuses.
+    pub speaker_pod: Option<SpeakerPod>,
 }
 
 /// `--memberlist*`: how this speaker gossips with the others.
@@ -61,6 +65,8 @@ pub struct GossipSettings {
     /// The address others reach us at; `None`: this node's first InternalIP.
     pub advertise: Option<IpAddr>,
     pub key: Option<Key>,
+    /// Where `key` was read from; re-read on SIGHUP.
+    pub key_file: Option<PathBuf>,
     /// Explicit peers (`--memberlist-join`), on top of every Node's InternalIP.
     pub join: Vec<SocketAddr>,
     /// With Kubernetes: the speaker pods' labels and namespace; their pod IPs
@@ -90,7 +96,13 @@ impl TryFrom<RunArgs> for RunConfig {
         Ok(RunConfig {
             metrics_address: metrics_address(&args.metrics_address)?,
             source: match args.cluster_state {
-                Some(path) => Source::File(path),
+                Some(path) => Source::File(
+                    path,
+                    ReadOptions {
+                        max_bytes: args.cluster_state_max_bytes,
+                        allow_empty: args.allow_empty_cluster_state,
+                    },
+                ),
                 None => Source::Kubernetes {
                     kubeconfig: args.kubeconfig,
                 },
@@ -108,6 +120,11 @@ impl TryFrom<RunArgs> for RunConfig {
             gossip,
             on_stop,
             heartbeat_interval: REFRESH_PERIOD,
+            speaker_pod: SpeakerPod::from_downward_api(
+                args.pod_name,
+                args.pod_uid,
+                args.memberlist_pod_namespace,
+            ),
             node_name: args.node_name,
         })
     }
@@ -148,6 +165,7 @@ fn gossip_settings(args: &RunArgs) -> Result<GossipSettings, Error> {
         port: args.memberlist_port,
         advertise: args.memberlist_advertise_address,
         key,
+        key_file: args.memberlist_key_file.clone(),
         join,
         pod_selector: args.memberlist_pod_selector.clone().map(|selector| {
             let namespace = args
@@ -514,7 +532,16 @@ mod tests {
             "3",
         ])
         .unwrap();
-        assert_eq!(c.source, Source::File("/tmp/cluster.yaml".into()));
+        assert_eq!(
+            c.source,
+            Source::File(
+                "/tmp/cluster.yaml".into(),
+                ReadOptions {
+                    max_bytes: crate::cluster::DEFAULT_MAX_BYTES,
+                    allow_empty: false
+                }
+            )
+        );
         assert_eq!(c.announce.periodic, Some(Duration::from_secs(3)));
         let message = config_error(&["--memberlist-key-file", "/nonexistent/xdp-speaker-key"]);
         assert!(

@@ -3,13 +3,19 @@
 //! announcer, metrics and diagnostics, the status sink, the daemon's health
 //! and the queue the cluster changes arrive on.
 
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Notify};
 use tracing::error;
 
 use super::{config::RunConfig, heartbeat::Health};
 use crate::{
-    announce::Announcer, cluster::Change, dataplane::DataplaneMaps, error::Error,
-    metrics::MetricsState, status::StatusWriter,
+    announce::Announcer,
+    cluster::Change,
+    dataplane::{DataplaneMaps, SharedOwnership},
+    error::Error,
+    kube::status::StatusWriter,
+    metrics::MetricsState,
 };
 
 pub struct Context {
@@ -24,6 +30,11 @@ pub struct Context {
     pub health: Health,
     /// Where membership updates go (into the same queue as cluster changes).
     pub changes: mpsc::Sender<Change>,
+    /// The loaded object and every link this process attached, held open
+    /// for its lifetime so that removing a pin cannot detach the responder.
+    pub ownership: SharedOwnership,
+    /// Wakes the file source to re-read its file (SIGHUP).
+    pub reload_cluster: Arc<Notify>,
 }
 
 impl Context {

@@ -12,10 +12,12 @@ pub mod gains;
 pub mod gossip;
 pub mod handover;
 pub mod heartbeat;
+mod limits;
 pub mod reconcile;
 pub mod reconciler;
 pub mod run;
 pub mod settle;
+pub mod signals;
 pub mod supervise;
 
 #[cfg(test)]

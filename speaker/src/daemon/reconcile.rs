@@ -15,11 +15,13 @@ use super::{
     settle::{GateEvent, SettleGate, Step},
 };
 use crate::{
+    cluster::config::StaleCause,
     cluster::{Change, ServiceKey},
-    dataplane::{self, sync},
+    dataplane::sync,
     election::{Decision, Membership},
     error::Error,
     interfaces::{self, announce_interfaces, Interface},
+    kube::status::announced_services,
     membership::Gossip,
 };
 
@@ -30,9 +32,6 @@ pub struct NodeState {
     /// written.
     pub gate: SettleGate,
     pub interfaces: Vec<Interface>,
-    /// Interfaces the responder has been attached to (or re-attached to, which
-    /// replaces an adopted program atomically) by this process.
-    pub attached: BTreeSet<String>,
     /// Services whose listed interfaces are all missing here, already reported.
     pub failed: BTreeSet<ServiceKey>,
     /// Running gossip, once started (at start, or after the first cluster
@@ -70,7 +69,6 @@ impl NodeState {
                 SettleGate::without_gossip()
             },
             interfaces: Vec::new(),
-            attached: BTreeSet::new(),
             failed: BTreeSet::new(),
             gossip: None,
             pod_peers: Vec::new(),
@@ -90,6 +88,7 @@ pub async fn apply(ctx: &mut Context, node: &mut NodeState, batch: Vec<Change>) 
     let busy = health.busy();
     let mut decisions = Vec::new();
     let mut nodes_changed = false;
+    let mut reset = false;
     for change in batch {
         if let Change::Membership(Membership::Members(members)) = change {
             // Only through the gate: until membership has settled the
@@ -107,10 +106,17 @@ pub async fn apply(ctx: &mut Context, node: &mut NodeState, batch: Vec<Change>) 
             decisions.extend(pass_gate(node, step));
         }
         if synced {
+            reset = true;
             ctx.metrics.client.config_loaded.set(1);
             let step = node.gate.source_synced();
             decisions.extend(pass_gate(node, step));
         }
+    }
+    let refusal = node.reconciler.stale_config().map(ToString::to_string);
+    ctx.metrics.client.stale.set(StaleCause::Refused, refusal);
+    if reset {
+        // The previous state was just dropped, possibly a large one.
+        crate::allocator::release_free_memory();
     }
     // Awaiting other components (gossip, the API server) is not work the
     // heartbeat should wait for: only the computing above and below is.
@@ -198,10 +204,6 @@ async fn report(ctx: &Context, node: &mut NodeState, change: &DecisionChange) {
             protocol = "layer2",
             "{service}: announcing from this node"
         );
-        if let Some(status) = &ctx.status {
-            let interfaces = interface_names_for(node, service);
-            status.announcing(service, &interfaces).await;
-        }
     } else if was && !is {
         let reason = change
             .after
@@ -216,23 +218,7 @@ async fn report(ctx: &Context, node: &mut NodeState, change: &DecisionChange) {
             "{service}: withdrawn ({reason})"
         );
         node.failed.remove(service);
-        if let Some(status) = &ctx.status {
-            status.withdrawn(service, &reason).await;
-        }
     }
-}
-
-fn interface_names_for(node: &NodeState, service: &ServiceKey) -> Vec<String> {
-    let selections: Vec<&InterfaceSelection> = node
-        .reconciler
-        .owned_by(service)
-        .map(|(_, o)| &o.interfaces)
-        .collect();
-    node.interfaces
-        .iter()
-        .filter(|i| selections.iter().any(|s| selects(s, &i.name)))
-        .map(|i| i.name.clone())
-        .collect()
 }
 
 pub fn rescan_interfaces(ctx: &Context, node: &mut NodeState) {
@@ -268,6 +254,12 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
             .collect();
     }
     let (desired, unplaceable) = desired(node);
+    if let Some(status) = &ctx.status {
+        status.publish(announced_services(
+            node.reconciler.owned(),
+            &node.interfaces,
+        ));
+    }
     drop(busy);
     for (ip, entry) in unplaceable {
         announce_failed(ctx, node, ip, &entry).await;
@@ -279,18 +271,14 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
         .map(|d| d.interface.name.clone())
         .collect::<BTreeSet<_>>()
     {
-        if node.attached.contains(&name) {
+        // Attached (or re-attached, which replaces an adopted program
+        // atomically) once by this process; the link stays held.
+        let mut ownership = ctx.ownership.lock().unwrap_or_else(|p| p.into_inner());
+        if ownership.holds(&name) {
             continue;
         }
-        match dataplane::attach(
-            &ctx.config.pins,
-            &name,
-            ctx.config.xdp_mode,
-            dataplane::RESPONDER,
-        ) {
-            Ok(_) => {
-                node.attached.insert(name);
-            }
+        match ownership.attach(&name) {
+            Ok(()) => {}
             Err(e) => {
                 ctx.report_error(&format!("attaching XDP to {name}"), &e);
                 attach_failed = Some(e);
@@ -377,14 +365,7 @@ async fn announce_failed(ctx: &Context, node: &mut NodeState, ip: IpAddr, entry:
             "{service}: cannot announce {ip}: {message}"
         );
         if let Some(status) = &ctx.status {
-            status.announce_failed(service, &message).await;
+            status.announce_failed(service, ip);
         }
-    }
-}
-
-fn selects(selection: &InterfaceSelection, name: &str) -> bool {
-    match selection {
-        InterfaceSelection::All => true,
-        InterfaceSelection::Named(names) => names.contains(name),
     }
 }

@@ -9,9 +9,13 @@ use std::{
 };
 
 use crate::{
-    cluster::{Change, ClusterState, ServiceKey},
+    cluster::{
+        config::{self, ConfigGuard, Configuration},
+        Change, ClusterState, ServiceKey,
+    },
     election::{
-        should_announce, ClusterView, Decision, ElectionOptions, Endpoint, Membership, Service,
+        should_announce, ClusterView, Decision, ElectionOptions, Endpoint, IpAddressPool,
+        L2Advertisement, Membership, Service,
     },
 };
 
@@ -55,6 +59,8 @@ pub struct Reconciler {
     /// only the IPs of the services it re-elected.
     claims: HashMap<ServiceKey, Claim>,
     owned: BTreeMap<IpAddr, OwnedIp>,
+    /// Refuses pools and advertisements that would orphan announced IPs.
+    config: ConfigGuard,
 }
 
 /// The IPs (canonical) and interface names (empty: all) one announcing
@@ -80,6 +86,7 @@ impl Reconciler {
             decisions: HashMap::new(),
             claims: HashMap::new(),
             owned: BTreeMap::new(),
+            config: ConfigGuard::default(),
         }
     }
 
@@ -96,19 +103,22 @@ impl Reconciler {
         match change {
             Change::Reset(mut state) => {
                 let services = std::mem::take(&mut state.services);
-                self.base = ClusterState {
-                    problems: Vec::new(),
-                    ..state
-                };
-                self.services.clear();
-                self.endpoints.clear();
+                // New tables, not cleared ones: a large previous state must
+                // not keep its capacity.
+                self.services = HashMap::with_capacity(services.len());
+                self.endpoints = HashMap::with_capacity(services.len());
                 for entry in services {
                     let key = ServiceKey::of(&entry.service);
                     self.endpoints.insert(key.clone(), entry.endpoints);
                     self.services.insert(key, entry.service);
                 }
+                self.base.nodes = state.nodes;
+                self.propose_config(state.pools, state.advertisements);
                 self.rebuild_view();
-                self.reelect_all()
+                let changed = self.reelect_all();
+                self.decisions.shrink_to_fit();
+                self.claims.shrink_to_fit();
+                changed
             }
             Change::Nodes(nodes) => {
                 self.base.nodes = nodes;
@@ -116,12 +126,14 @@ impl Reconciler {
                 self.reelect_all()
             }
             Change::Pools(pools) => {
-                self.base.pools = pools;
+                let (_, advertisements) = self.latest_config();
+                self.propose_config(pools, advertisements);
                 self.rebuild_view();
                 self.reelect_all()
             }
             Change::Advertisements(advertisements) => {
-                self.base.advertisements = advertisements;
+                let (pools, _) = self.latest_config();
+                self.propose_config(pools, advertisements);
                 self.rebuild_view();
                 self.reelect_all()
             }
@@ -132,17 +144,77 @@ impl Reconciler {
             Change::ServiceApplied(service) => {
                 let key = ServiceKey::of(&service);
                 self.services.insert(key.clone(), service);
-                self.reelect(&key).into_iter().collect()
+                let mut changed: Vec<DecisionChange> = self.reelect(&key).into_iter().collect();
+                changed.extend(self.retry_refused_config());
+                changed
             }
             Change::ServiceDeleted(key) => {
                 self.services.remove(&key);
-                self.reelect(&key).into_iter().collect()
+                let mut changed: Vec<DecisionChange> = self.reelect(&key).into_iter().collect();
+                changed.extend(self.retry_refused_config());
+                changed
             }
             Change::Endpoints(key, endpoints) => {
                 self.endpoints.insert(key.clone(), endpoints);
                 self.reelect(&key).into_iter().collect()
             }
         }
+    }
+
+    /// Takes the proposed pools and advertisements unless they would orphan
+    /// an IP this node announces (see [`config`]); then the last good ones
+    /// stay and [`Self::stale_config`] says why. `true` when applied.
+    fn propose_config(
+        &mut self,
+        pools: Vec<IpAddressPool>,
+        advertisements: Vec<L2Advertisement>,
+    ) -> bool {
+        // Services still there, with the IPs they have now: a Service removed
+        // together with its pool orphans nothing.
+        let announced = self.claims.keys().filter_map(|key| {
+            let service = self.services.get(key)?;
+            Some((key.to_string(), service.ingress_ips.as_slice()))
+        });
+        let proposed = Configuration {
+            pools,
+            advertisements,
+        };
+        let current = (&self.base.pools[..], &self.base.advertisements[..]);
+        let Some(applied) = self
+            .config
+            .propose(&self.options, current, proposed, announced)
+        else {
+            return false;
+        };
+        self.base.pools = applied.pools;
+        self.base.advertisements = applied.advertisements;
+        true
+    }
+
+    /// The newest pools and advertisements the source sent, applied or not.
+    fn latest_config(&self) -> (Vec<IpAddressPool>, Vec<L2Advertisement>) {
+        match self.config.newest() {
+            Some(newest) => (newest.pools.clone(), newest.advertisements.clone()),
+            None => (self.base.pools.clone(), self.base.advertisements.clone()),
+        }
+    }
+
+    /// Tries a refused configuration again once services changed (the
+    /// services it would orphan may be gone).
+    fn retry_refused_config(&mut self) -> Vec<DecisionChange> {
+        let Some(refused) = self.config.take_refused() else {
+            return Vec::new();
+        };
+        if !self.propose_config(refused.pools, refused.advertisements) {
+            return Vec::new();
+        }
+        self.rebuild_view();
+        self.reelect_all()
+    }
+
+    /// Why the pools and advertisements in use are not the newest ones.
+    pub fn stale_config(&self) -> Option<&config::Refusal> {
+        self.config.refused()
     }
 
     fn rebuild_view(&mut self) {

@@ -3,7 +3,9 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use tokio::{signal::unix::SignalKind, sync::mpsc};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn};
 
 use super::{
@@ -12,19 +14,24 @@ use super::{
     gossip,
     handover::{self, OnStop},
     heartbeat::{Health, Heartbeat, STALL_LIMIT},
+    limits,
     reconcile::{self, NodeState},
+    signals::{self, Action, Signals},
     supervise::{Supervisor, Task, Verdict},
 };
 use crate::{
     announce::Announcer,
     cluster::Change,
-    dataplane::{self, DataplaneMaps, Object},
+    dataplane::{self, ownership, DataplaneMaps, Ownership},
     election::Membership,
     error::{Error, Result},
     interfaces::LinkWatcher,
+    kube::{
+        self,
+        status::{StatusConfig, StatusWriter},
+    },
     metrics::MetricsState,
     sources,
-    status::StatusWriter,
 };
 
 /// How long, at exit, tasks still running (a file being parsed, a scrape)
@@ -51,13 +58,19 @@ struct Inputs {
     speaker_pods: mpsc::Receiver<Vec<IpAddr>>,
     links: LinkWatcher,
     tasks: Supervisor,
-    terminate: tokio::signal::unix::Signal,
+    signals: Signals,
 }
 
 pub async fn run(config: RunConfig) -> Result<()> {
     dataplane::capabilities::require(&dataplane::capabilities::DAEMON)?;
-    // Creating (or adopting) the pinned maps needs the object loaded once.
-    drop(Object::load(Some(&config.pins))?);
+    limits::raise_open_files_limit();
+    let signals = Signals::install()?;
+    // Creating (or adopting) the pinned maps needs the object loaded; it
+    // stays loaded, with every link this process attaches, so that removed
+    // pins can be restored (see `dataplane::ownership`).
+    let ownership = Ownership::shared(config.pins.clone(), config.xdp_mode)?;
+    ownership::spawn_checks(ownership.clone(), ownership::CHECK_INTERVAL);
+    let reload_cluster = Arc::new(Notify::new());
     let mut maps = DataplaneMaps::from_pins(&config.pins)?;
     maps.heartbeat(Some(config.dead_man))?;
     // Refreshed by its own thread from here on; see `heartbeat`. Dropped
@@ -84,7 +97,16 @@ pub async fn run(config: RunConfig) -> Result<()> {
         announcer.clone(),
     );
     metrics.health = health.clone();
-    let status = spawn_source(&config, &mut tasks, &metrics, changes_tx.clone(), pods_tx).await?;
+    let _ = metrics.ownership.set(ownership.clone());
+    let status = spawn_source(
+        &config,
+        &mut tasks,
+        &metrics,
+        changes_tx.clone(),
+        pods_tx,
+        reload_cluster.clone(),
+    )
+    .await?;
     if let Some(address) = config.metrics_address {
         let metrics = metrics.clone();
         tasks.spawn(Task::MetricsServer, move || {
@@ -101,8 +123,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         speaker_pods,
         links: LinkWatcher::new()?,
         tasks,
-        terminate: tokio::signal::unix::signal(SignalKind::terminate())
-            .map_err(|e| Error::io("installing the SIGTERM handler", e))?,
+        signals,
     };
     let mut node = NodeState::new(&config);
     let mut ctx = Context {
@@ -113,6 +134,8 @@ pub async fn run(config: RunConfig) -> Result<()> {
         status,
         health,
         changes: changes_tx,
+        ownership,
+        reload_cluster,
     };
     reconcile::rescan_interfaces(&ctx, &mut node);
     if let Some(ip) = ctx.config.gossip.as_ref().and_then(|g| g.advertise) {
@@ -197,8 +220,17 @@ async fn event_loop(ctx: &mut Context, node: &mut NodeState, inputs: &mut Inputs
                     }
                 }
             }
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = inputs.terminate.recv() => return Ok(()),
+            action = inputs.signals.next() => match action {
+                Action::Stop(name) => {
+                    info!(event = "signalStop", signal = name, "received {name}: stopping");
+                    return Ok(());
+                }
+                Action::Reload => signals::reload(
+                    matches!(ctx.config.source, Source::File(..)).then_some(&*ctx.reload_cluster),
+                    node.gossip.as_ref(),
+                    ctx.config.gossip.as_ref().and_then(|g| g.key_file.as_deref()),
+                ),
+            },
         }
     }
 }
@@ -211,15 +243,17 @@ async fn spawn_source(
     metrics: &MetricsState,
     changes: mpsc::Sender<Change>,
     pods: mpsc::Sender<Vec<IpAddr>>,
+    reload: Arc<Notify>,
 ) -> Result<Option<StatusWriter>> {
     let stats = metrics.client.clone();
     match &config.source {
-        Source::File(path) => {
-            let path = path.clone();
+        Source::File(path, read) => {
+            let (path, read) = (path.clone(), *read);
             tasks.spawn(Task::FileSource, move || {
-                let (path, changes, stats) = (path.clone(), changes.clone(), stats.clone());
+                let (path, changes, stats, reload) =
+                    (path.clone(), changes.clone(), stats.clone(), reload.clone());
                 async move {
-                    sources::file::run(path.clone(), changes, stats)
+                    sources::file::run(path.clone(), read, changes, stats, reload)
                         .await
                         .map_err(|source| Error::FileWatch { path, source })
                 }
@@ -227,7 +261,7 @@ async fn spawn_source(
             Ok(None)
         }
         Source::Kubernetes { kubeconfig } => {
-            let client = sources::kube::client(kubeconfig.as_deref())
+            let client = kube::client(kubeconfig.as_deref())
                 .await
                 .map_err(Error::kubernetes)?;
             if let Some((selector, pod_namespace)) =
@@ -235,7 +269,7 @@ async fn spawn_source(
             {
                 let client = client.clone();
                 tasks.spawn(Task::SpeakerPods, move || {
-                    let lister = sources::kube::speaker_pod_addresses(
+                    let lister = kube::speaker_pod_addresses(
                         client.clone(),
                         pod_namespace.clone(),
                         selector.clone(),
@@ -251,7 +285,7 @@ async fn spawn_source(
             let namespace = config.options.metallb_namespace.clone();
             let source_client = client.clone();
             tasks.spawn(Task::KubeWatches, move || {
-                let run = sources::kube::run(
+                let run = kube::run(
                     source_client.clone(),
                     namespace.clone(),
                     changes.clone(),
@@ -261,8 +295,11 @@ async fn spawn_source(
             });
             Ok(Some(StatusWriter::new(
                 client,
-                config.node_name.clone(),
-                config.options.metallb_namespace.clone(),
+                StatusConfig {
+                    node: config.node_name.clone(),
+                    namespace: config.options.metallb_namespace.clone(),
+                    pod: config.speaker_pod.clone(),
+                },
             )))
         }
     }

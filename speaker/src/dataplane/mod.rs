@@ -6,6 +6,7 @@ pub mod capabilities;
 pub mod clock;
 mod maps;
 pub mod operator;
+pub mod ownership;
 mod pins;
 pub mod sync;
 
@@ -20,7 +21,8 @@ use tracing::{debug, warn};
 
 pub use self::{
     maps::{DataplaneMaps, HeartbeatWriter, VipRecord, WatchdogState},
-    pins::{PinDir, DEFAULT_PIN_DIR},
+    ownership::{Ownership, Repair, RepairCounters, SharedOwnership},
+    pins::{clear_foreign, PinDir, PinKind, DEFAULT_PIN_DIR},
 };
 use crate::{
     error::{Error, Result},
@@ -70,10 +72,16 @@ impl Object {
         let paths: Vec<_> = match pins {
             Some(pins) => {
                 pins.create()?;
-                map_names::ALL
+                let paths: Vec<_> = map_names::ALL
                     .iter()
                     .map(|name| (*name, pins.map(name)))
-                    .collect()
+                    .collect();
+                // aya pins a new map where the pinned one cannot be opened,
+                // which fails with EEXIST on anything else in the way.
+                for (_, path) in &paths {
+                    clear_foreign(path, PinKind::Map)?;
+                }
+                paths
             }
             None => Vec::new(),
         };
@@ -115,14 +123,26 @@ impl Object {
 /// stays attached after this process exits. When a link is already pinned for
 /// the interface, its program is replaced in place instead.
 pub fn attach(pins: &PinDir, interface: &str, mode: AttachMode, program: &str) -> Result<Attached> {
+    attach_link(pins, interface, mode, program).map(|(attached, _)| attached)
+}
+
+/// [`attach`], also returning the link itself: whoever holds it keeps the
+/// program attached even if the pin is removed.
+pub fn attach_link(
+    pins: &PinDir,
+    interface: &str,
+    mode: AttachMode,
+    program: &str,
+) -> Result<(Attached, FdLink)> {
     capabilities::require(&capabilities::XDP_ATTACH)?;
     let ifindex = interfaces::index_of(interface)?;
     let mut object = Object::load(Some(pins))?;
     let xdp = object.program(program)?;
     let link_path = pins.link(interface);
+    clear_foreign(&link_path, PinKind::Link)?;
     if link_path.exists() {
         match replace_pinned(xdp, &link_path) {
-            Ok(()) => return Ok(Attached::Replaced),
+            Ok(link) => return Ok((Attached::Replaced, link)),
             Err(reason) => {
                 // The interface it was attached to is gone (the link is
                 // defunct) or the pin is not a link: start afresh.
@@ -155,13 +175,14 @@ pub fn attach(pins: &PinDir, interface: &str, mode: AttachMode, program: &str) -
             "the kernel attached it without bpf_link ({e}); XDP links need Linux 5.9+"
         ),
     })?;
-    link.pin(&link_path)
+    let link = link
+        .pin(&link_path)
         .map_err(|e| Error::bpf(format!("pinning {}", link_path.display()), e))?;
     debug!(
         "attached {program} to {interface} ({} mode)",
         if native { "native" } else { "generic" }
     );
-    Ok(Attached::New { native })
+    Ok((Attached::New { native }, FdLink::from(link)))
 }
 
 fn attach_in(xdp: &mut Xdp, ifindex: u32, mode: XdpMode) -> Result<aya::programs::xdp::XdpLinkId> {
@@ -169,15 +190,15 @@ fn attach_in(xdp: &mut Xdp, ifindex: u32, mode: XdpMode) -> Result<aya::programs
         .map_err(|e| Error::bpf("attaching XDP", e))
 }
 
-fn replace_pinned(xdp: &mut Xdp, path: &std::path::Path) -> std::result::Result<(), String> {
+fn replace_pinned(xdp: &mut Xdp, path: &std::path::Path) -> std::result::Result<FdLink, String> {
     let pinned = aya::programs::links::PinnedLink::from_pin(path).map_err(|e| e.to_string())?;
     let link =
         aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())?;
     let id = xdp.attach_to_link(link).map_err(|e| e.to_string())?;
     // Keep the link out of the program's care: dropping it there would detach
     // it. The pin already refers to this same link.
-    drop(xdp.take_link(id).map_err(|e| e.to_string())?);
-    Ok(())
+    let link = xdp.take_link(id).map_err(|e| e.to_string())?;
+    FdLink::try_from(link).map_err(|e| e.to_string())
 }
 
 /// Removes the pinned link of `interface`, which detaches the program.

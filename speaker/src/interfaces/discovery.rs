@@ -54,20 +54,63 @@ pub struct ExcludeList {
     patterns: RegexSet,
 }
 
+/// A pattern of the exclude list that is not a valid regular expression.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid regular expression {pattern:?}: {reason}")]
+pub struct ExcludeError {
+    pub pattern: String,
+    pub reason: String,
+}
+
+/// regex's syntax errors span several lines (the pattern, a caret under the
+/// fault, then `error: ...`); errors here are one line, so keep the reason
+/// and the caret's column.
+fn one_line_reason(error: &regex::Error) -> String {
+    let text = error.to_string();
+    let reason = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("error: "))
+        .unwrap_or_else(|| text.lines().last().unwrap_or_default().trim());
+    let column = text
+        .lines()
+        .find(|line| line.trim() == "^" || line.trim_start().starts_with('^'))
+        .and_then(|caret| caret.find('^'))
+        .map(|at| at.saturating_sub(4) + 1);
+    match column {
+        Some(column) => format!("{reason} (at character {column})"),
+        None => reason.to_owned(),
+    }
+}
+
 impl ExcludeList {
     /// [`METALLB_EXCLUDED`].
     pub fn metallb_default() -> Self {
         Self::new(METALLB_EXCLUDED).expect("the MetalLB default patterns are valid")
     }
 
-    pub fn new<I, S>(patterns: I) -> Result<Self, regex::Error>
+    pub fn new<I, S>(patterns: I) -> Result<Self, ExcludeError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Ok(ExcludeList {
-            patterns: RegexSet::new(patterns)?,
-        })
+        let patterns: Vec<String> = patterns
+            .into_iter()
+            .map(|p| p.as_ref().to_owned())
+            .collect();
+        RegexSet::new(&patterns)
+            .map(|patterns| ExcludeList { patterns })
+            .map_err(|error| {
+                // The set does not say which pattern failed; one alone does.
+                let pattern = patterns
+                    .iter()
+                    .find(|p| regex::Regex::new(p).is_err())
+                    .cloned()
+                    .unwrap_or_else(|| patterns.join(" "));
+                ExcludeError {
+                    pattern,
+                    reason: one_line_reason(&error),
+                }
+            })
     }
 
     /// Excludes nothing.
@@ -265,7 +308,11 @@ mod tests {
 
     #[test]
     fn rejects_an_invalid_pattern() {
-        assert!(ExcludeList::new(["^ok$", "(unclosed"]).is_err());
+        let error = ExcludeList::new(["^ok$", "(unclosed"]).unwrap_err();
+        assert_eq!(error.pattern, "(unclosed");
+        let text = error.to_string();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("unclosed group"), "{text}");
     }
 
     #[test]

@@ -19,6 +19,16 @@ use super::timers::{Timers, TimersError};
 /// three of MetalLB's 5-minute speaker-pod listings.
 pub const PEER_EXPIRY: Duration = Duration::from_secs(15 * 60);
 
+/// How many authentication failures from known speakers, within
+/// [`KEY_MISMATCH_WINDOW`], mean our key differs from theirs. A peer that
+/// cannot open our datagrams keeps announcing to us every
+/// `periodic_announce` and on every probe, so a real mismatch crosses this
+/// at once; a handful of stray datagrams from elsewhere never counts.
+pub const KEY_MISMATCH_FAILURES: usize = 3;
+/// Failures older than this are forgotten: the verdict clears by itself a
+/// window after the failing datagrams stop (a peer restarted with our key).
+pub const KEY_MISMATCH_WINDOW: Duration = Duration::from_secs(20);
+
 /// Counters since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GossipStats {
@@ -29,6 +39,10 @@ pub struct GossipStats {
     /// Datagrams dropped because they did not authenticate under our key
     /// (or were plaintext while we have a key, or sealed while we have none).
     pub auth_failures: u64,
+    /// Of `auth_failures`, those from addresses that are neither peers we
+    /// were told about nor members: port scans, other gossip meshes. They
+    /// never make us conclude that our key is wrong.
+    pub stray_datagrams: u64,
     /// Authentic datagrams foca refused (undecodable, from ourselves, ...).
     pub rejected: u64,
     /// Datagrams the socket refused to send (driver only).
@@ -129,6 +143,9 @@ pub struct Core {
     left: bool,
     /// Set while leaving on request, so the resulting Defunct is expected.
     leaving: bool,
+    /// When the latest authentication failures from known speakers
+    /// happened, newest last, at most [`KEY_MISMATCH_FAILURES`].
+    known_auth_failures: VecDeque<Duration>,
 }
 
 impl Core {
@@ -163,6 +180,7 @@ impl Core {
             now,
             left: false,
             leaving: false,
+            known_auth_failures: VecDeque::new(),
         };
         core.stats.members = 1;
         core.schedule(timers.periodic_announce, Duty::AnnounceToPeers);
@@ -190,6 +208,26 @@ impl Core {
             .filter(|member| member.id().node == node)
             .max_by_key(|member| member.id().generation)
             .map(|member| member.state())
+    }
+
+    /// Whether datagrams from known speakers keep failing authentication:
+    /// [`KEY_MISMATCH_FAILURES`] of them within [`KEY_MISMATCH_WINDOW`]
+    /// before `now`.
+    pub fn key_mismatch(&self, now: Duration) -> bool {
+        key_mismatch_at(&self.known_auth_failures, now)
+    }
+
+    /// The times [`Core::key_mismatch`] judges by, for a driver that asks
+    /// between calls into the core.
+    pub fn known_auth_failures(&self) -> &VecDeque<Duration> {
+        &self.known_auth_failures
+    }
+
+    /// Seals and opens with `key` from now on (`None`: plaintext), e.g. after
+    /// the key file was rotated. Failures under the old key are forgotten.
+    pub fn set_key(&mut self, key: Option<&Key>) {
+        self.seal = PacketSeal::new(key);
+        self.known_auth_failures.clear();
     }
 
     /// When [`Core::handle_timers`] next has work.
@@ -243,13 +281,28 @@ impl Core {
         self.stats.bytes_received += datagram.len() as u64;
         if let Err(reason) = self.seal.open(datagram, &mut self.opened) {
             self.stats.auth_failures += 1;
+            if !self.is_known(from) {
+                self.stats.stray_datagrams += 1;
+                if self.stats.stray_datagrams.is_power_of_two() {
+                    tracing::info!(
+                        "gossip: ignored {} unauthenticated datagram(s) from unknown senders, \
+                         the last from {from}: {reason}",
+                        self.stats.stray_datagrams
+                    );
+                }
+                return;
+            }
+            if self.known_auth_failures.len() == KEY_MISMATCH_FAILURES {
+                self.known_auth_failures.pop_front();
+            }
+            self.known_auth_failures.push_back(self.now);
             // A key mismatch otherwise only shows as a speaker alone in its
             // member set; say so, at a rate that halves as it goes on.
-            if self.stats.auth_failures.is_power_of_two() {
+            let known = self.stats.auth_failures - self.stats.stray_datagrams;
+            if known.is_power_of_two() {
                 tracing::warn!(
-                    "gossip: {} datagrams failed authentication, the last from {from}: {reason}; \
-                     do all speakers share the same gossip key?",
-                    self.stats.auth_failures
+                    "gossip: {known} datagrams from known speakers failed authentication, \
+                     the last from {from}: {reason}; do all speakers share the same gossip key?",
                 );
             }
             return;
@@ -325,6 +378,16 @@ impl Core {
             seq,
             duty,
         }));
+    }
+
+    /// A speaker we were told about (seed, discovered node or pod) or one
+    /// that is a member.
+    fn is_known(&self, from: SocketAddr) -> bool {
+        self.peers.contains_key(&from)
+            || self
+                .swim
+                .iter_members()
+                .any(|member| member.id().gossip_addr == from)
     }
 
     fn live_addrs(&self) -> BTreeSet<SocketAddr> {
@@ -442,4 +505,14 @@ impl Core {
             }
         }
     }
+}
+
+/// [`Core::key_mismatch`] over a list of failure times, newest last.
+pub fn key_mismatch_at(failures: &VecDeque<Duration>, now: Duration) -> bool {
+    failures.len() >= KEY_MISMATCH_FAILURES
+        && failures
+            .iter()
+            .rev()
+            .nth(KEY_MISMATCH_FAILURES - 1)
+            .is_some_and(|oldest| now.saturating_sub(*oldest) < KEY_MISMATCH_WINDOW)
 }

@@ -1,7 +1,7 @@
 //! The tokio side: one UDP socket, the core's timers on the tokio clock, and
 //! the member set published on a watch channel.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::core::{Core, GossipStats, PeerSource};
+use super::core::{key_mismatch_at, Core, GossipStats, PeerSource};
 use super::identity::SpeakerId;
 use super::seal::Key;
 use super::timers::{Timers, TimersError};
@@ -55,6 +55,7 @@ pub enum GossipError {
 
 enum Command {
     Join(Vec<SocketAddr>),
+    SetKey(Option<Key>),
     Leave(oneshot::Sender<()>),
 }
 
@@ -64,6 +65,10 @@ enum Command {
 pub struct Gossip {
     commands: mpsc::UnboundedSender<Command>,
     stats: Arc<Mutex<GossipStats>>,
+    /// The core's recent authentication failures from known speakers, on
+    /// the `epoch` clock.
+    known_auth_failures: Arc<Mutex<VecDeque<std::time::Duration>>>,
+    epoch: Instant,
     advertised: SocketAddr,
 }
 
@@ -120,12 +125,14 @@ impl Gossip {
         let (members_tx, members_rx) = watch::channel(core.members().clone());
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Mutex::new(core.stats()));
+        let known_auth_failures = Arc::new(Mutex::new(VecDeque::new()));
         let task = Task {
             core,
             socket,
             epoch,
             members: members_tx,
             stats: Arc::clone(&stats),
+            known_auth_failures: Arc::clone(&known_auth_failures),
             send_errors: 0,
             published_rejoins: 0,
         };
@@ -134,6 +141,8 @@ impl Gossip {
             Gossip {
                 commands,
                 stats,
+                known_auth_failures,
+                epoch,
                 advertised,
             },
             members_rx,
@@ -155,18 +164,28 @@ impl Gossip {
         }
     }
 
+    /// Seals and opens with `key` from now on; for a rotated key file.
+    pub fn set_key(&self, key: Option<Key>) {
+        let _ = self.commands.send(Command::SetKey(key));
+    }
+
+    /// True while datagrams from known speakers (peers we were told to join,
+    /// members) keep failing authentication: repeatedly, within the last
+    /// [`super::core::KEY_MISMATCH_WINDOW`]. Unknown senders never count, and
+    /// the verdict clears by itself once the failures stop.
+    pub fn key_mismatch(&self) -> bool {
+        let failures = self
+            .known_auth_failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        key_mismatch_at(&failures, self.epoch.elapsed())
+    }
+
     pub fn stats(&self) -> GossipStats {
         *self
             .stats
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Whether peers' gossip fails authentication, i.e. our key may differ
-    /// from theirs. Placeholder for the "fault" branch's windowed rule (known
-    /// senders, recent failures); the lead reconciles the two.
-    pub fn key_mismatch(&self) -> bool {
-        self.stats().auth_failures > 0
     }
 
     /// The address the others know us by.
@@ -181,6 +200,7 @@ struct Task {
     epoch: Instant,
     members: watch::Sender<BTreeSet<String>>,
     stats: Arc<Mutex<GossipStats>>,
+    known_auth_failures: Arc<Mutex<VecDeque<std::time::Duration>>>,
     send_errors: u64,
     /// Rejoins already signalled on the member channel.
     published_rejoins: u64,
@@ -206,6 +226,13 @@ impl Task {
                 command = commands.recv() => match command {
                     Some(Command::Join(peers)) => {
                         self.core.join(self.epoch.elapsed(), peers, PeerSource::Discovered);
+                    }
+                    Some(Command::SetKey(key)) => {
+                        self.core.set_key(key.as_ref());
+                        tracing::info!(
+                            "gossip: key replaced ({})",
+                            if key.is_some() { "sealed" } else { "plaintext" }
+                        );
                     }
                     Some(Command::Leave(done)) => {
                         self.core.leave(self.epoch.elapsed());
@@ -239,6 +266,10 @@ impl Task {
             .stats
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = stats;
+        self.known_auth_failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone_from(self.core.known_auth_failures());
         // A rejoin may leave our member set as it was, yet the others took
         // over our IPs meanwhile: receivers must look (and re-announce).
         let rejoined = stats.rejoins != self.published_rejoins;

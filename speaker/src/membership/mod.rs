@@ -39,7 +39,10 @@ mod timers;
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{Core, Datagram, GossipStats, PeerSource, PEER_EXPIRY};
+pub use self::core::{
+    Core, Datagram, GossipStats, PeerSource, KEY_MISMATCH_FAILURES, KEY_MISMATCH_WINDOW,
+    PEER_EXPIRY,
+};
 pub use self::driver::{Gossip, GossipConfig, GossipError, DEFAULT_GOSSIP_PORT};
 pub use self::identity::SpeakerId;
 pub use self::seal::{Key, KeyError, KeyFormatError, SEAL_OVERHEAD};

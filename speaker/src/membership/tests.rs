@@ -347,6 +347,63 @@ fn speaker_with_another_key_never_becomes_a_member() {
 }
 
 #[test]
+fn stray_datagrams_from_unknown_senders_are_counted_and_ignored() {
+    let mut lan = SimulatedLan::new(Timers::fast_lan());
+    let lone = lan.add_speaker(Some(&key()));
+    let stranger: SocketAddr = "192.0.2.9:40000".parse().unwrap();
+    for length in [0, 1, 40, 400, 1400] {
+        lan.inject(stranger, SimulatedLan::addr(lone), vec![0x5a; length]);
+    }
+    lan.run_for(Duration::from_millis(1));
+    let stats = lan.speaker(lone).stats();
+    assert_eq!((stats.auth_failures, stats.stray_datagrams), (5, 5));
+    let now = lan.now();
+    assert!(!lan.speaker(lone).key_mismatch(now));
+}
+
+#[test]
+fn known_speaker_with_another_key_is_a_mismatch_until_it_stops() {
+    let mut lan = SimulatedLan::new(Timers::fast_lan());
+    let lone = lan.add_speaker(Some(&key()));
+    let other = lan.add_speaker(Some(&Key::from_bytes([0x43; 32])));
+    // Each was told about the other (node addresses), as the daemon does.
+    lan.join(lone, &[other]);
+    lan.join(other, &[lone]);
+    let failing = lan.run_until(3 * Timers::fast_lan().periodic_announce, |lan| {
+        lan.speaker(lone).key_mismatch(lan.now())
+    });
+    assert!(failing.is_some(), "{:?}", lan.speaker(lone).stats());
+    assert_eq!(lan.speaker(lone).stats().stray_datagrams, 0);
+    assert_eq!(lan.members(lone), &names(&[lone]));
+
+    // The other speaker goes away (or is fixed): the verdict clears alone.
+    lan.crash(other);
+    lan.run_for(KEY_MISMATCH_WINDOW + SECOND);
+    let now = lan.now();
+    assert!(!lan.speaker(lone).key_mismatch(now));
+}
+
+#[test]
+fn replacing_the_key_ends_the_mismatch_and_lets_speakers_meet() {
+    let mut lan = SimulatedLan::new(Timers::fast_lan());
+    let old_key = Key::from_bytes([0x43; 32]);
+    let first = lan.add_speaker(Some(&key()));
+    let second = lan.add_speaker(Some(&old_key));
+    lan.join(first, &[second]);
+    lan.join(second, &[first]);
+    lan.run_until(3 * Timers::fast_lan().periodic_announce, |lan| {
+        lan.speaker(second).key_mismatch(lan.now())
+    })
+    .expect("the second speaker notices the mismatch");
+    lan.speaker_mut(second).set_key(Some(&key()));
+    let now = lan.now();
+    assert!(!lan.speaker(second).key_mismatch(now));
+    lan.run_until(5 * SECOND, SimulatedLan::converged)
+        .expect("same key: they meet");
+    assert_eq!(lan.members(second), &names(&[first, second]));
+}
+
+#[test]
 fn tampered_datagram_is_rejected_and_counted() {
     let mut lan = converged_lan(3);
     let mut captured = None;

@@ -208,6 +208,19 @@ impl Collector for PerScrape {
                 )
             }),
         )?;
+        if !sample.repairs.is_empty() {
+            family(
+                &mut encoder,
+                "xdp_speaker_dataplane_repairs",
+                "Pins and links the daemon had to put back (what: map_pin, link_pin, link).",
+                None,
+                untyped,
+                sample
+                    .repairs
+                    .iter()
+                    .map(|(repair, count)| (vec![("what", repair.name().to_owned())], *count)),
+            )?;
+        }
         family(
             &mut encoder,
             "xdp_speaker_heartbeat_stale",
@@ -260,6 +273,12 @@ impl Collector for PerScrape {
                     "xdp_speaker_gossip_auth_failures",
                     "Gossip datagrams dropped for failing authentication.",
                     g.auth_failures,
+                ),
+                (
+                    "xdp_speaker_gossip_stray_datagrams",
+                    "Unauthenticated gossip datagrams from senders that are neither peers nor \
+                     members, ignored (port scans, other meshes).",
+                    g.stray_datagrams,
                 ),
                 (
                     "xdp_speaker_gossip_rejoins",

@@ -24,9 +24,9 @@ pub use self::server::serve;
 
 use crate::{
     announce::Announcer,
-    cluster::ServiceKey,
+    cluster::{config::Staleness, ServiceKey},
     daemon::heartbeat::{Health, STALL_LIMIT},
-    dataplane::{DataplaneMaps, PinDir},
+    dataplane::{DataplaneMaps, PinDir, Repair, SharedOwnership},
     error::{Error, ErrorKind},
     interfaces,
     membership::{Gossip, GossipStats},
@@ -35,7 +35,7 @@ use crate::{
 /// MetalLB's `metallb_k8s_client_*` family: what the cluster source did with
 /// the updates it received. Cheap to clone; every clone counts into the same
 /// series.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClientStats {
     /// Object updates (watch events, re-read files) processed.
     pub updates: Counter,
@@ -45,8 +45,23 @@ pub struct ClientStats {
     /// 1 once a complete configuration has been applied.
     pub config_loaded: Gauge,
     /// 1 while running on the last good configuration because a newer one
-    /// was refused (stays 0 until the stale-configuration logic exists).
+    /// was refused or could not be read; set through `stale`.
     pub config_stale: Gauge,
+    /// Why the configuration is stale; drives `config_stale`.
+    pub stale: Staleness,
+}
+
+impl Default for ClientStats {
+    fn default() -> Self {
+        let config_stale = Gauge::default();
+        ClientStats {
+            updates: Counter::default(),
+            update_errors: Counter::default(),
+            config_loaded: Gauge::default(),
+            stale: Staleness::new(config_stale.clone()),
+            config_stale,
+        }
+    }
 }
 
 /// `xdp_speaker_errors_total{kind}`: every error the daemon logged, by
@@ -132,6 +147,8 @@ pub struct MetricsState {
     pub ready: Arc<AtomicBool>,
     /// Gossip, once started.
     pub gossip: Arc<OnceLock<Gossip>>,
+    /// The daemon's hold on the data path (absent in tests and tools).
+    pub ownership: Arc<OnceLock<SharedOwnership>>,
     pub client: ClientStats,
     pub diagnostics: Diagnostics,
     /// The daemon loop's liveness, as the heartbeat thread sees it.
@@ -147,6 +164,7 @@ impl MetricsState {
             announced: Default::default(),
             ready: Default::default(),
             gossip: Default::default(),
+            ownership: Default::default(),
             client: ClientStats::default(),
             diagnostics: Diagnostics::default(),
             health: Health::new(),
@@ -161,6 +179,32 @@ impl MetricsState {
     /// limit (nor gone): what `/healthz` answers.
     pub fn is_alive(&self) -> bool {
         self.health.alive(STALL_LIMIT)
+    }
+
+    /// Interfaces the daemon holds a link on where the kernel does not run
+    /// the program; blocking (one netlink dump). `Err` when the links
+    /// cannot be listed.
+    pub fn unattached_interfaces(&self) -> Result<Vec<String>, String> {
+        let Some(ownership) = self.ownership.get() else {
+            return Ok(Vec::new());
+        };
+        let held = ownership
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .interfaces();
+        if held.is_empty() {
+            return Ok(held);
+        }
+        let links = interfaces::discovery::links().map_err(|e| e.to_string())?;
+        Ok(held
+            .into_iter()
+            .filter(|name| {
+                links
+                    .iter()
+                    .find(|l| &l.name == name)
+                    .is_none_or(|l| l.xdp.name() == "none")
+            })
+            .collect())
     }
 }
 
@@ -187,6 +231,8 @@ pub struct Sample {
     pub xdp_modes: Vec<(String, &'static str)>,
     /// `None` when membership is disabled.
     pub gossip: Option<GossipStats>,
+    /// Data path repairs by kind; empty without a daemon.
+    pub repairs: Vec<(Repair, u64)>,
 }
 
 impl MetricsState {
@@ -220,7 +266,16 @@ impl MetricsState {
             }
             Err(e) => warn!(error = %e, "metrics: reading the maps: {e}"),
         }
-        let linked = self.pins.linked_interfaces();
+        // The interfaces the daemon holds links on count even when their pin
+        // is gone: the metric reports what the kernel runs.
+        let mut linked = self.pins.linked_interfaces();
+        if let Some(ownership) = self.ownership.get() {
+            let ownership = ownership.lock().unwrap_or_else(|p| p.into_inner());
+            sample.repairs = ownership.repairs().snapshot();
+            linked.extend(ownership.interfaces());
+            linked.sort();
+            linked.dedup();
+        }
         if !linked.is_empty() {
             match interfaces::discovery::links() {
                 Ok(links) => {

@@ -1,11 +1,17 @@
 //! The HTTP side: axum routes for `/metrics`, `/healthz` and `/readyz`.
 //!
-//! Connections are accepted through axum's `Listener`, whose accept loop
-//! outlives resource exhaustion: on EMFILE/ENFILE it logs and retries after a
-//! second instead of ending the server (axum `serve/listener.rs`,
-//! `handle_accept_error`). Each connection is then served by hyper with a
-//! header read timeout and an overall time limit, so slow or idle clients
-//! cannot pin file descriptors (axum::serve sets neither).
+//! The server must outlive whatever clients do to it:
+//! - at most [`connection_limit`] connections are served at once; beyond
+//!   that, new ones wait in the kernel's accept queue (they cost no
+//!   descriptor of ours) until one ends, so idle clients can never take the
+//!   descriptors the data path and gossip need;
+//! - an accept that fails (EMFILE/ENFILE when descriptors run out anyway,
+//!   ECONNABORTED, ...) is logged and retried after a growing pause instead
+//!   of ending the server;
+//! - hyper closes a connection whose request headers take longer than
+//!   [`HEADER_READ_TIMEOUT`] (which also ends idle keep-alive connections),
+//!   and none lives longer than [`CONNECTION_LIFETIME`] (axum::serve sets
+//!   neither).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -14,7 +20,6 @@ use axum::{
     http::{header, StatusCode},
     response::IntoResponse,
     routing::get,
-    serve::Listener,
     Router,
 };
 use hyper_util::{
@@ -22,15 +27,27 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tracing::{debug, info};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tracing::{debug, info, warn};
 
 use super::{families, MetricsState};
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one connection may live, keep-alive included.
-const CONNECTION_LIMIT: Duration = Duration::from_secs(30);
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// First and longest pause after a failed accept.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+/// How many connections are served at once: a quarter of the open files
+/// limit, at most 512. Prometheus and the kubelet's probes need a handful.
+pub fn connection_limit() -> usize {
+    let open_files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    usize::try_from(open_files / 4)
+        .unwrap_or(usize::MAX)
+        .clamp(4, 512)
+}
 
 #[derive(Clone)]
 struct Shared {
@@ -78,8 +95,9 @@ async fn healthz(State(shared): State<Shared>) -> (StatusCode, &'static str) {
     }
 }
 
-/// 200 once the cluster has been applied and nothing stands failed; else
-/// 503 with one line per reason.
+/// 200 once the cluster has been applied, nothing stands failed and the
+/// kernel runs the responder on every interface the daemon attached it to;
+/// else 503 with one line per reason.
 async fn readyz(State(shared): State<Shared>) -> (StatusCode, String) {
     let mut reasons: Vec<String> = shared
         .state
@@ -91,13 +109,26 @@ async fn readyz(State(shared): State<Shared>) -> (StatusCode, String) {
     if !shared.state.is_ready() {
         reasons.insert(0, "waiting for the cluster".to_owned());
     }
+    let state = shared.state.clone();
+    match tokio::task::spawn_blocking(move || state.unattached_interfaces()).await {
+        Ok(Ok(unattached)) if unattached.is_empty() => {}
+        Ok(Ok(unattached)) => {
+            reasons.push(format!("XDP not attached on {}", unattached.join(", ")))
+        }
+        Ok(Err(e)) => reasons.push(format!("listing links: {e}")),
+        Err(e) => reasons.push(format!("checking the links: {e}")),
+    }
+    // A stale configuration does not make the speaker unready: the last
+    // good one is being served. It is said, though.
+    let stale: String = (shared.state.client.stale.reasons().into_iter())
+        .map(|reason| format!("configuration stale: {reason}\n"))
+        .collect();
     if reasons.is_empty() {
-        (StatusCode::OK, "ok\n".to_owned())
+        (StatusCode::OK, format!("ok\n{stale}"))
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            reasons.iter().map(|r| format!("{r}\n")).collect(),
-        )
+        let mut body: String = reasons.iter().map(|r| format!("{r}\n")).collect();
+        body.push_str(&stale);
+        (StatusCode::SERVICE_UNAVAILABLE, body)
     }
 }
 
@@ -107,27 +138,60 @@ pub async fn serve(address: SocketAddr, state: MetricsState) -> std::io::Result<
 }
 
 /// [`serve`] on a bound listener.
-pub async fn serve_on(mut listener: TcpListener, state: MetricsState) -> std::io::Result<()> {
+pub async fn serve_on(listener: TcpListener, state: MetricsState) -> std::io::Result<()> {
+    let limit = connection_limit();
     info!(
         address = %listener.local_addr()?,
-        "metrics and health on http://{}",
+        "metrics and health on http://{} (at most {limit} connections at once)",
         listener.local_addr()?
     );
     let registry = families::registry(&state);
     let service = TowerToHyperService::new(router(state, registry));
+    let slots = Arc::new(Semaphore::new(limit));
+    let mut backoff = ACCEPT_BACKOFF.0;
+    let mut full_logged = false;
     loop {
-        // Not the inherent TcpListener::accept: axum's retries after EMFILE.
-        let (stream, peer) = Listener::accept(&mut listener).await;
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if !full_logged {
+                    warn!("metrics server: {limit} connections open; new ones wait until one ends");
+                    full_logged = true;
+                }
+                slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed")
+            }
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff = ACCEPT_BACKOFF.0;
+                full_logged = false;
+                accepted
+            }
+            Err(e) => {
+                // Nothing was accepted; the queue keeps the client waiting.
+                warn!(error = %e, "metrics server: accept failed: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                continue;
+            }
+        };
         let service = service.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_LIMIT, connection).await {
+            match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => debug!(%peer, "metrics connection: {e}"),
-                Err(_) => debug!(%peer, "metrics connection closed after {CONNECTION_LIMIT:?}"),
+                Err(_) => {
+                    debug!(%peer, "metrics connection closed after {CONNECTION_LIFETIME:?}")
+                }
             }
         });
     }

@@ -223,6 +223,46 @@ fn patch_body(content_type: &str, body: &[u8]) -> Result<PatchBody, ApiError> {
     }
 }
 
+/// Where the apiserver serves a list from, by the request's
+/// `resourceVersion` and `resourceVersionMatch` (api-concepts, "semantics
+/// for get and list"): `resourceVersion=0` or `NotOlderThan` is served from
+/// the watch cache, which does not paginate: `limit` is ignored and the
+/// whole list comes in one response (kubernetes/kubernetes#70735). Anything
+/// else is a consistent read from etcd, paginated by `limit`.
+#[derive(Debug, PartialEq, Eq)]
+enum ListSource {
+    WatchCache,
+    Storage,
+}
+
+fn list_source(params: &HashMap<String, String>, continuing: bool) -> Result<ListSource, ApiError> {
+    let version = params
+        .get("resourceVersion")
+        .map(String::as_str)
+        .unwrap_or("");
+    let matching = params
+        .get("resourceVersionMatch")
+        .map(String::as_str)
+        .unwrap_or("");
+    let invalid = |why: &str| Err(ApiError::new(422, "Invalid", why.to_owned()));
+    match matching {
+        "" if continuing => Ok(ListSource::Storage),
+        "" if version == "0" => Ok(ListSource::WatchCache),
+        "" => Ok(ListSource::Storage),
+        _ if continuing => invalid("resourceVersionMatch is forbidden when continue is provided"),
+        _ if version.is_empty() => {
+            invalid("resourceVersionMatch is forbidden unless resourceVersion is provided")
+        }
+        "NotOlderThan" => Ok(ListSource::WatchCache),
+        "Exact" => Err(ApiError::new(
+            400,
+            "BadRequest",
+            "resourceVersionMatch=Exact is not emulated",
+        )),
+        other => invalid(&format!("unsupported resourceVersionMatch {other:?}")),
+    }
+}
+
 async fn on_resource(
     shared: &Shared,
     verb: &str,
@@ -247,9 +287,13 @@ async fn on_resource(
                 ),
                 None => None,
             };
+            let continue_token = params.get("continue").filter(|c| !c.is_empty()).cloned();
             let page = Page {
-                limit,
-                continue_token: params.get("continue").filter(|c| !c.is_empty()).cloned(),
+                limit: match list_source(&params, continue_token.is_some())? {
+                    ListSource::WatchCache => None,
+                    ListSource::Storage => limit,
+                },
+                continue_token,
             };
             let (items, revision, token, remaining) = store.list(resource, &selection, &page)?;
             let mut metadata = json!({"resourceVersion": revision.to_string()});
@@ -382,4 +426,57 @@ pub fn streaming_response(frames: tokio::sync::mpsc::Receiver<Bytes>) -> Respons
         .header(header::CONTENT_TYPE, "application/json")
         .body(http_body_util::StreamBody::new(stream).boxed())
         .expect("a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn lists_at_any_version_come_from_the_watch_cache_unpaginated() {
+        let cache = [
+            params(&[("resourceVersion", "0"), ("limit", "500")]),
+            params(&[
+                ("resourceVersion", "0"),
+                ("resourceVersionMatch", "NotOlderThan"),
+                ("limit", "500"),
+            ]),
+            params(&[
+                ("resourceVersion", "17"),
+                ("resourceVersionMatch", "NotOlderThan"),
+            ]),
+        ];
+        for query in &cache {
+            assert_eq!(
+                list_source(query, false).unwrap(),
+                ListSource::WatchCache,
+                "{query:?}"
+            );
+        }
+        let storage = [
+            params(&[("limit", "500")]),
+            params(&[("resourceVersion", "17"), ("limit", "500")]),
+        ];
+        for query in &storage {
+            assert_eq!(
+                list_source(query, false).unwrap(),
+                ListSource::Storage,
+                "{query:?}"
+            );
+        }
+        assert_eq!(
+            list_source(&params(&[("resourceVersion", "0")]), true).unwrap(),
+            ListSource::Storage,
+            "a continue token is always served from etcd"
+        );
+        let refused = list_source(&params(&[("resourceVersionMatch", "NotOlderThan")]), false);
+        assert_eq!(refused.unwrap_err().code, 422);
+    }
 }

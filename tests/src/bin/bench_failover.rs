@@ -321,13 +321,7 @@ fn main() -> Result<()> {
     let started = Instant::now();
 
     // The lab.
-    let mut specs: Vec<HostSpec> = NODES
-        .iter()
-        .enumerate()
-        .map(|(i, n)| HostSpec::numbered(n, 11 + i as u8))
-        .collect();
-    specs.push(HostSpec::numbered(CLIENT, 10));
-    let fabric = Fabric::new(&specs);
+    let fabric = Fabric::new(&HostSpec::nodes_and_client(&NODES, &[], CLIENT));
     fabric.attach_pass_through_ports();
     fabric.write_cluster_state(&speaker_tests::lab::cluster::lab_cluster_yaml(
         &NODES,

@@ -71,6 +71,7 @@ pub struct Spawn {
     stdout: Sink,
     stderr: Sink,
     die_with_parent: bool,
+    open_files_limit: Option<u64>,
 }
 
 impl Spawn {
@@ -85,6 +86,7 @@ impl Spawn {
             stdout: Sink::Piped,
             stderr: Sink::Piped,
             die_with_parent: false,
+            open_files_limit: None,
         }
     }
 
@@ -152,6 +154,13 @@ impl Spawn {
         self
     }
 
+    /// Starts it with `RLIMIT_NOFILE` at `limit`, soft and hard (so the
+    /// program cannot raise it either).
+    pub fn open_files_limit(mut self, limit: u64) -> Spawn {
+        self.open_files_limit = Some(limit);
+        self
+    }
+
     fn executable(&self) -> String {
         match &self.program {
             Program::Tool(command) => command.clone(),
@@ -215,6 +224,20 @@ impl Spawn {
             unsafe {
                 command.pre_exec(|| {
                     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
+                });
+            }
+        }
+        if let Some(limit) = self.open_files_limit {
+            // SAFETY: setrlimit is async-signal-safe; limits survive exec
+            // (also `ip netns exec`'s).
+            unsafe {
+                command.pre_exec(move || {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        limit,
+                        limit,
+                    )
+                    .map_err(io::Error::from)
                 });
             }
         }

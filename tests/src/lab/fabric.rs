@@ -588,6 +588,7 @@ impl Fabric {
             log_path: self.log_dir.join(format!("{n:02}-{}.log", h.name)),
             rust_log: options.rust_log.clone(),
             env: options.env.clone(),
+            open_files_limit: options.open_files_limit,
         });
         lock(&self.speakers).push(speaker.clone());
         speaker

@@ -39,6 +39,20 @@ impl HostSpec {
             .v6(&format!("2001:db8::{n}"))
     }
 
+    /// The multi-node labs' hosts: `nodes` numbered from 11 (192.0.2.11,
+    /// .12, …, as in [`super::cluster::lab_cluster_yaml`]), then `extra`,
+    /// then `client` as number 10.
+    pub fn nodes_and_client(nodes: &[&str], extra: &[HostSpec], client: &str) -> Vec<Self> {
+        let mut specs: Vec<HostSpec> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| HostSpec::numbered(n, 11 + i as u8))
+            .collect();
+        specs.extend(extra.iter().cloned());
+        specs.push(HostSpec::numbered(client, 10));
+        specs
+    }
+
     /// Sets the IPv4 address; it must be in 192.0.2.0/24.
     pub fn v4(mut self, address: &str) -> Self {
         let ip: Ipv4Addr = address

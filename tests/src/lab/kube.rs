@@ -154,6 +154,7 @@ impl KubeLab {
             log_path: self.temp_dir.join("speaker.log"),
             rust_log: "info".to_owned(),
             env: Vec::new(),
+            open_files_limit: None,
         }));
         self.speaker()
     }
@@ -193,6 +194,31 @@ impl KubeLab {
     pub fn arping(&self, ip: &str, count: u32, deadline: u32) -> (CmdOutput, ArpingReport) {
         let arping = Arping::new(ip, &self.lab.client_if, count).deadline(deadline);
         self.lab.arping(&arping)
+    }
+
+    /// Polls `probe` (which reads the API) until it returns `Some`, at most
+    /// `limit`; panics naming `what`, with [`Self::diagnostics`], if not.
+    pub fn wait_api<T>(&self, what: &str, limit: Duration, probe: impl FnMut() -> Option<T>) -> T {
+        wait_for(limit, probe)
+            .unwrap_or_else(|| panic!("{what}: not seen within {limit:?}\n{}", self.diagnostics()))
+    }
+
+    /// The ServiceL2Statuses in MetalLB's namespace.
+    pub fn statuses(&self) -> Vec<Value> {
+        self.kube()
+            .list(METALLB, "ServiceL2Status", Some(METALLB_NAMESPACE))
+    }
+
+    /// The ServiceL2Statuses labelled for `service` (namespace default) and
+    /// `node`.
+    pub fn statuses_of(&self, service: &str, node: &str) -> Vec<Value> {
+        let mut found = self.statuses();
+        found.retain(|s| {
+            label(s, "metallb.io/service-name") == Some(service)
+                && label(s, "metallb.io/service-namespace") == Some("default")
+                && label(s, "metallb.io/node") == Some(node)
+        });
+        found
     }
 
     /// Context for assertion messages: the speaker's log and the last

@@ -52,7 +52,7 @@ pub use host::{Host, HostSpec};
 pub use maps::{linked_interfaces, reason_count, vip_addresses, vip_answered, vips_on};
 pub use netns::{reap_stale, NETNS_PREFIX, RUN_ROOT};
 pub use pair::{Lab, Side, XdpMode};
-pub use speaker::{speaker_bin, ClusterSource, Speaker, SpeakerMode, SpeakerOptions};
+pub use speaker::{speaker_bin, ClusterSource, Memory, Speaker, SpeakerMode, SpeakerOptions};
 
 /// Retries `probe` every 100 ms until it returns `Some`, for at most `limit`.
 pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {

@@ -356,6 +356,18 @@ impl Drop for ArpProbing {
     }
 }
 
+/// Sends each of `frames` (whole Ethernet frames: ARP, NS, anything) once
+/// from `interface` inside namespace `ns`, in order.
+pub fn send_frames(ns: &str, interface: &str, frames: &[Vec<u8>]) -> io::Result<()> {
+    netns::in_namespace(ns, || {
+        let fd = open_arp_socket(interface)?;
+        for frame in frames {
+            send(fd.as_raw_fd(), frame, MsgFlags::empty())?;
+        }
+        Ok(())
+    })
+}
+
 /// An AF_PACKET socket of the calling thread's namespace receiving only ARP
 /// frames of `interface`: created without a protocol (it receives nothing)
 /// and then bound with `ETH_P_ARP`, which sets the protocol it receives.

@@ -3,6 +3,7 @@
 
 use std::{
     fs::{self, File},
+    io,
     path::{Path, PathBuf},
     process::ExitStatus,
     sync::{Arc, OnceLock},
@@ -117,6 +118,8 @@ pub struct SpeakerOptions {
     pub rust_log: String,
     /// Further environment variables.
     pub env: Vec<(String, String)>,
+    /// `RLIMIT_NOFILE` (soft and hard) to start it with; `None`: inherited.
+    pub open_files_limit: Option<u64>,
 }
 
 impl Default for SpeakerOptions {
@@ -128,6 +131,7 @@ impl Default for SpeakerOptions {
             args: Vec::new(),
             rust_log: "info".to_owned(),
             env: Vec::new(),
+            open_files_limit: None,
         }
     }
 }
@@ -161,6 +165,8 @@ pub struct SpeakerLaunch {
     /// `RUST_LOG`.
     pub rust_log: String,
     pub env: Vec<(String, String)>,
+    /// See [`SpeakerOptions::open_files_limit`].
+    pub open_files_limit: Option<u64>,
 }
 
 struct SpeakerInner {
@@ -197,6 +203,9 @@ impl Speaker {
             .die_with_parent();
         for (key, value) in &launch.env {
             spawn = spawn.env(key, value);
+        }
+        if let Some(limit) = launch.open_files_limit {
+            spawn = spawn.open_files_limit(limit);
         }
         Speaker {
             inner: Arc::new(SpeakerInner {
@@ -326,7 +335,9 @@ impl Speaker {
         self.inner.process.kill()
     }
 
-    pub(crate) fn signal(&self, signal: Signal) {
+    /// Sends `signal` (any signal: what the daemon does with it is what
+    /// the fault lab checks).
+    pub fn signal(&self, signal: Signal) {
         self.inner.process.signal(signal);
     }
 
@@ -340,4 +351,36 @@ impl Speaker {
     pub fn resume(&self) {
         self.signal(Signal::SIGCONT);
     }
+
+    /// Its resident set now and its peak (`VmRSS`, `VmHWM` of
+    /// /proc/PID/status), in bytes.
+    pub fn memory(&self) -> io::Result<Memory> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.trim().strip_suffix("kB"))
+                .and_then(|kb| kb.trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+                .ok_or_else(|| io::Error::other(format!("no {name} in /proc/PID/status")))
+        };
+        Ok(Memory {
+            resident: field("VmRSS:")?,
+            peak: field("VmHWM:")?,
+        })
+    }
+
+    /// Starts a new peak: the kernel resets `VmHWM` to the current resident
+    /// set on `5` written to /proc/PID/clear_refs (proc(5)).
+    pub fn reset_peak_memory(&self) -> io::Result<()> {
+        fs::write(format!("/proc/{}/clear_refs", self.pid()), "5")
+    }
+}
+
+/// What [`Speaker::memory`] reads, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memory {
+    pub resident: u64,
+    pub peak: u64,
 }

@@ -23,8 +23,14 @@ fn sample() -> Sample {
         gossip: Some(GossipStats {
             members: 3,
             auth_failures: 2,
+            stray_datagrams: 1,
             ..GossipStats::default()
         }),
+        repairs: vec![
+            (crate::dataplane::Repair::MapPin, 0),
+            (crate::dataplane::Repair::LinkPin, 1),
+            (crate::dataplane::Repair::Link, 0),
+        ],
     }
 }
 
@@ -71,6 +77,7 @@ fn families_have_metallbs_names_labels_and_types() {
         ("xdp_speaker_gratuitous_failures", "untyped"),
         ("xdp_speaker_verdicts", "untyped"),
         ("xdp_speaker_xdp_mode", "gauge"),
+        ("xdp_speaker_dataplane_repairs", "untyped"),
         ("xdp_speaker_heartbeat_stale", "gauge"),
         ("xdp_speaker_heartbeat_age_seconds", "gauge"),
         ("xdp_speaker_gossip_members", "gauge"),
@@ -79,6 +86,7 @@ fn families_have_metallbs_names_labels_and_types() {
         ("xdp_speaker_gossip_packets_sent", "untyped"),
         ("xdp_speaker_gossip_packets_received", "untyped"),
         ("xdp_speaker_gossip_auth_failures", "untyped"),
+        ("xdp_speaker_gossip_stray_datagrams", "untyped"),
         ("xdp_speaker_gossip_rejoins", "untyped"),
     ]
     .map(|(n, t)| (n.to_owned(), t.to_owned()));
@@ -108,7 +116,11 @@ fn families_have_metallbs_names_labels_and_types() {
         "xdp_speaker_gossip_packets_sent 0",
         "xdp_speaker_gossip_packets_received 0",
         "xdp_speaker_gossip_auth_failures 2",
+        "xdp_speaker_gossip_stray_datagrams 1",
         "xdp_speaker_gossip_rejoins 0",
+        "xdp_speaker_dataplane_repairs{what=\"map_pin\"} 0",
+        "xdp_speaker_dataplane_repairs{what=\"link_pin\"} 1",
+        "xdp_speaker_dataplane_repairs{what=\"link\"} 0",
     ];
     let mut got = samples.clone();
     got.sort();

@@ -1,272 +1,24 @@
-//! The Kubernetes source: watches Nodes, Services and EndpointSlices in all
-//! namespaces and MetalLB's IPAddressPools and L2Advertisements in its own
-//! namespace, and tells the reconciler what changed as [`Change`]s.
-//!
-//! What the daemon relies on:
-//! - Nothing is sent before every kind has been listed once; then one
-//!   [`Change::Reset`] holds everything. The maps a restarted speaker adopts
-//!   are therefore never compared with a half-listed cluster.
-//! - After that only differences are sent, and only when the election's view
-//!   of an object changed: Node heartbeats, `resourceVersion`-only updates or
-//!   fields the election does not read send nothing.
-//! - A watch that fails (including `410 Gone` after an etcd compaction) is
-//!   retried with backoff and lists its kind again. The new list replaces the
-//!   old one only once complete, and is compared with what was sent: objects
-//!   that still exist are never reported deleted, and a failing API server
-//!   never withdraws anything.
-//! - An object that cannot be used (a pool with a bad CIDR) is skipped with a
-//!   logged error and kept in [`SkippedObjects`], as the file source records
-//!   [`Problem`]s; everything else keeps flowing.
-//!
-//! MetalLB's two CRDs are watched as [`DynamicObject`]s and converted through
-//! `serde_json` into the serde types of `cluster`: the speaker then needs no
-//! `Resource` implementation of its own, and an object of the wrong shape
-//! becomes a skipped object instead of a failed list (a typed watcher would
-//! fail the whole list on one undecodable object, and keep failing).
+//! What the watches say, turned into [`Change`]s: the source's memory and
+//! the differences it sends. No I/O; see [`super::watch`] for the rules the
+//! daemon relies on (one Reset once every kind is listed, then differences
+//! only, a relist replacing the old list only once complete).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
-    path::{Path, PathBuf},
-    sync::{Arc, Mutex},
 };
 
-use futures::{stream::BoxStream, StreamExt};
-use k8s_openapi::{
-    api::{core::v1 as core, discovery::v1 as discovery},
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
-};
-use kube::{
-    api::{Api, ApiResource, DynamicObject},
-    config::{InferConfigError, KubeConfigOptions, Kubeconfig, KubeconfigError},
-    runtime::{watcher, WatchStreamExt},
-    Client, Config, Resource,
-};
-use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
+use super::translate::{Converted, ObjectKey, Slice};
 use crate::{
-    cluster::{
-        objects, Change, ClusterState, IpAddressPoolObject, Kind, L2AdvertisementObject, Problem,
-        ServiceEntry, ServiceKey,
-    },
+    cluster::{Change, ClusterState, Kind, Problem, ServiceEntry, ServiceKey},
     election::{Endpoint, IpAddressPool, L2Advertisement, Node, Service},
-    metrics::ClientStats,
 };
-
-pub const METALLB_GROUP: &str = "metallb.io";
-pub const METALLB_VERSION: &str = "v1beta1";
-
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("cannot use kubeconfig {path}: {source}")]
-    Kubeconfig {
-        path: PathBuf,
-        source: KubeconfigError,
-    },
-    #[error("no Kubernetes configuration found: {0}")]
-    NoConfig(#[from] InferConfigError),
-    #[error("cannot create the Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
-    /// The watch streams never end on their own; this is a bug if seen.
-    #[error("the Kubernetes watches ended")]
-    WatchesEnded,
-}
-
-/// A client for the cluster: the given kubeconfig file, else the in-cluster
-/// service account (a speaker Pod), else `KUBECONFIG` or `~/.kube/config`.
-pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, SourceError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let failed = |source| SourceError::Kubeconfig {
-                path: path.to_owned(),
-                source,
-            };
-            let file = Kubeconfig::read_from(path).map_err(failed)?;
-            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .map_err(failed)?
-        }
-        None => match Config::incluster() {
-            Ok(config) => config,
-            Err(in_cluster) => {
-                debug!("not in a cluster ({in_cluster}), looking for a kubeconfig");
-                Config::infer().await?
-            }
-        },
-    };
-    Client::try_from(config).map_err(SourceError::Client)
-}
-
-/// Watches the cluster and sends its changes on `tx` until `tx` is closed.
-/// See the module documentation for what is sent when.
-pub async fn run(
-    client: Client,
-    metallb_namespace: String,
-    tx: mpsc::Sender<Change>,
-    stats: ClientStats,
-) -> Result<(), SourceError> {
-    KubeSource::new(client, metallb_namespace)
-        .with_stats(stats)
-        .run(tx)
-        .await
-}
-
-/// [`run`], with access to the objects it skipped.
-pub struct KubeSource {
-    client: Client,
-    metallb_namespace: String,
-    skipped: SkippedObjects,
-    stats: ClientStats,
-}
-
-impl KubeSource {
-    pub fn new(client: Client, metallb_namespace: impl Into<String>) -> Self {
-        KubeSource {
-            client,
-            metallb_namespace: metallb_namespace.into(),
-            skipped: SkippedObjects::default(),
-            stats: ClientStats::default(),
-        }
-    }
-
-    /// Counts updates and failed updates into `stats` (MetalLB's
-    /// `metallb_k8s_client_updates_total` and `_update_errors_total`).
-    pub fn with_stats(mut self, stats: ClientStats) -> Self {
-        self.stats = stats;
-        self
-    }
-
-    /// The objects skipped as unusable, kept current while [`Self::run`] runs.
-    pub fn skipped(&self) -> SkippedObjects {
-        self.skipped.clone()
-    }
-
-    pub async fn run(self, tx: mpsc::Sender<Change>) -> Result<(), SourceError> {
-        let client = self.client;
-        let namespace = self.metallb_namespace.as_str();
-        let mut events = futures::stream::select_all([
-            watch(Api::all(client.clone()), Kind::Node, node, Event::Nodes),
-            watch(
-                Api::all(client.clone()),
-                Kind::Service,
-                service,
-                Event::Services,
-            ),
-            watch(
-                Api::all(client.clone()),
-                Kind::EndpointSlice,
-                endpoint_slice,
-                Event::EndpointSlices,
-            ),
-            watch(
-                Api::namespaced_with(
-                    client.clone(),
-                    namespace,
-                    &metallb_resource(Kind::IpAddressPool),
-                ),
-                Kind::IpAddressPool,
-                ip_address_pool,
-                Event::Pools,
-            ),
-            watch(
-                Api::namespaced_with(client, namespace, &metallb_resource(Kind::L2Advertisement)),
-                Kind::L2Advertisement,
-                l2_advertisement,
-                Event::Advertisements,
-            ),
-        ]);
-        info!("watching Nodes, Services, EndpointSlices, and MetalLB objects in {namespace}");
-
-        let mut state = SourceState::default();
-        let stats = self.stats;
-        let mut refused = 0;
-        while let Some(event) = events.next().await {
-            let event = match event {
-                Ok(event) => event,
-                Err((kind, e)) => {
-                    stats.update_errors.inc();
-                    log_watch_error(kind, &e);
-                    continue;
-                }
-            };
-            stats.updates.inc();
-            let changes = state.apply(event);
-            if let Some(problems) = state.take_changed_problems() {
-                // An update that made one more object unusable failed.
-                if problems.len() > refused {
-                    stats.update_errors.inc();
-                }
-                refused = problems.len();
-                self.skipped.set(problems);
-            }
-            for change in changes {
-                if tx.send(change).await.is_err() {
-                    debug!("change receiver gone, stopping the Kubernetes watches");
-                    return Ok(());
-                }
-            }
-        }
-        Err(SourceError::WatchesEnded)
-    }
-}
-
-/// The objects the source skipped as unusable, by kind, namespace and name.
-#[derive(Clone, Debug, Default)]
-pub struct SkippedObjects(Arc<Mutex<Vec<Problem>>>);
-
-impl SkippedObjects {
-    pub fn list(&self) -> Vec<Problem> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn set(&self, problems: Vec<Problem>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = problems;
-    }
-}
-
-fn log_watch_error(kind: Kind, e: &watcher::Error) {
-    match e {
-        watcher::Error::WatchError(status) if status.code == 410 => {
-            let kind = kind.name();
-            info!("{kind} watch expired ({}), listing again", status.message)
-        }
-        _ => warn!(
-            kind = kind.name(),
-            error = %e,
-            "{} watch failed, retrying: {e}",
-            kind.name()
-        ),
-    }
-}
-
-/// MetalLB's kinds, watched as [`DynamicObject`]s.
-fn metallb_resource(kind: Kind) -> ApiResource {
-    let plural = match kind {
-        Kind::IpAddressPool => "ipaddresspools",
-        Kind::L2Advertisement => "l2advertisements",
-        _ => unreachable!("{} is a built-in kind", kind.name()),
-    };
-    ApiResource {
-        group: METALLB_GROUP.to_owned(),
-        version: METALLB_VERSION.to_owned(),
-        api_version: format!("{METALLB_GROUP}/{METALLB_VERSION}"),
-        kind: kind.name().to_owned(),
-        plural: plural.to_owned(),
-    }
-}
-
-/// Namespace (empty for Nodes) and name.
-type ObjectKey = (String, String);
-
-/// An object as the election sees it: `Ok(None)` for one that plays no part
-/// (a Service not of type LoadBalancer), `Err` for one that is unusable.
-type Converted<T> = Result<Option<T>, String>;
 
 /// One watcher event, the object already converted.
 #[derive(Debug)]
-enum Update<T> {
+pub(super) enum Update<T> {
     /// A (re-)list starts; the objects follow as `InitApply`.
     Init,
     InitApply(ObjectKey, Converted<T>),
@@ -276,102 +28,13 @@ enum Update<T> {
     Delete(ObjectKey),
 }
 
-/// An EndpointSlice: its Service's name (same namespace) and endpoints.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Slice {
-    service: String,
-    endpoints: Vec<Endpoint>,
-}
-
 #[derive(Debug)]
-enum Event {
+pub(super) enum Event {
     Nodes(Update<Node>),
     Services(Update<Service>),
     EndpointSlices(Update<Slice>),
     Pools(Update<IpAddressPool>),
     Advertisements(Update<L2Advertisement>),
-}
-
-type EventStream = BoxStream<'static, Result<Event, (Kind, watcher::Error)>>;
-
-fn watch<K, T>(
-    api: Api<K>,
-    kind: Kind,
-    convert: fn(K) -> (ObjectKey, Converted<T>),
-    wrap: fn(Update<T>) -> Event,
-) -> EventStream
-where
-    K: Resource + Clone + DeserializeOwned + fmt::Debug + Send + 'static,
-    T: 'static,
-{
-    watcher(api, watcher::Config::default())
-        .default_backoff()
-        .map(move |event| {
-            let update = match event.map_err(|e| (kind, e))? {
-                watcher::Event::Init => Update::Init,
-                watcher::Event::InitApply(object) => {
-                    let (key, value) = convert(object);
-                    Update::InitApply(key, value)
-                }
-                watcher::Event::InitDone => Update::InitDone,
-                watcher::Event::Apply(object) => {
-                    let (key, value) = convert(object);
-                    Update::Apply(key, value)
-                }
-                watcher::Event::Delete(object) => Update::Delete(object_key(object.meta())),
-            };
-            Ok(wrap(update))
-        })
-        .boxed()
-}
-
-fn object_key(metadata: &ObjectMeta) -> ObjectKey {
-    (
-        metadata.namespace.clone().unwrap_or_default(),
-        metadata.name.clone().unwrap_or_default(),
-    )
-}
-
-fn node(object: core::Node) -> (ObjectKey, Converted<Node>) {
-    (
-        object_key(&object.metadata),
-        objects::node(object).map(Some),
-    )
-}
-
-fn service(object: core::Service) -> (ObjectKey, Converted<Service>) {
-    let key = object_key(&object.metadata);
-    let service = objects::service(object, &key.0);
-    (key, service)
-}
-
-fn endpoint_slice(object: discovery::EndpointSlice) -> (ObjectKey, Converted<Slice>) {
-    let key = object_key(&object.metadata);
-    let slice = objects::endpoint_slice(object)
-        .map(|(service, endpoints)| Some(Slice { service, endpoints }));
-    (key, slice)
-}
-
-fn ip_address_pool(object: DynamicObject) -> (ObjectKey, Converted<IpAddressPool>) {
-    let key = object_key(&object.metadata);
-    let pool = typed::<IpAddressPoolObject>(&object)
-        .and_then(|pool| objects::ip_address_pool(pool, &key.0))
-        .map(Some);
-    (key, pool)
-}
-
-fn l2_advertisement(object: DynamicObject) -> (ObjectKey, Converted<L2Advertisement>) {
-    let key = object_key(&object.metadata);
-    let ad = typed::<L2AdvertisementObject>(&object)
-        .and_then(|ad| objects::l2_advertisement(ad, &key.0))
-        .map(Some);
-    (key, ad)
-}
-
-fn typed<T: DeserializeOwned>(object: &DynamicObject) -> Result<T, String> {
-    serde_json::to_value(object)
-        .and_then(serde_json::from_value)
-        .map_err(|e| e.to_string())
 }
 
 /// What one kind's watch currently says, and the objects it skipped.
@@ -683,7 +346,7 @@ fn changed<T: Clone + PartialEq>(sent: &mut Vec<T>, now: Vec<T>) -> Option<Vec<T
 }
 
 /// The source's memory: the watches' state and what was sent. No I/O.
-struct SourceState {
+pub(super) struct SourceState {
     cluster: Cluster,
     /// `None` until the first [`Change::Reset`].
     sent: Option<Sent>,
@@ -706,7 +369,7 @@ impl Default for SourceState {
 
 impl SourceState {
     /// The changes to send for one watch event.
-    fn apply(&mut self, event: Event) -> Vec<Change> {
+    pub(super) fn apply(&mut self, event: Event) -> Vec<Change> {
         let cluster = &mut self.cluster;
         // Only the services a change can affect.
         let services: BTreeSet<ServiceKey> = match event {
@@ -826,7 +489,7 @@ impl SourceState {
     }
 
     /// All skipped objects, when that changed since the last call.
-    fn take_changed_problems(&mut self) -> Option<Vec<Problem>> {
+    pub(super) fn take_changed_problems(&mut self) -> Option<Vec<Problem>> {
         let c = &mut self.cluster;
         let changed = std::mem::take(&mut c.nodes.problems_changed)
             | std::mem::take(&mut c.services.problems_changed)
@@ -834,37 +497,6 @@ impl SourceState {
             | std::mem::take(&mut c.pools.problems_changed)
             | std::mem::take(&mut c.advertisements.problems_changed);
         changed.then(|| c.problems())
-    }
-}
-
-/// Speaker pods' addresses, for gossip peers (MetalLB lists its speaker pods
-/// by label): sent once at start and then every `interval`, whatever the
-/// outcome of a listing, so a failed one only delays discovery.
-pub async fn speaker_pod_addresses(
-    client: Client,
-    namespace: String,
-    selector: String,
-    interval: std::time::Duration,
-    tx: tokio::sync::mpsc::Sender<Vec<std::net::IpAddr>>,
-) {
-    use k8s_openapi::api::core::v1::Pod;
-    let pods: kube::Api<Pod> = kube::Api::namespaced(client, &namespace);
-    let params = kube::api::ListParams::default().labels(&selector);
-    loop {
-        match pods.list(&params).await {
-            Ok(list) => {
-                let addresses = list
-                    .items
-                    .iter()
-                    .filter_map(|pod| pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok())
-                    .collect();
-                if tx.send(addresses).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => tracing::warn!("listing speaker pods ({selector}) in {namespace}: {e}"),
-        }
-        tokio::time::sleep(interval).await;
     }
 }
 
