@@ -452,7 +452,8 @@ mod tests {
     }
 
     /// A self-signed certificate and its key in PEM files under a fresh
-    /// directory named for `test`.
+    /// directory named for `test` (left for the next run to overwrite: the
+    /// files are read while the config is built, and nothing else uses them).
     fn certificate_files(test: &str) -> (PathBuf, PathBuf) {
         let dir = std::env::temp_dir().join(format!("xdp-speaker-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -483,7 +484,10 @@ mod tests {
         assert_eq!(c.metrics_authz, MetricsAuthz::None);
         let mut secured = tls.to_vec();
         secured.extend(["--metrics-authz", "kubernetes"]);
-        assert_eq!(config(&secured).unwrap().metrics_authz, MetricsAuthz::Kubernetes);
+        assert_eq!(
+            config(&secured).unwrap().metrics_authz,
+            MetricsAuthz::Kubernetes
+        );
 
         let message = config_error(&["--metrics-authz", "kubernetes"]);
         assert!(message.contains("needs --metrics-tls-cert"), "{message}");
@@ -501,22 +505,33 @@ mod tests {
     fn bad_certificate_files_are_one_line_errors() {
         let (cert, key) = certificate_files("metrics-tls-bad");
         let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
-        let message = config_error(&["--metrics-tls-cert", cert]);
-        assert_eq!(message, "--metrics-tls-cert and --metrics-tls-key go together");
-        let message = config_error(&[
+        let one_line_error = |flags: &[&str]| {
+            let message = config_error(flags);
+            assert!(!message.contains('\n'), "{message:?}");
+            message
+        };
+        let message = one_line_error(&["--metrics-tls-cert", cert]);
+        assert_eq!(
+            message,
+            "--metrics-tls-cert and --metrics-tls-key go together"
+        );
+        let message = one_line_error(&[
             "--metrics-tls-cert",
             "/nonexistent/tls.crt",
             "--metrics-tls-key",
             key,
         ]);
-        assert!(message.starts_with("--metrics-tls-cert /nonexistent/tls.crt: "), "{message}");
+        assert!(
+            message.starts_with("--metrics-tls-cert /nonexistent/tls.crt: "),
+            "{message}"
+        );
         // The key file holds no certificate, and the certificate no key.
-        let message = config_error(&["--metrics-tls-cert", key, "--metrics-tls-key", key]);
+        let message = one_line_error(&["--metrics-tls-cert", key, "--metrics-tls-key", key]);
         assert!(message.contains("no PEM certificate"), "{message}");
-        let message = config_error(&["--metrics-tls-cert", cert, "--metrics-tls-key", cert]);
-        assert!(message.starts_with(&format!("--metrics-tls-key {cert}: ")), "{message}");
-        for message in [message] {
-            assert!(!message.contains('\n'), "{message:?}");
-        }
+        let message = one_line_error(&["--metrics-tls-cert", cert, "--metrics-tls-key", cert]);
+        assert!(
+            message.starts_with(&format!("--metrics-tls-key {cert}: ")),
+            "{message}"
+        );
     }
 }

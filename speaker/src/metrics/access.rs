@@ -121,14 +121,16 @@ impl KubernetesReviews {
         let user = match (status.authenticated, status.user) {
             (Some(true), Some(user)) => user,
             _ => {
-                let why = status.error.unwrap_or_else(|| "not authenticated".to_owned());
+                let why = status
+                    .error
+                    .unwrap_or_else(|| "not authenticated".to_owned());
                 debug!("metrics: a token was refused: {why}");
                 return Decision::Unauthenticated(why);
             }
         };
         let username = user.username.clone().unwrap_or_default();
-        let reviews = calls::SUBJECT_ACCESS_REVIEWS
-            .cluster_api::<SubjectAccessReview>(self.client.clone());
+        let reviews =
+            calls::SUBJECT_ACCESS_REVIEWS.cluster_api::<SubjectAccessReview>(self.client.clone());
         let asked = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: user.username,

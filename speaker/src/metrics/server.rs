@@ -201,7 +201,11 @@ pub async fn serve_on(
     security: Security,
 ) -> std::io::Result<()> {
     let limit = connection_limit();
-    let scheme = if security.tls.is_some() { "https" } else { "http" };
+    let scheme = if security.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let guarded = match security.access {
         MetricsAccess::Anyone => "",
         MetricsAccess::Kubernetes(_) => ", /metrics for users the API server allows",
@@ -275,10 +279,7 @@ pub async fn serve_on(
     }
 }
 
-async fn serve_connection<S>(
-    stream: S,
-    service: TowerToHyperService<Router>,
-) -> Result<(), String>
+async fn serve_connection<S>(stream: S, service: TowerToHyperService<Router>) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

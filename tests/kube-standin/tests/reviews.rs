@@ -56,9 +56,24 @@ async fn reviews_answer_from_the_table() {
 
     let access: Api<SubjectAccessReview> = Api::all(client);
     let allowed = |review: SubjectAccessReview| review.status.unwrap().allowed;
-    assert!(allowed(access.create(&post, &access_review("alice", "/metrics")).await.unwrap()));
-    assert!(!allowed(access.create(&post, &access_review("alice", "/debug")).await.unwrap()));
-    assert!(!allowed(access.create(&post, &access_review("bob", "/metrics")).await.unwrap()));
+    assert!(allowed(
+        access
+            .create(&post, &access_review("alice", "/metrics"))
+            .await
+            .unwrap()
+    ));
+    assert!(!allowed(
+        access
+            .create(&post, &access_review("alice", "/debug"))
+            .await
+            .unwrap()
+    ));
+    assert!(!allowed(
+        access
+            .create(&post, &access_review("bob", "/metrics"))
+            .await
+            .unwrap()
+    ));
 
     assert_eq!(server.count_requests("create", "tokenreviews"), 2);
     assert_eq!(server.count_requests("create", "subjectaccessreviews"), 3);
