@@ -202,10 +202,30 @@ pub struct RunArgs {
     /// Serve /metrics, /healthz and /readyz here (MetalLB's port); empty: off.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:7472")]
     pub metrics_address: String,
+    /// Serve the metrics address over HTTPS with this certificate chain
+    /// (PEM); needs --metrics-tls-key.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_tls_cert: Option<PathBuf>,
+    /// The private key (PEM, PKCS#8, PKCS#1 or SEC1) of --metrics-tls-cert.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_tls_key: Option<PathBuf>,
+    /// Who may read /metrics: `none` (anyone) or `kubernetes` (a bearer
+    /// token the API server authenticates, TokenReview, of a user it allows
+    /// `get` on the non-resource URL /metrics, SubjectAccessReview, as
+    /// kube-rbac-proxy in MetalLB's chart). /healthz and /readyz stay open.
+    #[arg(long, value_enum, default_value_t = MetricsAuthzArg::None)]
+    pub metrics_authz: MetricsAuthzArg,
     #[command(flatten)]
     pub election: ElectionArgs,
     #[command(flatten)]
     pub pins: PinArgs,
+}
+
+/// `--metrics-authz`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAuthzArg {
+    None,
+    Kubernetes,
 }
 
 /// The election's knobs, named as in MetalLB's speaker.

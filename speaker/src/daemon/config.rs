@@ -5,12 +5,15 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    sync::Arc,
     time::Duration,
 };
 
+use rustls::ServerConfig;
+
 use crate::{
     announce::AnnounceConfig,
-    cli::{OnStopArg, ProfileArg, RunArgs},
+    cli::{MetricsAuthzArg, OnStopArg, ProfileArg, RunArgs},
     cluster::ReadOptions,
     dataplane::{AttachMode, PinDir},
     election::{ElectionOptions, Membership},
@@ -50,12 +53,26 @@ pub struct RunConfig {
     pub heartbeat_interval: Duration,
     /// Where to serve /metrics, /healthz and /readyz; `None`: nowhere.
     pub metrics_address: Option<SocketAddr>,
+    /// HTTPS for the metrics address (`--metrics-tls-cert`/`-key`, read at
+    /// start); `None`: plain HTTP.
+    pub metrics_tls: Option<Arc<ServerConfig>>,
+    /// Whether `/metrics` asks the API server who may read it.
+    pub metrics_authz: MetricsAuthz,
     /// Gossip membership; `None` runs with membership disabled.
     pub gossip: Option<GossipSettings>,
     /// What SIGTERM does with the IPs this node answers for.
     pub on_stop: OnStop,
     /// The speaker's Pod, owner of its ServiceL2Statuses.
     pub speaker_pod: Option<SpeakerPod>,
+}
+
+/// `--metrics-authz`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsAuthz {
+    /// Anyone may read `/metrics`.
+    None,
+    /// TokenReview + SubjectAccessReview (see `metrics::access`).
+    Kubernetes,
 }
 
 /// `--memberlist*`: how this speaker gossips with the others.
@@ -93,8 +110,12 @@ impl TryFrom<RunArgs> for RunConfig {
             (Some(OnStopArg::Handover), _) | (None, Some(_)) => OnStop::Handover,
             (Some(OnStopArg::Keep), _) | (None, None) => OnStop::Keep,
         };
+        let metrics_address = metrics_address(&args.metrics_address)?;
+        let (metrics_tls, metrics_authz) = metrics_security(&args, metrics_address.is_some())?;
         Ok(RunConfig {
-            metrics_address: metrics_address(&args.metrics_address)?,
+            metrics_address,
+            metrics_tls,
+            metrics_authz,
             source: match args.cluster_state {
                 Some(path) => Source::File(
                     path,
@@ -247,6 +268,49 @@ fn metrics_address(text: &str) -> Result<Option<SocketAddr>, Error> {
             .map(Some)
             .map_err(|_| Error::Config(format!("--metrics-address {text:?} is not ADDRESS:PORT"))),
     }
+}
+
+/// `--metrics-tls-cert`, `--metrics-tls-key`, `--metrics-authz`: the
+/// certificate is read here so that a bad one stops the start.
+fn metrics_security(
+    args: &RunArgs,
+    served: bool,
+) -> Result<(Option<Arc<ServerConfig>>, MetricsAuthz), Error> {
+    let tls = match (&args.metrics_tls_cert, &args.metrics_tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(crate::metrics::tls::server_config(cert, key)?),
+        _ => {
+            return Err(Error::Config(
+                "--metrics-tls-cert and --metrics-tls-key go together".to_owned(),
+            ))
+        }
+    };
+    let authz = match args.metrics_authz {
+        MetricsAuthzArg::None => MetricsAuthz::None,
+        MetricsAuthzArg::Kubernetes => MetricsAuthz::Kubernetes,
+    };
+    if authz == MetricsAuthz::Kubernetes {
+        if tls.is_none() {
+            // A bearer token sent in clear is anyone's on the path.
+            return Err(Error::Config(
+                "--metrics-authz kubernetes needs --metrics-tls-cert and --metrics-tls-key"
+                    .to_owned(),
+            ));
+        }
+        if args.cluster_state.is_some() {
+            return Err(Error::Config(
+                "--metrics-authz kubernetes needs the Kubernetes API, not --cluster-state"
+                    .to_owned(),
+            ));
+        }
+    }
+    if !served && (tls.is_some() || authz != MetricsAuthz::None) {
+        return Err(Error::Config(
+            "--metrics-tls-cert/--metrics-authz with --metrics-address= (no metrics server)"
+                .to_owned(),
+        ));
+    }
+    Ok((tls, authz))
 }
 
 /// `IP` or `IP:PORT` (IPv6 with a port as `[IP]:PORT`).
@@ -560,6 +624,90 @@ mod tests {
                 .lb_class
                 .as_deref(),
             Some("example.com/lb")
+        );
+    }
+
+    /// A self-signed certificate and its key in PEM files under a fresh
+    /// directory named for `test` (left for the next run to overwrite: the
+    /// files are read while the config is built, and nothing else uses them).
+    fn certificate_files(test: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("xdp-speaker-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        (cert, key)
+    }
+
+    #[test]
+    fn metrics_are_plain_and_open_by_default() {
+        let c = config(&[]).unwrap();
+        assert!(c.metrics_tls.is_none());
+        assert_eq!(c.metrics_authz, MetricsAuthz::None);
+    }
+
+    #[test]
+    fn a_certificate_and_key_make_metrics_https_and_kubernetes_authz_needs_them() {
+        let (cert, key) = certificate_files("metrics-tls");
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let tls = ["--metrics-tls-cert", cert, "--metrics-tls-key", key];
+        let c = config(&tls).unwrap();
+        assert_eq!(
+            c.metrics_tls.expect("TLS configured").alpn_protocols,
+            [b"http/1.1".to_vec()]
+        );
+        assert_eq!(c.metrics_authz, MetricsAuthz::None);
+        let mut secured = tls.to_vec();
+        secured.extend(["--metrics-authz", "kubernetes"]);
+        assert_eq!(
+            config(&secured).unwrap().metrics_authz,
+            MetricsAuthz::Kubernetes
+        );
+
+        let message = config_error(&["--metrics-authz", "kubernetes"]);
+        assert!(message.contains("needs --metrics-tls-cert"), "{message}");
+        let mut from_file = secured.clone();
+        from_file.extend(["--cluster-state", "/tmp/cluster.yaml"]);
+        let message = config_error(&from_file);
+        assert!(message.contains("not --cluster-state"), "{message}");
+        let mut unserved = tls.to_vec();
+        unserved.push("--metrics-address=");
+        let message = config_error(&unserved);
+        assert!(message.contains("no metrics server"), "{message}");
+    }
+
+    #[test]
+    fn bad_certificate_files_are_one_line_errors() {
+        let (cert, key) = certificate_files("metrics-tls-bad");
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let one_line_error = |flags: &[&str]| {
+            let message = config_error(flags);
+            assert!(!message.contains('\n'), "{message:?}");
+            message
+        };
+        let message = one_line_error(&["--metrics-tls-cert", cert]);
+        assert_eq!(
+            message,
+            "--metrics-tls-cert and --metrics-tls-key go together"
+        );
+        let message = one_line_error(&[
+            "--metrics-tls-cert",
+            "/nonexistent/tls.crt",
+            "--metrics-tls-key",
+            key,
+        ]);
+        assert!(
+            message.starts_with("--metrics-tls-cert /nonexistent/tls.crt: "),
+            "{message}"
+        );
+        // The key file holds no certificate, and the certificate no key.
+        let message = one_line_error(&["--metrics-tls-cert", key, "--metrics-tls-key", key]);
+        assert!(message.contains("no PEM certificate"), "{message}");
+        let message = one_line_error(&["--metrics-tls-cert", cert, "--metrics-tls-key", cert]);
+        assert!(
+            message.starts_with(&format!("--metrics-tls-key {cert}: ")),
+            "{message}"
         );
     }
 }

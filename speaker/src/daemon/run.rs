@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn};
 
 use super::{
-    config::{RunConfig, Source},
+    config::{MetricsAuthz, RunConfig, Source},
     context::Context,
     gossip,
     handover::{self, OnStop},
@@ -30,7 +30,7 @@ use crate::{
         self,
         status::{StatusConfig, StatusWriter},
     },
-    metrics::MetricsState,
+    metrics::{access::MetricsAccess, server::Security, MetricsState},
     sources,
 };
 
@@ -109,10 +109,12 @@ pub async fn run(config: RunConfig) -> Result<()> {
     .await?;
     if let Some(address) = config.metrics_address {
         let metrics = metrics.clone();
+        let security = metrics_security(&config).await?;
         tasks.spawn(Task::MetricsServer, move || {
             let metrics = metrics.clone();
+            let security = security.clone();
             async move {
-                crate::metrics::serve(address, metrics)
+                crate::metrics::serve(address, metrics, security)
                     .await
                     .map_err(|e| Error::io(format!("serving metrics on {address}"), e))
             }
@@ -233,6 +235,28 @@ async fn event_loop(ctx: &mut Context, node: &mut NodeState, inputs: &mut Inputs
             },
         }
     }
+}
+
+/// The metrics server's TLS and access check; with `--metrics-authz
+/// kubernetes` a client of its own (the reviews are few and cached).
+async fn metrics_security(config: &RunConfig) -> Result<Security> {
+    let access = match (config.metrics_authz, &config.source) {
+        (MetricsAuthz::None, _) => MetricsAccess::Anyone,
+        (MetricsAuthz::Kubernetes, Source::Kubernetes { kubeconfig }) => MetricsAccess::kubernetes(
+            kube::client(kubeconfig.as_deref())
+                .await
+                .map_err(Error::kubernetes)?,
+        ),
+        (MetricsAuthz::Kubernetes, Source::File(..)) => {
+            return Err(Error::Config(
+                "--metrics-authz kubernetes needs the Kubernetes API".to_owned(),
+            ))
+        }
+    };
+    Ok(Security {
+        tls: config.metrics_tls.clone(),
+        access,
+    })
 }
 
 /// Starts the cluster source (and, with Kubernetes, the speaker-pod lister)
