@@ -302,7 +302,9 @@ def test_default_daemonset(chart: helm.Chart) -> None:
     assert r.flag("metrics-address") == f"0.0.0.0:{METRICS_PORT}"
     assert r.flag("pin-dir") == PIN_DIR
     # The daemon's defaults apply: MetalLB's exclude list and a 10 s dead-man switch.
-    for absent in ("exclude-interfaces", "dead-man-timeout", "on-stop", "lb-class", "ignore-exclude-lb", "require-node-ready"):
+    # A DaemonSet's SIGTERM is nearly always a rolling update: keep the pins.
+    assert r.flag("on-stop") == "keep"
+    for absent in ("exclude-interfaces", "dead-man-timeout", "lb-class", "ignore-exclude-lb", "require-node-ready"):
         assert r.flag(absent) is None, absent
     ports = {(p["name"], p["protocol"]): p["containerPort"] for p in speaker["ports"]}
     assert ports == {
