@@ -142,6 +142,46 @@ pub struct RunArgs {
     /// POD_NAMESPACE, else --namespace).
     #[arg(long, value_name = "NAMESPACE", env = "POD_NAMESPACE")]
     pub memberlist_pod_namespace: Option<String>,
+    /// Gossip timing. `lan`: hashicorp memberlist's LAN defaults (as MetalLB):
+    /// a speaker stalled or cut off for a few seconds keeps its IPs, a crash
+    /// moves them in 5–8 s. `fast`: a crash moves them in about 1 s, but a
+    /// speaker stalled for about a second loses them (and takes them back).
+    /// The `--memberlist-*` timer flags below override single timers.
+    #[arg(long, value_enum, default_value_t = ProfileArg::Lan)]
+    pub memberlist_profile: ProfileArg,
+    /// Every this often each speaker pings one other (seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub memberlist_probe_interval: Option<Duration>,
+    /// How long a ping waits for its ack before others are asked to ping
+    /// (seconds; below the probe interval).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub memberlist_probe_timeout: Option<Duration>,
+    /// How many speakers are asked to ping on our behalf.
+    #[arg(long, value_name = "COUNT")]
+    pub memberlist_indirect_checks: Option<u8>,
+    /// How long a suspected speaker has to refute before it is declared down
+    /// (seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub memberlist_suspicion_timeout: Option<Duration>,
+    /// How often membership news is pushed to a few speakers (seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub memberlist_gossip_interval: Option<Duration>,
+    /// How often peers that are not members are contacted, healing
+    /// partitions (seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub memberlist_announce_interval: Option<Duration>,
+    /// How long a speaker declared down is remembered (seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub memberlist_down_retention: Option<Duration>,
+    /// What a stop (SIGTERM) does with the IPs this node answers for.
+    /// `handover`: leave the gossip and stop answering as soon as the
+    /// successor announces (at most two probe periods later), for an
+    /// uninstall or a node leaving the DaemonSet. `keep`: leave the pinned
+    /// entries answering until the dead-man limit, for a restart that adopts
+    /// them. Default: `handover` with memberlist, `keep` without (nobody
+    /// takes over then).
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub on_stop: Option<OnStopArg>,
     /// Interfaces never announced on (comma-separated regular expressions);
     /// the default is MetalLB's list. An empty value excludes nothing.
     #[arg(long, value_name = "REGEXES", value_delimiter = ',')]
@@ -162,10 +202,30 @@ pub struct RunArgs {
     /// Serve /metrics, /healthz and /readyz here (MetalLB's port); empty: off.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:7472")]
     pub metrics_address: String,
+    /// Serve the metrics address over HTTPS with this certificate chain
+    /// (PEM); needs --metrics-tls-key.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_tls_cert: Option<PathBuf>,
+    /// The private key (PEM, PKCS#8, PKCS#1 or SEC1) of --metrics-tls-cert.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_tls_key: Option<PathBuf>,
+    /// Who may read /metrics: `none` (anyone) or `kubernetes` (a bearer
+    /// token the API server authenticates, TokenReview, of a user it allows
+    /// `get` on the non-resource URL /metrics, SubjectAccessReview, as
+    /// kube-rbac-proxy in MetalLB's chart). /healthz and /readyz stay open.
+    #[arg(long, value_enum, default_value_t = MetricsAuthzArg::None)]
+    pub metrics_authz: MetricsAuthzArg,
     #[command(flatten)]
     pub election: ElectionArgs,
     #[command(flatten)]
     pub pins: PinArgs,
+}
+
+/// `--metrics-authz`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAuthzArg {
+    None,
+    Kubernetes,
 }
 
 /// The election's knobs, named as in MetalLB's speaker.
@@ -234,6 +294,18 @@ pub enum VipAction {
         #[arg(long, short = 'i')]
         interface: String,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    Lan,
+    Fast,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnStopArg {
+    Handover,
+    Keep,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

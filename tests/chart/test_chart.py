@@ -106,6 +106,19 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "speaker": {"capabilities": ["SYS_ADMIN", "NET_ADMIN", "NET_RAW"], "seccompProfile": {"type": "RuntimeDefault"}}
     },
     "no-rbac-existing-sa": {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "speaker"}},
+    "secure-metrics": {
+        "prometheus": {
+            "secureMetricsPort": 9120,
+            "speakerMetricsTLSSecret": "speaker-metrics-tls",
+            "serviceAccount": "prometheus-k8s",
+            "namespace": "monitoring",
+            "podMonitor": {
+                "enabled": True,
+                "authorization": {"type": "Bearer", "credentials": {"name": "scraper", "key": "token"}},
+            },
+            "serviceMonitor": {"enabled": True},
+        }
+    },
 }
 
 
@@ -289,6 +302,8 @@ def test_default_daemonset(chart: helm.Chart) -> None:
     assert r.flag("metrics-address") == f"0.0.0.0:{METRICS_PORT}"
     assert r.flag("pin-dir") == PIN_DIR
     # The daemon's defaults apply: MetalLB's exclude list and a 10 s dead-man switch.
+    # A DaemonSet's SIGTERM is nearly always a rolling update: keep the pins.
+    assert r.flag("on-stop") == "keep"
     for absent in ("exclude-interfaces", "dead-man-timeout", "lb-class", "ignore-exclude-lb", "require-node-ready"):
         assert r.flag(absent) is None, absent
     ports = {(p["name"], p["protocol"]): p["containerPort"] for p in speaker["ports"]}
@@ -594,6 +609,14 @@ def test_existing_memberlist_secret(chart: helm.Chart) -> None:
     assert {p["containerPort"] for p in r.speaker["ports"] if p["name"].startswith("memberlist")} == {8946}
 
 
+def test_memberlist_profile_defaults_to_lan(chart: helm.Chart) -> None:
+    assert render(chart).flag("memberlist-profile") == "lan"
+    fast = render(chart, {"speaker": {"memberlist": {"profile": "fast"}}})
+    assert fast.flag("memberlist-profile") == "fast"
+    # Without memberlist there are no gossip timers to choose.
+    assert render(chart, VALUE_SETS["memberlist-disabled"]).flag("memberlist-profile") is None
+
+
 def test_memberlist_disabled(chart: helm.Chart) -> None:
     r = render(chart, VALUE_SETS["memberlist-disabled"])
     assert "--memberlist=false" in r.args
@@ -675,6 +698,8 @@ FLAG_CASES: list[tuple[str, dict[str, Any], str, str | None]] = [
     ("gratuitousInterval-fraction", {"speaker": {"gratuitousInterval": 2.5}}, "gratuitous-interval", "2.5"),
     ("deadManTimeout", {"speaker": {"deadManTimeout": 5}}, "dead-man-timeout", "5"),
     ("deadManTimeout-off", {"speaker": {"deadManTimeout": 0}}, "dead-man-timeout", "0"),
+    ("onStop-keep", {"speaker": {"onStop": "keep"}}, "on-stop", "keep"),
+    ("onStop-handover", {"speaker": {"onStop": "handover"}}, "on-stop", "handover"),
     ("xdpMode", {"speaker": {"xdpMode": "generic"}}, "mode", "generic"),
     (
         "exclude-extra",
@@ -799,6 +824,79 @@ def test_monitors(chart: helm.Chart) -> None:
     service_monitor = r.one("ServiceMonitor", FULLNAME)
     assert service_monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert service_monitor["spec"]["endpoints"][0]["port"] == port["name"]
+
+
+SECURE_METRICS = VALUE_SETS["secure-metrics"]
+
+
+def test_secure_metrics_off_by_default(chart: helm.Chart) -> None:
+    r = render(chart, {"prometheus": {"podMonitor": {"enabled": True}, "serviceMonitor": {"enabled": True}}})
+    for flag in ("metrics-tls-cert", "metrics-tls-key", "metrics-authz"):
+        assert r.flag(flag) is None, flag
+    assert "scheme" not in r.speaker["livenessProbe"]["httpGet"]
+    assert "scheme" not in r.one("ServiceMonitor", FULLNAME)["spec"]["endpoints"][0]
+    cluster_rules = r.one("ClusterRole", FULLNAME)["rules"]
+    assert not allows(cluster_rules, "authentication.k8s.io", "tokenreviews", "create")
+    assert r.all("ClusterRole") == [r.one("ClusterRole", FULLNAME)]
+
+
+def test_secure_metrics(chart: helm.Chart) -> None:
+    r = render(chart, SECURE_METRICS)
+    speaker = r.speaker
+    assert r.flag("metrics-address") == "0.0.0.0:9120"
+    assert r.flag("metrics-authz") == "kubernetes"
+    cert, key = r.flag("metrics-tls-cert"), r.flag("metrics-tls-key")
+    (mount,) = [m for m in speaker["volumeMounts"] if m["name"] == "metrics-tls"]
+    assert mount["readOnly"] is True
+    assert cert == f"{mount['mountPath']}/tls.crt" and key == f"{mount['mountPath']}/tls.key"
+    (volume,) = [v for v in r.pod["volumes"] if v["name"] == "metrics-tls"]
+    assert volume["secret"]["secretName"] == "speaker-metrics-tls"
+    assert {i["key"] for i in volume["secret"]["items"]} == {"tls.crt", "tls.key"}
+    # The probes stay unauthenticated, over HTTPS on the secure port.
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = speaker[probe]["httpGet"]
+        assert get["scheme"] == "HTTPS", probe
+        assert container_port(speaker, get["port"]) == 9120, probe
+    cluster_rules = r.one("ClusterRole", FULLNAME)["rules"]
+    assert allows(cluster_rules, "authentication.k8s.io", "tokenreviews", "create")
+    assert allows(cluster_rules, "authorization.k8s.io", "subjectaccessreviews", "create")
+    reader = r.one("ClusterRole", f"{FULLNAME}-metrics-reader")
+    assert reader["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    binding = r.one("ClusterRoleBinding", f"{FULLNAME}-metrics-reader")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}]
+    (endpoint,) = r.one("ServiceMonitor", FULLNAME)["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    (port,) = r.one("Service", f"{FULLNAME}-metrics")["spec"]["ports"]
+    assert port["port"] == 9120
+    (pod_endpoint,) = r.one("PodMonitor", FULLNAME)["spec"]["podMetricsEndpoints"]
+    assert pod_endpoint["scheme"] == "https"
+    assert pod_endpoint["authorization"]["credentials"] == {"name": "scraper", "key": "token"}
+
+
+@pytest.mark.parametrize(
+    "missing,named",
+    [
+        ("speakerMetricsTLSSecret", "prometheus.speakerMetricsTLSSecret"),
+        ("serviceAccount", "prometheus.serviceAccount"),
+    ],
+)
+def test_secure_metrics_refuses_missing_values(chart: helm.Chart, missing: str, named: str) -> None:
+    values = copy.deepcopy(SECURE_METRICS)
+    del values["prometheus"][missing]
+    with pytest.raises(helm.HelmRenderError) as failure:
+        render(chart, values)
+    assert named in str(failure.value)
+
+
+def test_secure_metrics_without_prometheus_rbac(chart: helm.Chart) -> None:
+    values = copy.deepcopy(SECURE_METRICS)
+    for key in ("serviceAccount", "namespace"):
+        del values["prometheus"][key]
+    values["prometheus"]["rbacPrometheus"] = False
+    r = render(chart, values)
+    assert r.all("ClusterRole") == [r.one("ClusterRole", FULLNAME)]
 
 
 # ---------------------------------------------------------------- CRDs
@@ -944,8 +1042,10 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "metricsPort-zero": ({"speaker": {"metricsPort": 0}}, "/speaker/metricsPort"),
     "metricsPort-high": ({"speaker": {"metricsPort": 70000}}, "/speaker/metricsPort"),
     "mlBindPort-string": ({"speaker": {"memberlist": {"mlBindPort": "7946"}}}, "/speaker/memberlist/mlBindPort"),
+    "memberlist-profile": ({"speaker": {"memberlist": {"profile": "wan"}}}, "/speaker/memberlist/profile"),
     "memberlist-enabled-string": ({"speaker": {"memberlist": {"enabled": "false"}}}, "/speaker/memberlist/enabled"),
     "gratuitousInterval-negative": ({"speaker": {"gratuitousInterval": -1}}, "/speaker/gratuitousInterval"),
+    "onStop": ({"speaker": {"onStop": "drain"}}, "/speaker/onStop"),
     "deadManTimeout-string": ({"speaker": {"deadManTimeout": "10s"}}, "/speaker/deadManTimeout"),
     "exclude-comma": ({"speaker": {"excludeInterfaces": {"extra": ["^a,b$"]}}}, "/speaker/excludeInterfaces/extra/0"),
     "nodeSelector-list": ({"speaker": {"nodeSelector": ["a"]}}, "/speaker/nodeSelector"),

@@ -41,10 +41,15 @@ impl KubeEmulator {
     /// thread joins it before binding), with `load` preloaded: reachable at
     /// the namespace's own loopback.
     pub fn start_in(ns: &str, load: &[PathBuf]) -> KubeEmulator {
+        KubeEmulator::start_in_with(ns, load, Options::default())
+    }
+
+    /// [`Self::start_in`] with other `options` (reviews, a token...).
+    pub fn start_in_with(ns: &str, load: &[PathBuf], options: Options) -> KubeEmulator {
         KubeEmulator::start_with(Options {
             netns: Some(Path::new("/run/netns").join(ns)),
             preload: load.to_vec(),
-            ..Options::default()
+            ..options
         })
     }
 

@@ -1,7 +1,8 @@
 //! The chart's RBAC grants exactly the Kubernetes calls the speaker makes
 //! (`speaker::kube::calls::ALL`, from which the speaker builds its API
-//! handles): nothing missing, nothing more, each in the right place
-//! (cluster-wide, the configuration namespace, the pods' namespace).
+//! handles, plus `METRICS_AUTHZ` with secure metrics): nothing missing,
+//! nothing more, each in the right place (cluster-wide, the configuration
+//! namespace, the pods' namespace).
 //!
 //! The chart is rendered with real Helm (`tests/chart/render.sh`,
 //! helm-python-sdk in the chart tests' venv). Run:
@@ -20,6 +21,8 @@ const RELEASE_NAMESPACE: &str = "lb-system";
 /// MetalLB's objects, apart from the release so that Roles tell apart.
 const CONFIG_NAMESPACE: &str = "metallb-system";
 const SERVICE_ACCOUNT: &str = "lb-xdp-speaker";
+/// The Prometheus granted `get` on /metrics with secure metrics.
+const PROMETHEUS: (&str, &str) = ("monitoring", "prometheus-k8s");
 
 /// One permission: scope, API group, resource (with `/subresource`), verb.
 type Grant = (String, String, String, String);
@@ -80,18 +83,21 @@ fn strings(value: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Everything the rendered RBAC grants the speaker's service account:
-/// rules of every (Cluster)Role bound to it, expanded to single grants.
-fn granted(documents: &[Value]) -> BTreeSet<Grant> {
-    let bound_roles: BTreeSet<(String, String, String)> = documents
+/// The (kind, name, namespace) of the roles bound to a service account.
+fn roles_bound_to(
+    documents: &[Value],
+    account: &str,
+    namespace: &str,
+) -> BTreeSet<(String, String, String)> {
+    documents
         .iter()
         .filter(|d| d["kind"] == "ClusterRoleBinding" || d["kind"] == "RoleBinding")
         .filter(|d| {
             d["subjects"].as_array().is_some_and(|subjects| {
                 subjects.iter().any(|s| {
                     s["kind"] == "ServiceAccount"
-                        && s["name"] == SERVICE_ACCOUNT
-                        && s["namespace"] == RELEASE_NAMESPACE
+                        && s["name"] == account
+                        && s["namespace"] == namespace
                 })
             })
         })
@@ -102,11 +108,25 @@ fn granted(documents: &[Value]) -> BTreeSet<Grant> {
                 d["metadata"]["namespace"].as_str().unwrap_or("").to_owned(),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// The Prometheus' own ClusterRole (secure metrics): `get` on /metrics,
+/// nothing else; not the speaker's.
+fn is_metrics_reader(role: &Value) -> bool {
+    role["kind"] == "ClusterRole"
+        && role["rules"] == json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}])
+}
+
+/// Everything the rendered RBAC grants the speaker's service account:
+/// rules of every (Cluster)Role bound to it, expanded to single grants.
+fn granted(documents: &[Value]) -> BTreeSet<Grant> {
+    let bound_roles = roles_bound_to(documents, SERVICE_ACCOUNT, RELEASE_NAMESPACE);
     let mut grants = BTreeSet::new();
     for role in documents
         .iter()
         .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+        .filter(|d| !is_metrics_reader(d))
     {
         let kind = role["kind"].as_str().unwrap_or("");
         let name = role["metadata"]["name"].as_str().unwrap_or("").to_owned();
@@ -176,5 +196,47 @@ fn without_gossip_pods_are_not_granted() {
     assert_grants_exactly(
         json!({"speaker": {"configNamespace": CONFIG_NAMESPACE, "memberlist": {"enabled": false}}}),
         &without_pods,
+    );
+}
+
+fn secure_metrics_values() -> Value {
+    json!({
+        "speaker": {"configNamespace": CONFIG_NAMESPACE},
+        "prometheus": {
+            "secureMetricsPort": 9120,
+            "speakerMetricsTLSSecret": "speaker-metrics-tls",
+            "serviceAccount": PROMETHEUS.1,
+            "namespace": PROMETHEUS.0,
+        },
+    })
+}
+
+#[test]
+fn with_secure_metrics_token_and_access_reviews_are_granted_too() {
+    let with_reviews: Vec<&Call> = calls::ALL
+        .iter()
+        .chain(calls::METRICS_AUTHZ)
+        .copied()
+        .collect();
+    assert_grants_exactly(secure_metrics_values(), &with_reviews);
+}
+
+#[test]
+fn with_secure_metrics_only_the_prometheus_may_get_metrics() {
+    let documents = render(&secure_metrics_values());
+    let readers: Vec<&Value> = documents.iter().filter(|d| is_metrics_reader(d)).collect();
+    assert_eq!(readers.len(), 1, "one /metrics reader role: {readers:#?}");
+    let name = readers[0]["metadata"]["name"].as_str().expect("a name");
+    let bound = roles_bound_to(&documents, PROMETHEUS.1, PROMETHEUS.0);
+    assert_eq!(
+        bound,
+        BTreeSet::from([("ClusterRole".to_owned(), name.to_owned(), String::new())]),
+        "the Prometheus' bindings"
+    );
+    assert!(
+        !roles_bound_to(&documents, SERVICE_ACCOUNT, RELEASE_NAMESPACE)
+            .iter()
+            .any(|(_, role, _)| role == name),
+        "the speaker itself must not read /metrics"
     );
 }

@@ -82,10 +82,34 @@ An empty value ("--exclude-interfaces=") excludes nothing.
 {{/* host:port for --metrics-address; IPv6 addresses bracketed. */}}
 {{- define "xdp-speaker.metricsAddress" -}}
 {{- $host := .Values.speaker.metricsBindAddress }}
+{{- $port := include "xdp-speaker.metricsPort" . }}
 {{- if contains ":" $host }}
-{{- printf "[%s]:%v" $host (int .Values.speaker.metricsPort) }}
+{{- printf "[%s]:%v" $host $port }}
 {{- else }}
-{{- printf "%s:%v" $host (int .Values.speaker.metricsPort) }}
+{{- printf "%s:%v" $host $port }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether metrics are served securely (prometheus.secureMetricsPort set): "true" or "".
+*/}}
+{{- define "xdp-speaker.secureMetrics" -}}
+{{- if not (kindIs "invalid" .Values.prometheus.secureMetricsPort) }}
+{{- if not .Values.prometheus.speakerMetricsTLSSecret }}
+{{- fail "prometheus.secureMetricsPort needs prometheus.speakerMetricsTLSSecret: a kubernetes.io/tls Secret (tls.crt, tls.key) for the metrics server's certificate" }}
+{{- end }}
+{{- true }}
+{{- end }}
+{{- end }}
+
+{{/*
+The port the metrics server listens on: the secure one when set.
+*/}}
+{{- define "xdp-speaker.metricsPort" -}}
+{{- if include "xdp-speaker.secureMetrics" . }}
+{{- int .Values.prometheus.secureMetricsPort }}
+{{- else }}
+{{- int .Values.speaker.metricsPort }}
 {{- end }}
 {{- end }}
 

@@ -267,6 +267,21 @@ impl Announcement {
     }
 }
 
+impl Announcement {
+    /// [`Announcement::parse`] of a frame off the wire: an ARP frame may
+    /// carry padding up to Ethernet's 60-byte minimum (IEEE 802.3 §3.2.8),
+    /// which is cut off first. Neighbor Advertisements are longer than the
+    /// minimum and never padded.
+    pub fn parse_received(frame: &[u8]) -> Result<Announcement, Malformed> {
+        match ethertype_of(frame) {
+            Some(ETHERTYPE_ARP) if frame.len() > ARP_FRAME_LEN => {
+                Self::parse(&frame[..ARP_FRAME_LEN])
+            }
+            _ => Self::parse(frame),
+        }
+    }
+}
+
 /// The EtherType of an untagged Ethernet frame.
 pub fn ethertype_of(frame: &[u8]) -> Option<u16> {
     frame
@@ -737,5 +752,18 @@ mod tests {
         assert_eq!(ethertype_of(&NEIGHBOR_ADVERT), Some(ETHERTYPE_IPV6));
         assert_eq!(ethertype_of(&[0; 13]), None);
         assert_eq!(destination_of(&NEIGHBOR_ADVERT), Some(ALL_NODES_MAC));
+    }
+
+    #[test]
+    fn padded_arp_frames_off_the_wire_parse() {
+        let mac = [0x02, 0, 0, 0, 0, 0x0b];
+        for announcement in Announcement::round("192.0.2.100".parse().unwrap(), mac) {
+            let mut frame = announcement.to_frame();
+            frame.resize(60, 0);
+            assert_eq!(Announcement::parse_received(&frame), Ok(announcement));
+            assert!(Announcement::parse(&frame).is_err());
+        }
+        let advert = Announcement::round("2001:db8::100".parse().unwrap(), mac)[0];
+        assert_eq!(Announcement::parse_received(&advert.to_frame()), Ok(advert));
     }
 }

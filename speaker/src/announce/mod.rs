@@ -8,6 +8,8 @@
 //! - [`schedule`]: when the rounds go out (a burst at 0, 1.1, …, 4.4 s, then
 //!   the optional periodic re-announcement of MetalLB #1761/#2910).
 //! - [`socket`]: the AF_PACKET sender, one socket per interface.
+//! - [`listen`]: hearing another node's rounds (the successor's, at a
+//!   graceful stop).
 //!
 //! [`Announcer`] ties them together: one tokio task per (IP, interface)
 //! schedule. Losing the IP cancels it at once: the old owner sends nothing
@@ -15,6 +17,7 @@
 //! counted per IP and never stop any schedule.
 
 pub mod frames;
+pub mod listen;
 pub mod schedule;
 pub mod socket;
 

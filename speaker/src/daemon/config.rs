@@ -5,22 +5,25 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    sync::Arc,
     time::Duration,
 };
 
+use rustls::ServerConfig;
+
 use crate::{
     announce::AnnounceConfig,
-    cli::RunArgs,
+    cli::{MetricsAuthzArg, OnStopArg, ProfileArg, RunArgs},
     cluster::ReadOptions,
     dataplane::{AttachMode, PinDir},
     election::{ElectionOptions, Membership},
     error::Error,
     interfaces::ExcludeList,
     kube::status::SpeakerPod,
-    membership::{Key, Timers},
+    membership::{Key, Profile, Timers, TimersError},
 };
 
-use super::heartbeat::REFRESH_PERIOD;
+use super::{handover::OnStop, heartbeat::REFRESH_PERIOD};
 
 /// The dead-man limit without gossip: nothing to line it up with, so long
 /// enough for a restart (the pins are adopted) and short enough that a dead
@@ -50,10 +53,26 @@ pub struct RunConfig {
     pub heartbeat_interval: Duration,
     /// Where to serve /metrics, /healthz and /readyz; `None`: nowhere.
     pub metrics_address: Option<SocketAddr>,
+    /// HTTPS for the metrics address (`--metrics-tls-cert`/`-key`, read at
+    /// start); `None`: plain HTTP.
+    pub metrics_tls: Option<Arc<ServerConfig>>,
+    /// Whether `/metrics` asks the API server who may read it.
+    pub metrics_authz: MetricsAuthz,
     /// Gossip membership; `None` runs with membership disabled.
     pub gossip: Option<GossipSettings>,
+    /// What SIGTERM does with the IPs this node answers for.
+    pub on_stop: OnStop,
     /// The speaker's Pod, owner of its ServiceL2Statuses.
     pub speaker_pod: Option<SpeakerPod>,
+}
+
+/// `--metrics-authz`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsAuthz {
+    /// Anyone may read `/metrics`.
+    None,
+    /// TokenReview + SubjectAccessReview (see `metrics::access`).
+    Kubernetes,
 }
 
 /// `--memberlist*`: how this speaker gossips with the others.
@@ -87,8 +106,16 @@ impl TryFrom<RunArgs> for RunConfig {
             Some(g) => dead_man_for(&g.timers),
             None => DEAD_MAN_WITHOUT_GOSSIP,
         });
+        let on_stop = match (args.on_stop, &gossip) {
+            (Some(OnStopArg::Handover), _) | (None, Some(_)) => OnStop::Handover,
+            (Some(OnStopArg::Keep), _) | (None, None) => OnStop::Keep,
+        };
+        let metrics_address = metrics_address(&args.metrics_address)?;
+        let (metrics_tls, metrics_authz) = metrics_security(&args, metrics_address.is_some())?;
         Ok(RunConfig {
-            metrics_address: metrics_address(&args.metrics_address)?,
+            metrics_address,
+            metrics_tls,
+            metrics_authz,
             source: match args.cluster_state {
                 Some(path) => Source::File(
                     path,
@@ -112,6 +139,7 @@ impl TryFrom<RunArgs> for RunConfig {
             },
             dead_man,
             gossip,
+            on_stop,
             heartbeat_interval: REFRESH_PERIOD,
             speaker_pod: SpeakerPod::from_downward_api(
                 args.pod_name,
@@ -167,8 +195,68 @@ fn gossip_settings(args: &RunArgs) -> Result<GossipSettings, Error> {
                 .unwrap_or_else(|| args.election.namespace.clone());
             (selector, namespace)
         }),
-        timers: Timers::fast_lan(),
+        timers: timers(args)?,
     })
+}
+
+/// `--memberlist-profile` and the single timers that override it.
+fn timers(args: &RunArgs) -> Result<Timers, Error> {
+    let profile = match args.memberlist_profile {
+        ProfileArg::Lan => Profile::Lan,
+        ProfileArg::Fast => Profile::Fast,
+    };
+    let mut timers = profile.timers();
+    let overrides = [
+        (&mut timers.probe_period, args.memberlist_probe_interval),
+        (&mut timers.probe_rtt, args.memberlist_probe_timeout),
+        (
+            &mut timers.suspect_to_down,
+            args.memberlist_suspicion_timeout,
+        ),
+        (&mut timers.periodic_gossip, args.memberlist_gossip_interval),
+        (
+            &mut timers.periodic_announce,
+            args.memberlist_announce_interval,
+        ),
+        (
+            &mut timers.remove_down_after,
+            args.memberlist_down_retention,
+        ),
+    ];
+    for (timer, given) in overrides {
+        if let Some(value) = given {
+            *timer = value;
+        }
+    }
+    if let Some(count) = args.memberlist_indirect_checks {
+        timers.indirect_probes = count;
+    }
+    timers.validate().map_err(|e| {
+        Error::Config(match e {
+            TimersError::Zero(timer) => format!("{} must not be zero", timer_flag(timer)),
+            TimersError::RttNotBelowPeriod { rtt, period } => format!(
+                "--memberlist-probe-timeout ({} s) must be shorter than \
+                 --memberlist-probe-interval ({} s)",
+                rtt.as_secs_f64(),
+                period.as_secs_f64()
+            ),
+        })
+    })?;
+    Ok(timers)
+}
+
+/// The flag that sets a [`Timers`] field.
+fn timer_flag(field: &str) -> &'static str {
+    match field {
+        "probe_period" => "--memberlist-probe-interval",
+        "probe_rtt" => "--memberlist-probe-timeout",
+        "indirect_probes" => "--memberlist-indirect-checks",
+        "suspect_to_down" => "--memberlist-suspicion-timeout",
+        "periodic_gossip" => "--memberlist-gossip-interval",
+        "periodic_announce" => "--memberlist-announce-interval",
+        "remove_down_after" => "--memberlist-down-retention",
+        _ => "a --memberlist timer",
+    }
 }
 
 /// `--metrics-address`: empty turns the server off.
@@ -180,6 +268,49 @@ fn metrics_address(text: &str) -> Result<Option<SocketAddr>, Error> {
             .map(Some)
             .map_err(|_| Error::Config(format!("--metrics-address {text:?} is not ADDRESS:PORT"))),
     }
+}
+
+/// `--metrics-tls-cert`, `--metrics-tls-key`, `--metrics-authz`: the
+/// certificate is read here so that a bad one stops the start.
+fn metrics_security(
+    args: &RunArgs,
+    served: bool,
+) -> Result<(Option<Arc<ServerConfig>>, MetricsAuthz), Error> {
+    let tls = match (&args.metrics_tls_cert, &args.metrics_tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(crate::metrics::tls::server_config(cert, key)?),
+        _ => {
+            return Err(Error::Config(
+                "--metrics-tls-cert and --metrics-tls-key go together".to_owned(),
+            ))
+        }
+    };
+    let authz = match args.metrics_authz {
+        MetricsAuthzArg::None => MetricsAuthz::None,
+        MetricsAuthzArg::Kubernetes => MetricsAuthz::Kubernetes,
+    };
+    if authz == MetricsAuthz::Kubernetes {
+        if tls.is_none() {
+            // A bearer token sent in clear is anyone's on the path.
+            return Err(Error::Config(
+                "--metrics-authz kubernetes needs --metrics-tls-cert and --metrics-tls-key"
+                    .to_owned(),
+            ));
+        }
+        if args.cluster_state.is_some() {
+            return Err(Error::Config(
+                "--metrics-authz kubernetes needs the Kubernetes API, not --cluster-state"
+                    .to_owned(),
+            ));
+        }
+    }
+    if !served && (tls.is_some() || authz != MetricsAuthz::None) {
+        return Err(Error::Config(
+            "--metrics-tls-cert/--metrics-authz with --metrics-address= (no metrics server)"
+                .to_owned(),
+        ));
+    }
+    Ok((tls, authz))
 }
 
 /// `IP` or `IP:PORT` (IPv6 with a port as `[IP]:PORT`).
@@ -318,7 +449,7 @@ mod tests {
     #[test]
     fn dead_man_follows_gossip_timers_unless_given() {
         let with_gossip = config(&[]).unwrap();
-        let timers = Timers::fast_lan();
+        let timers = Timers::lan();
         assert_eq!(with_gossip.dead_man, dead_man_for(&timers));
         assert!(with_gossip.dead_man > timers.suspect_to_down);
 
@@ -330,6 +461,115 @@ mod tests {
         assert_eq!(given.dead_man, Duration::from_millis(2500));
         let off = config(&["--dead-man-timeout", "0"]).unwrap();
         assert_eq!(off.dead_man, Duration::ZERO);
+    }
+
+    fn timers_of(extra: &[&str]) -> Timers {
+        config(extra).unwrap().gossip.expect("gossip").timers
+    }
+
+    #[test]
+    fn the_profile_picks_the_timers_and_lan_is_the_default() {
+        assert_eq!(timers_of(&[]), Timers::lan());
+        assert_eq!(timers_of(&["--memberlist-profile", "lan"]), Timers::lan());
+        let fast = timers_of(&["--memberlist-profile", "fast"]);
+        assert_eq!(fast, Timers::fast_lan());
+        // The dead-man limit follows the profile: 1.2 s fast, 6 s lan.
+        let c = config(&["--memberlist-profile", "fast"]).unwrap();
+        assert_eq!(c.dead_man, Duration::from_millis(1200));
+        assert_eq!(config(&[]).unwrap().dead_man, Duration::from_secs(6));
+        let argv = [
+            "speaker",
+            "run",
+            "--node-name",
+            "a",
+            "--memberlist-profile",
+            "wan",
+        ];
+        let refused = Cli::try_parse_from(argv).map(|_| ()).unwrap_err();
+        assert!(refused.to_string().contains("wan"), "{refused}");
+    }
+
+    #[test]
+    fn every_timer_overrides_the_profile_and_moves_the_dead_man_limit() {
+        let c = config(&[
+            "--memberlist-profile",
+            "fast",
+            "--memberlist-probe-interval",
+            "0.5",
+            "--memberlist-probe-timeout",
+            "0.2",
+            "--memberlist-indirect-checks",
+            "2",
+            "--memberlist-suspicion-timeout",
+            "1.5",
+            "--memberlist-gossip-interval",
+            "0.05",
+            "--memberlist-announce-interval",
+            "7",
+            "--memberlist-down-retention",
+            "3600",
+        ])
+        .unwrap();
+        let timers = c.gossip.as_ref().unwrap().timers.clone();
+        assert_eq!(
+            timers,
+            Timers {
+                probe_period: Duration::from_millis(500),
+                probe_rtt: Duration::from_millis(200),
+                indirect_probes: 2,
+                suspect_to_down: Duration::from_millis(1500),
+                remove_down_after: Duration::from_secs(3600),
+                periodic_gossip: Duration::from_millis(50),
+                periodic_announce: Duration::from_secs(7),
+            }
+        );
+        assert_eq!(c.dead_man, Duration::from_millis(2500));
+        // An explicit limit wins over the derived one.
+        let given = config(&[
+            "--memberlist-suspicion-timeout",
+            "9",
+            "--dead-man-timeout",
+            "2",
+        ]);
+        assert_eq!(given.unwrap().dead_man, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn impossible_timers_are_one_line_naming_the_flag() {
+        assert_eq!(
+            config_error(&["--memberlist-probe-timeout", "1"]),
+            "--memberlist-probe-timeout (1 s) must be shorter than \
+             --memberlist-probe-interval (1 s)"
+        );
+        assert_eq!(
+            config_error(&["--memberlist-suspicion-timeout", "0"]),
+            "--memberlist-suspicion-timeout must not be zero"
+        );
+        assert_eq!(
+            config_error(&["--memberlist-indirect-checks", "0"]),
+            "--memberlist-indirect-checks must not be zero"
+        );
+        // Without memberlist the timers are not looked at.
+        assert!(config(&["--memberlist=false", "--memberlist-probe-timeout", "5"]).is_ok());
+    }
+
+    #[test]
+    fn a_stop_hands_over_with_gossip_and_keeps_without_unless_told() {
+        assert_eq!(config(&[]).unwrap().on_stop, OnStop::Handover);
+        assert_eq!(
+            config(&["--memberlist=false"]).unwrap().on_stop,
+            OnStop::Keep
+        );
+        assert_eq!(
+            config(&["--on-stop", "keep"]).unwrap().on_stop,
+            OnStop::Keep
+        );
+        assert_eq!(
+            config(&["--memberlist=false", "--on-stop", "handover"])
+                .unwrap()
+                .on_stop,
+            OnStop::Handover
+        );
     }
 
     #[test]
@@ -384,6 +624,90 @@ mod tests {
                 .lb_class
                 .as_deref(),
             Some("example.com/lb")
+        );
+    }
+
+    /// A self-signed certificate and its key in PEM files under a fresh
+    /// directory named for `test` (left for the next run to overwrite: the
+    /// files are read while the config is built, and nothing else uses them).
+    fn certificate_files(test: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("xdp-speaker-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        (cert, key)
+    }
+
+    #[test]
+    fn metrics_are_plain_and_open_by_default() {
+        let c = config(&[]).unwrap();
+        assert!(c.metrics_tls.is_none());
+        assert_eq!(c.metrics_authz, MetricsAuthz::None);
+    }
+
+    #[test]
+    fn a_certificate_and_key_make_metrics_https_and_kubernetes_authz_needs_them() {
+        let (cert, key) = certificate_files("metrics-tls");
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let tls = ["--metrics-tls-cert", cert, "--metrics-tls-key", key];
+        let c = config(&tls).unwrap();
+        assert_eq!(
+            c.metrics_tls.expect("TLS configured").alpn_protocols,
+            [b"http/1.1".to_vec()]
+        );
+        assert_eq!(c.metrics_authz, MetricsAuthz::None);
+        let mut secured = tls.to_vec();
+        secured.extend(["--metrics-authz", "kubernetes"]);
+        assert_eq!(
+            config(&secured).unwrap().metrics_authz,
+            MetricsAuthz::Kubernetes
+        );
+
+        let message = config_error(&["--metrics-authz", "kubernetes"]);
+        assert!(message.contains("needs --metrics-tls-cert"), "{message}");
+        let mut from_file = secured.clone();
+        from_file.extend(["--cluster-state", "/tmp/cluster.yaml"]);
+        let message = config_error(&from_file);
+        assert!(message.contains("not --cluster-state"), "{message}");
+        let mut unserved = tls.to_vec();
+        unserved.push("--metrics-address=");
+        let message = config_error(&unserved);
+        assert!(message.contains("no metrics server"), "{message}");
+    }
+
+    #[test]
+    fn bad_certificate_files_are_one_line_errors() {
+        let (cert, key) = certificate_files("metrics-tls-bad");
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let one_line_error = |flags: &[&str]| {
+            let message = config_error(flags);
+            assert!(!message.contains('\n'), "{message:?}");
+            message
+        };
+        let message = one_line_error(&["--metrics-tls-cert", cert]);
+        assert_eq!(
+            message,
+            "--metrics-tls-cert and --metrics-tls-key go together"
+        );
+        let message = one_line_error(&[
+            "--metrics-tls-cert",
+            "/nonexistent/tls.crt",
+            "--metrics-tls-key",
+            key,
+        ]);
+        assert!(
+            message.starts_with("--metrics-tls-cert /nonexistent/tls.crt: "),
+            "{message}"
+        );
+        // The key file holds no certificate, and the certificate no key.
+        let message = one_line_error(&["--metrics-tls-cert", key, "--metrics-tls-key", key]);
+        assert!(message.contains("no PEM certificate"), "{message}");
+        let message = one_line_error(&["--metrics-tls-cert", cert, "--metrics-tls-key", cert]);
+        assert!(
+            message.starts_with(&format!("--metrics-tls-key {cert}: ")),
+            "{message}"
         );
     }
 }

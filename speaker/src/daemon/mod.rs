@@ -8,7 +8,9 @@
 
 pub mod config;
 pub mod context;
+pub mod gains;
 pub mod gossip;
+pub mod handover;
 pub mod heartbeat;
 mod limits;
 pub mod reconcile;

@@ -10,6 +10,7 @@ use tracing::{error, info, warn};
 use super::{
     config::RunConfig,
     context::Context,
+    gains::AnsweringView,
     reconciler::{DecisionChange, InterfaceSelection, OwnedIp, Reconciler},
     settle::{GateEvent, SettleGate, Step},
 };
@@ -41,6 +42,11 @@ pub struct NodeState {
     /// Gossip's member reports, from a just-started gossip until the loop
     /// hands them to a supervised forwarding task.
     pub pending_members: Option<tokio::sync::watch::Receiver<BTreeSet<String>>>,
+    /// What this process answers for and has announced; gains are judged
+    /// against it, not against the (possibly adopted) maps.
+    pub answering: AnsweringView,
+    /// Gossip rejoins already acted upon (see [`AnsweringView::forget`]).
+    pub rejoins_seen: u64,
 }
 
 impl NodeState {
@@ -67,6 +73,8 @@ impl NodeState {
             gossip: None,
             pod_peers: Vec::new(),
             pending_members: None,
+            answering: AnsweringView::default(),
+            rejoins_seen: 0,
         }
     }
 }
@@ -289,10 +297,20 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
         None => ctx.recovered(MAPS),
     }
     // sync::apply logs each map change; the announcer logs each burst.
-    for (ip, interface) in report.added.iter().chain(&report.updated_mac) {
+    if let Some(rejoins) = node.gossip.as_ref().map(|g| g.stats().rejoins) {
+        if rejoins > node.rejoins_seen {
+            node.rejoins_seen = rejoins;
+            if !node.answering.is_empty() {
+                info!("the cluster declared this node down meanwhile: announcing again");
+            }
+            node.answering.forget();
+        }
+    }
+    let transitions = node.answering.update(&report);
+    for (ip, interface) in &transitions.gained {
         ctx.announcer.gained(*ip, interface);
     }
-    for (ip, ifindex) in &report.removed {
+    for (ip, ifindex) in report.removed.iter().chain(&transitions.lost) {
         ctx.announcer.lost(*ip, *ifindex);
     }
     for (ip, why) in &report.failed {

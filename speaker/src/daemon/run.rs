@@ -9,9 +9,10 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn};
 
 use super::{
-    config::{RunConfig, Source},
+    config::{MetricsAuthz, RunConfig, Source},
     context::Context,
     gossip,
+    handover::{self, OnStop},
     heartbeat::{Health, Heartbeat, STALL_LIMIT},
     limits,
     reconcile::{self, NodeState},
@@ -29,7 +30,7 @@ use crate::{
         self,
         status::{StatusConfig, StatusWriter},
     },
-    metrics::MetricsState,
+    metrics::{access::MetricsAccess, server::Security, MetricsState},
     sources,
 };
 
@@ -108,10 +109,12 @@ pub async fn run(config: RunConfig) -> Result<()> {
     .await?;
     if let Some(address) = config.metrics_address {
         let metrics = metrics.clone();
+        let security = metrics_security(&config).await?;
         tasks.spawn(Task::MetricsServer, move || {
             let metrics = metrics.clone();
+            let security = security.clone();
             async move {
-                crate::metrics::serve(address, metrics)
+                crate::metrics::serve(address, metrics, security)
                     .await
                     .map_err(|e| Error::io(format!("serving metrics on {address}"), e))
             }
@@ -152,6 +155,10 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let outcome = event_loop(&mut ctx, &mut node, &mut inputs).await;
     // The loop is gone: /healthz says so while the process winds down.
     ctx.health.close();
+    if outcome.is_ok() && ctx.config.on_stop == OnStop::Handover {
+        handover::hand_over(&mut ctx, &mut node).await;
+        return outcome;
+    }
     if let Some(gossip) = &node.gossip {
         // The others drop us at once and take over; our answers go on until
         // the dead-man switch runs out, so no request goes unanswered meanwhile.
@@ -228,6 +235,28 @@ async fn event_loop(ctx: &mut Context, node: &mut NodeState, inputs: &mut Inputs
             },
         }
     }
+}
+
+/// The metrics server's TLS and access check; with `--metrics-authz
+/// kubernetes` a client of its own (the reviews are few and cached).
+async fn metrics_security(config: &RunConfig) -> Result<Security> {
+    let access = match (config.metrics_authz, &config.source) {
+        (MetricsAuthz::None, _) => MetricsAccess::Anyone,
+        (MetricsAuthz::Kubernetes, Source::Kubernetes { kubeconfig }) => MetricsAccess::kubernetes(
+            kube::client(kubeconfig.as_deref())
+                .await
+                .map_err(Error::kubernetes)?,
+        ),
+        (MetricsAuthz::Kubernetes, Source::File(..)) => {
+            return Err(Error::Config(
+                "--metrics-authz kubernetes needs the Kubernetes API".to_owned(),
+            ))
+        }
+    };
+    Ok(Security {
+        tls: config.metrics_tls.clone(),
+        access,
+    })
 }
 
 /// Starts the cluster source (and, with Kubernetes, the speaker-pod lister)

@@ -38,6 +38,9 @@ pub struct SyncReport {
     pub removed: Vec<(IpAddr, u32)>,
     /// Entries kept (with their counters) whose interface MAC changed.
     pub updated_mac: Vec<(IpAddr, Interface)>,
+    /// Desired entries that were already right and are kept as they are
+    /// (adopted pins after a restart among them).
+    pub kept: Vec<(IpAddr, Interface)>,
     pub unchanged: usize,
     /// Entries that could not be brought to the desired state, with why.
     pub failed: Vec<(IpAddr, String)>,
@@ -185,6 +188,11 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
         }
     }
     report.unchanged = plan.unchanged.len();
+    report.kept = plan
+        .unchanged
+        .iter()
+        .map(|vip| (vip.address, vip.interface.clone()))
+        .collect();
 
     // Every desired IPv6 VIP in the maps gets its group joined, not only the
     // new ones: SIOCADDMULTI sets one flag per address and interface

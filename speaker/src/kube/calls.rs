@@ -1,8 +1,8 @@
 //! Every Kubernetes API call the speaker makes, named once: API group,
 //! resource, verbs and where. The code builds its `Api` handles from these
 //! entries (`Call::api`, `Call::dynamic_api`), so the table is what the
-//! speaker can do, and the chart's RBAC must grant exactly [`ALL`]: the
-//! chart test (`tests/tests/rbac_calls.rs`) renders it with Helm and
+//! speaker can do, and the chart's RBAC must grant exactly [`ALL`], plus
+//! [`METRICS_AUTHZ`] when the chart turns on secure metrics: the chart test (`tests/tests/rbac_calls.rs`) renders it with Helm and
 //! compares rule by rule.
 
 use kube::{
@@ -113,6 +113,25 @@ pub const PODS: Call = Call {
     why: "speaker pods' IPs, as gossip peers (--memberlist-pod-selector)",
 };
 
+pub const TOKEN_REVIEWS: Call = Call {
+    group: "authentication.k8s.io",
+    resource: "tokenreviews",
+    verbs: &["create"],
+    scope: Scope::Cluster,
+    why: "who a /metrics client's bearer token belongs to (--metrics-authz kubernetes)",
+};
+
+pub const SUBJECT_ACCESS_REVIEWS: Call = Call {
+    group: "authorization.k8s.io",
+    resource: "subjectaccessreviews",
+    verbs: &["create"],
+    scope: Scope::Cluster,
+    why: "whether that user may get /metrics (--metrics-authz kubernetes)",
+};
+
+/// The calls `--metrics-authz kubernetes` adds to [`ALL`].
+pub const METRICS_AUTHZ: &[&Call] = &[&TOKEN_REVIEWS, &SUBJECT_ACCESS_REVIEWS];
+
 /// Every call, in the order of the chart's rules.
 pub const ALL: &[&Call] = &[
     &NODES,
@@ -187,6 +206,8 @@ impl Call {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::{
+        authentication::v1::TokenReview,
+        authorization::v1::SubjectAccessReview,
         core::v1::{Node, Pod, Service},
         discovery::v1::EndpointSlice,
         events::v1::Event,
@@ -203,6 +224,8 @@ mod tests {
     async fn every_handle_is_the_resource_its_call_names() {
         let client = client();
         let _: Api<Node> = NODES.cluster_api(client.clone());
+        let _: Api<TokenReview> = TOKEN_REVIEWS.cluster_api(client.clone());
+        let _: Api<SubjectAccessReview> = SUBJECT_ACCESS_REVIEWS.cluster_api(client.clone());
         let _: Api<Service> = SERVICES.api(client.clone(), None);
         let _: Api<EndpointSlice> = ENDPOINT_SLICES.api(client.clone(), None);
         let _: Api<Event> = EVENTS.api(client.clone(), Some("default"));
@@ -226,7 +249,7 @@ mod tests {
     #[test]
     fn each_resource_is_named_once() {
         let mut seen = std::collections::BTreeSet::new();
-        for call in ALL {
+        for call in ALL.iter().chain(METRICS_AUTHZ) {
             assert!(seen.insert((call.group, call.resource)), "{call:?} twice");
             assert!(!call.verbs.is_empty(), "{call:?} has no verb");
         }

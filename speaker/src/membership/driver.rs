@@ -75,7 +75,9 @@ pub struct Gossip {
 impl Gossip {
     /// Binds the socket, announces to the seeds and starts gossiping. The
     /// receiver holds our member set (ourselves included from the start) and
-    /// changes whenever a speaker comes up or is declared down.
+    /// changes whenever a speaker comes up or is declared down, and is
+    /// marked changed (the same set again) when we rejoin after the cluster
+    /// declared us down.
     pub async fn start(
         config: GossipConfig,
     ) -> Result<(Gossip, watch::Receiver<BTreeSet<String>>), GossipError> {
@@ -132,6 +134,7 @@ impl Gossip {
             stats: Arc::clone(&stats),
             known_auth_failures: Arc::clone(&known_auth_failures),
             send_errors: 0,
+            published_rejoins: 0,
         };
         tokio::spawn(task.run(commands_rx));
         Ok((
@@ -199,6 +202,8 @@ struct Task {
     stats: Arc<Mutex<GossipStats>>,
     known_auth_failures: Arc<Mutex<VecDeque<std::time::Duration>>>,
     send_errors: u64,
+    /// Rejoins already signalled on the member channel.
+    published_rejoins: u64,
 }
 
 impl Task {
@@ -253,17 +258,10 @@ impl Task {
         }
     }
 
-    fn publish(&self) {
-        let current = self.core.members();
-        self.members.send_if_modified(|published| {
-            let changed = published != current;
-            if changed {
-                published.clone_from(current);
-            }
-            changed
-        });
+    fn publish(&mut self) {
         let mut stats = self.core.stats();
         stats.send_errors = self.send_errors;
+        // Stats first: a receiver woken below reads the rejoin count.
         *self
             .stats
             .lock()
@@ -272,6 +270,18 @@ impl Task {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone_from(self.core.known_auth_failures());
+        // A rejoin may leave our member set as it was, yet the others took
+        // over our IPs meanwhile: receivers must look (and re-announce).
+        let rejoined = stats.rejoins != self.published_rejoins;
+        self.published_rejoins = stats.rejoins;
+        let current = self.core.members();
+        self.members.send_if_modified(|published| {
+            let changed = published != current;
+            if changed {
+                published.clone_from(current);
+            }
+            changed || rejoined
+        });
     }
 }
 

@@ -47,4 +47,4 @@ pub use self::driver::{Gossip, GossipConfig, GossipError, DEFAULT_GOSSIP_PORT};
 pub use self::identity::SpeakerId;
 pub use self::seal::{Key, KeyError, KeyFormatError, SEAL_OVERHEAD};
 pub use self::simulation::{simulate_bandwidth, SimulatedLan};
-pub use self::timers::{Timers, TimersError, MAX_DATAGRAM};
+pub use self::timers::{Profile, Timers, TimersError, MAX_DATAGRAM};

@@ -40,6 +40,26 @@ const MAX_PROBE_WAIT_PERIODS: u32 = 7;
 /// The cluster size [`Timers::max_detection`] assumes.
 const LARGEST_CLUSTER: usize = 1000;
 
+/// A named set of [`Timers`] (`--memberlist-profile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// [`Timers::lan`]: memberlist's LAN timing, tolerant of stalls.
+    #[default]
+    Lan,
+    /// [`Timers::fast_lan`]: sub-2-second failover, no tolerance for a
+    /// speaker stalled for more than about a second.
+    Fast,
+}
+
+impl Profile {
+    pub fn timers(self) -> Timers {
+        match self {
+            Profile::Lan => Timers::lan(),
+            Profile::Fast => Timers::fast_lan(),
+        }
+    }
+}
+
 /// SWIM timers, one set for the whole cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timers {
@@ -102,6 +122,28 @@ impl Timers {
             remove_down_after: Duration::from_secs(24 * 60 * 60),
             periodic_gossip: Duration::from_millis(100),
             periodic_announce: Duration::from_secs(5),
+        }
+    }
+
+    /// hashicorp memberlist's `DefaultLANConfig` timing, which MetalLB runs
+    /// with: a probe every 1 s answered within 500 ms, 3 indirect probes,
+    /// gossip every 200 ms, and a suspicion of 4 probe periods
+    /// (`SuspicionMult` 4 × log10(N) periods, with log10 taken as at least 1,
+    /// so exact up to 10 speakers; foca's suspicion timer is fixed, so it does
+    /// not grow with the cluster nor shrink with confirmations as memberlist's
+    /// does). A speaker stalled or cut off for up to about 5 s (a ping plus
+    /// the suspicion) keeps its IPs; a crash moves them after 5–8 s with
+    /// three speakers, as with MetalLB. `periodic_announce` and
+    /// `remove_down_after` are [`Timers::fast_lan`]'s: they cost nothing at
+    /// rest.
+    pub fn lan() -> Self {
+        Self {
+            probe_period: Duration::from_secs(1),
+            probe_rtt: Duration::from_millis(500),
+            indirect_probes: 3,
+            suspect_to_down: Duration::from_secs(4),
+            periodic_gossip: Duration::from_millis(200),
+            ..Self::fast_lan()
         }
     }
 
@@ -222,6 +264,23 @@ mod tests {
         timers.validate().unwrap();
         let config = timers.foca_config().unwrap();
         assert_eq!(config.max_packet_size.get() + SEAL_OVERHEAD, MAX_DATAGRAM);
+    }
+
+    #[test]
+    fn lan_is_memberlists_lan_timing_and_slower_than_fast() {
+        let lan = Profile::Lan.timers();
+        assert_eq!(lan, Timers::lan());
+        assert_eq!(Profile::default(), Profile::Lan);
+        assert_eq!(Profile::Fast.timers(), Timers::fast_lan());
+        assert_eq!(lan.probe_period, Duration::from_secs(1));
+        assert_eq!(lan.probe_rtt, Duration::from_millis(500));
+        assert_eq!(lan.suspect_to_down, 4 * lan.probe_period);
+        assert_eq!(lan.periodic_gossip, Duration::from_millis(200));
+        lan.validate().unwrap();
+        // 3 periods until a probe, 1 for it, 4 s of suspicion, one gossip
+        // round and the rtt of slack.
+        assert_eq!(lan.max_detection_for(3).as_millis(), 8700);
+        assert!(lan.max_detection() > Timers::fast_lan().max_detection());
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! by axum ([`server`]). Metric names follow MetalLB so its dashboards and
 //! alerts keep working; `xdp_speaker_*` are ours. docs/metrics.md lists them.
 
+pub mod access;
 pub mod families;
 pub mod server;
+pub mod tls;
 
 use std::{
     collections::BTreeMap,

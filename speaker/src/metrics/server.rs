@@ -12,12 +12,16 @@
 //!   [`HEADER_READ_TIMEOUT`] (which also ends idle keep-alive connections),
 //!   and none lives longer than [`CONNECTION_LIFETIME`] (axum::serve sets
 //!   neither).
+//!
+//! With a certificate ([`Security::tls`]) every route is served over HTTPS
+//! (the handshake gets [`HEADER_READ_TIMEOUT`] too); [`Security::access`]
+//! decides who may read `/metrics` (see [`super::access`]).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     extract::State,
-    http::{header, StatusCode},
+    http::{header, HeaderMap, StatusCode},
     response::IntoResponse,
     routing::get,
     Router,
@@ -27,10 +31,19 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use prometheus_client::registry::Registry;
-use tokio::{net::TcpListener, sync::Semaphore};
+use rustls::ServerConfig;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::Semaphore,
+};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use super::{families, MetricsState};
+use super::{
+    access::{Decision, MetricsAccess},
+    families, MetricsState,
+};
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,14 +62,33 @@ pub fn connection_limit() -> usize {
         .clamp(4, 512)
 }
 
+/// How the server is reached and who may read `/metrics`.
+#[derive(Clone)]
+pub struct Security {
+    /// `None`: plain HTTP.
+    pub tls: Option<Arc<ServerConfig>>,
+    pub access: MetricsAccess,
+}
+
+impl Security {
+    /// Plain HTTP, `/metrics` open to anyone (MetalLB's default).
+    pub fn plain() -> Self {
+        Self {
+            tls: None,
+            access: MetricsAccess::Anyone,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Shared {
     state: MetricsState,
     registry: Arc<Registry>,
+    access: MetricsAccess,
 }
 
 /// The routes, for [`serve`] and for tests.
-pub fn router(state: MetricsState, registry: Registry) -> Router {
+pub fn router(state: MetricsState, registry: Registry, access: MetricsAccess) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -65,10 +97,31 @@ pub fn router(state: MetricsState, registry: Registry) -> Router {
         .with_state(Shared {
             state,
             registry: Arc::new(registry),
+            access,
         })
 }
 
-async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
+async fn metrics(State(shared): State<Shared>, headers: HeaderMap) -> axum::response::Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    match shared.access.decide(authorization).await {
+        Decision::Allowed => {}
+        Decision::Unauthenticated(why) => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                format!("Unauthorized: {why}\n"),
+            )
+                .into_response()
+        }
+        Decision::Forbidden(why) => {
+            return (StatusCode::FORBIDDEN, format!("Forbidden: {why}\n")).into_response()
+        }
+        Decision::Failed(why) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("{why}\n")).into_response()
+        }
+    }
     // Reading the maps and links is blocking I/O.
     let registry = shared.registry.clone();
     match tokio::task::spawn_blocking(move || families::render(&registry)).await {
@@ -133,20 +186,38 @@ async fn readyz(State(shared): State<Shared>) -> (StatusCode, String) {
 }
 
 /// Serves until the process ends.
-pub async fn serve(address: SocketAddr, state: MetricsState) -> std::io::Result<()> {
-    serve_on(TcpListener::bind(address).await?, state).await
+pub async fn serve(
+    address: SocketAddr,
+    state: MetricsState,
+    security: Security,
+) -> std::io::Result<()> {
+    serve_on(TcpListener::bind(address).await?, state, security).await
 }
 
 /// [`serve`] on a bound listener.
-pub async fn serve_on(listener: TcpListener, state: MetricsState) -> std::io::Result<()> {
+pub async fn serve_on(
+    listener: TcpListener,
+    state: MetricsState,
+    security: Security,
+) -> std::io::Result<()> {
     let limit = connection_limit();
+    let scheme = if security.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let guarded = match security.access {
+        MetricsAccess::Anyone => "",
+        MetricsAccess::Kubernetes(_) => ", /metrics for users the API server allows",
+    };
     info!(
         address = %listener.local_addr()?,
-        "metrics and health on http://{} (at most {limit} connections at once)",
+        "metrics and health on {scheme}://{} (at most {limit} connections at once{guarded})",
         listener.local_addr()?
     );
+    let tls = security.tls.map(TlsAcceptor::from);
     let registry = families::registry(&state);
-    let service = TowerToHyperService::new(router(state, registry));
+    let service = TowerToHyperService::new(router(state, registry, security.access));
     let slots = Arc::new(Semaphore::new(limit));
     let mut backoff = ACCEPT_BACKOFF.0;
     let mut full_logged = false;
@@ -180,12 +251,23 @@ pub async fn serve_on(listener: TcpListener, state: MetricsState) -> std::io::Re
             }
         };
         let service = service.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
+            let connection = async move {
+                match tls {
+                    None => serve_connection(stream, service).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(stream)) => serve_connection(stream, service).await,
+                            Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
+                            Err(_) => Err("TLS handshake timed out".to_owned()),
+                        }
+                    }
+                }
+            };
             match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => debug!(%peer, "metrics connection: {e}"),
@@ -195,6 +277,18 @@ pub async fn serve_on(listener: TcpListener, state: MetricsState) -> std::io::Re
             }
         });
     }
+}
+
+async fn serve_connection<S>(stream: S, service: TowerToHyperService<Router>) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -231,7 +325,7 @@ mod tests {
         let state = MetricsState::new("node-a", pins, Announcer::new(AnnounceConfig::default()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        tokio::spawn(serve_on(listener, state.clone()));
+        tokio::spawn(serve_on(listener, state.clone(), Security::plain()));
         (address, state)
     }
 

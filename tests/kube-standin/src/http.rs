@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use crate::{
     api_error::ApiError,
     controls::{Controls, Fault, RequestRecord},
-    discovery,
+    discovery, reviews,
+    reviews::Reviews,
     route::{self, ResourcePath, Route},
     selector::Selection,
     selector::{FieldSelector, LabelSelector},
@@ -32,6 +33,7 @@ pub struct Shared {
     /// Required as `Authorization: Bearer TOKEN` when set.
     pub token: Option<String>,
     pub bookmark_interval: Duration,
+    pub reviews: Reviews,
     /// `host:port` for `/api`'s serverAddressByClientCIDRs (set once bound).
     pub server_address: std::sync::Arc<std::sync::OnceLock<String>>,
 }
@@ -127,11 +129,47 @@ pub async fn handle(
                 },
             }
         }
+        Route::Review(plural) => {
+            record.verb = route::verb(&method, false, false).to_owned();
+            record.resource = plural.to_owned();
+            match shared.controls.take_fault(&record.verb, plural, "") {
+                Some(code) => error_response(&ApiError::for_code(
+                    code,
+                    format!("injected fault: {} {plural}", record.verb),
+                )),
+                None => match review(&shared, &method, plural, request).await {
+                    Ok(response) => response,
+                    Err(error) => error_response(&error),
+                },
+            }
+        }
         route => discovery_response(&shared, &method, route),
     };
     record.code = response.status().as_u16();
     shared.controls.record(record);
     Ok(response)
+}
+
+/// A review: created and answered at once (201, as the apiserver).
+async fn review(
+    shared: &Shared,
+    method: &Method,
+    plural: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    if method != Method::POST {
+        return Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{plural} can only be created"),
+        ));
+    }
+    let body = parse_json(&body_of(request).await?)?;
+    let answered = match plural {
+        "tokenreviews" => reviews::token_review(&shared.reviews, &body)?,
+        _ => reviews::subject_access_review(&shared.reviews, &body)?,
+    };
+    Ok(json_response(201, &answered))
 }
 
 fn discovery_response(shared: &Shared, method: &Method, route: Route) -> Response<Body> {
@@ -164,7 +202,7 @@ fn discovery_response(shared: &Shared, method: &Method, route: Route) -> Respons
                 format!("the server could not find the requested resource ({plural})"),
             ))
         }
-        Route::Resource(_) | Route::Control(_) | Route::NotFound => None,
+        Route::Resource(_) | Route::Review(_) | Route::Control(_) | Route::NotFound => None,
     };
     match found {
         Some(body) => json_response(200, &body),

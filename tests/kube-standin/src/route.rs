@@ -22,6 +22,9 @@ pub enum Route {
     Group(String),
     GroupResources(String, String),
     Resource(ResourcePath),
+    /// `POST` of a TokenReview or SubjectAccessReview: answered, never
+    /// stored (the plural).
+    Review(&'static str),
     /// `/_standin/...`: the test controls (the rest of the path).
     Control(Vec<String>),
     /// A well-formed resource URL of a resource not served.
@@ -40,6 +43,10 @@ pub fn route(path: &str) -> Route {
         ["api", "v1", rest @ ..] => resource_route("", "v1", rest),
         ["apis"] => Route::Groups,
         ["apis", group] => Route::Group((*group).into()),
+        ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => Route::Review("tokenreviews"),
+        ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => {
+            Route::Review("subjectaccessreviews")
+        }
         ["apis", group, version] => Route::GroupResources((*group).into(), (*version).into()),
         ["apis", group, version, rest @ ..] => resource_route(group, version, rest),
         ["_standin", rest @ ..] => Route::Control(rest.iter().map(|s| (*s).to_owned()).collect()),
@@ -131,5 +138,9 @@ mod tests {
             Route::UnknownResource("deployments".into())
         );
         assert_eq!(route("/apis/metallb.io"), Route::Group("metallb.io".into()));
+        assert_eq!(
+            route("/apis/authorization.k8s.io/v1/subjectaccessreviews"),
+            Route::Review("subjectaccessreviews")
+        );
     }
 }

@@ -21,6 +21,7 @@ use crate::{
     http::{self, Shared},
     kinds::{self, Resource},
     load::{self, LoadError},
+    reviews::Reviews,
     selector::Selection,
     store::{Page, Part, PatchBody, Store},
     tls,
@@ -43,6 +44,9 @@ pub struct Options {
     pub preload: Vec<PathBuf>,
     /// How often a watch that allows bookmarks gets one.
     pub bookmark_interval: Duration,
+    /// Who the TokenReviews and SubjectAccessReviews say tokens are and
+    /// what they may do (default: nobody, nothing).
+    pub reviews: Reviews,
 }
 
 impl Default for Options {
@@ -54,6 +58,7 @@ impl Default for Options {
             token: None,
             preload: Vec::new(),
             bookmark_interval: Duration::from_secs(5),
+            reviews: Reviews::default(),
         }
     }
 }
@@ -111,6 +116,7 @@ impl Server {
             controls: Controls::default(),
             token: options.token.clone(),
             bookmark_interval: options.bookmark_interval,
+            reviews: options.reviews.clone(),
             server_address: Arc::clone(&address),
         });
 

@@ -112,7 +112,9 @@ impl Lab {
     fn options(&self) -> SpeakerOptions {
         let mut options = SpeakerOptions::file(SpeakerMode::Native)
             .arg("--memberlist-key-file")
-            .arg(&self.key.display().to_string());
+            .arg(&self.key.display().to_string())
+            .arg("--memberlist-profile")
+            .arg("fast");
         options.memberlist = Some(true);
         options
     }

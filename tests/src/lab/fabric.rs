@@ -74,7 +74,7 @@ use super::{
     maps::{parse_maps, vip_addresses, vip_answered},
     neighbour::{parse_ndisc6, parse_neighbours, same_ip, Neighbour},
     netns::{self, reap_stale, NETNS_PREFIX, RUN_ROOT},
-    probe::ArpProber,
+    probe::{ArpProbe, ArpProber},
     require_root,
     speaker::{pretty, speaker_bin, ClusterSource, Speaker, SpeakerLaunch, SpeakerOptions},
     tools::require_lab_tools,
@@ -351,12 +351,36 @@ impl Fabric {
     /// `speaker election --cluster-state <the fabric's file> --json`, parsed
     /// (membership disabled, as `--memberlist=false`); panics if it fails.
     pub fn election_json(&self) -> Value {
+        self.election_json_among(None)
+    }
+
+    /// [`Fabric::election_json`] with `--members` when `members` is given.
+    pub fn election_json_among(&self, members: Option<&[&str]>) -> Value {
         let path = self.cluster_state_path().to_string_lossy().into_owned();
-        let out = self.speaker_local(&["election", "--cluster-state", &path, "--json"]);
+        let joined = members.map(|m| m.join(","));
+        let mut args = vec!["election", "--cluster-state", &path, "--json"];
+        if let Some(members) = &joined {
+            args.extend(["--members", members]);
+        }
+        let out = self.speaker_local(&args);
         assert!(out.success(), "speaker election failed:\n{out}");
         serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
             panic!("speaker election --json printed invalid JSON ({e}):\n{out}")
         })
+    }
+
+    /// The node the dry run elects for `service` (`namespace/name`) among
+    /// `members` (membership disabled when `None`); panics if nobody.
+    pub fn elected(&self, service: &str, members: Option<&[&str]>) -> String {
+        let report = self.election_json_among(members);
+        report["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| format!("{}/{}", s["namespace"], s["name"]).replace('"', "") == service)
+            .and_then(|s| s["elected_node"].as_str())
+            .unwrap_or_else(|| panic!("the dry run elects nobody for {service}:\n{report}"))
+            .to_owned()
     }
 
     /// `speaker maps --json` in host `host`, parsed; panics if it fails.
@@ -712,6 +736,60 @@ impl Fabric {
         self.metrics(host)
             .ok()
             .and_then(|text| http::metric_value(&text, name))
+    }
+
+    /// Waits until the speaker of every host in `nodes` counts `count`
+    /// gossip members; panics with every speaker's log otherwise.
+    pub fn wait_gossip_members(&self, nodes: &[&str], count: usize, limit: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let seen: Vec<Option<f64>> = nodes
+                .iter()
+                .map(|n| self.metric(n, "xdp_speaker_gossip_members"))
+                .collect();
+            if seen.iter().all(|c| *c == Some(count as f64)) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "after {limit:?}, {nodes:?} should count {count} members, got {seen:?}\n{}",
+                self.all_logs()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The name of the host with `mac`, or `?mac`.
+    pub fn name_of_mac(&self, mac: &str) -> String {
+        self.host_with_mac(mac)
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("?{mac}"))
+    }
+
+    /// ARP probes one line each: offset from `t0` and which hosts answered.
+    pub fn probe_timeline(&self, probes: &[ArpProbe], t0: Instant) -> String {
+        probes
+            .iter()
+            .map(|p| {
+                let offset = if p.sent >= t0 {
+                    format!("+{:.3}", (p.sent - t0).as_secs_f64())
+                } else {
+                    format!("-{:.3}", (t0 - p.sent).as_secs_f64())
+                };
+                let answers: Vec<String> = p
+                    .answers
+                    .iter()
+                    .map(|(mac, at)| format!("{} after {:?}", self.name_of_mac(mac), *at - p.sent))
+                    .collect();
+                let answers = if answers.is_empty() {
+                    "UNANSWERED".to_owned()
+                } else {
+                    answers.join(", ")
+                };
+                format!("  #{:<3} sent {offset}s: {answers}", p.seq)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// An ARP prober in host `host` (which must have an IPv4 address) asking

@@ -2,7 +2,9 @@
 //! host: the request runs on a thread that has entered the host's network
 //! namespace, so it reaches the loopback of that namespace.
 
-use std::{io, time::Duration};
+use std::{io, sync::Arc, time::Duration};
+
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use super::netns;
 
@@ -13,14 +15,47 @@ pub const METRICS_PORT: u16 = 7472;
 /// and the body (any status: an error status is an answer too).
 pub fn get_in(ns: &str, port: u16, path: &str) -> io::Result<(u16, String)> {
     let url = format!("http://127.0.0.1:{port}{path}");
+    request_in(ns, url, None, None)
+}
+
+/// `GET https://127.0.0.1:port/path` inside namespace `ns`, trusting only
+/// the CA `ca_pem`, with `Authorization: Bearer <token>` when given.
+pub fn https_get_in(
+    ns: &str,
+    port: u16,
+    path: &str,
+    ca_pem: &str,
+    token: Option<&str>,
+) -> io::Result<(u16, String)> {
+    let url = format!("https://127.0.0.1:{port}{path}");
+    let ca = Certificate::from_pem(ca_pem.as_bytes()).map_err(io::Error::other)?;
+    request_in(ns, url, Some(ca), token.map(str::to_owned))
+}
+
+fn request_in(
+    ns: &str,
+    url: String,
+    ca: Option<Certificate<'static>>,
+    token: Option<String>,
+) -> io::Result<(u16, String)> {
     netns::in_namespace(ns, move || {
-        let config = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(2)))
             .timeout_global(Some(Duration::from_secs(5)))
-            .http_status_as_error(false)
-            .build();
-        let agent = ureq::Agent::new_with_config(config);
-        let mut response = agent.get(&url).call().map_err(io::Error::other)?;
+            .http_status_as_error(false);
+        if let Some(ca) = ca {
+            config = config.tls_config(
+                TlsConfig::builder()
+                    .root_certs(RootCerts::Specific(Arc::new(vec![ca])))
+                    .build(),
+            );
+        }
+        let agent = ureq::Agent::new_with_config(config.build());
+        let mut request = agent.get(&url);
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let mut response = request.call().map_err(io::Error::other)?;
         let code = response.status().as_u16();
         let body = response
             .body_mut()

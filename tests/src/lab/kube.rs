@@ -31,6 +31,7 @@ use std::{
     time::Duration,
 };
 
+use kube_standin::Options;
 use serde_json::Value;
 
 use super::{
@@ -99,6 +100,12 @@ impl KubeLab {
     /// emulator in the node namespace with `load` preloaded. The speaker is
     /// started by [`KubeLab::start_speaker`].
     pub fn new(load: &[PathBuf]) -> KubeLab {
+        KubeLab::with_options(load, Options::default())
+    }
+
+    /// [`KubeLab::new`] with the stand-in started with `options` (its
+    /// network namespace and preload are the lab's).
+    pub fn with_options(load: &[PathBuf], options: Options) -> KubeLab {
         let lab = Lab::new();
         let temp_dir = lab.run_dir.join("kube");
         let mut kube_lab = KubeLab {
@@ -112,7 +119,7 @@ impl KubeLab {
         fs::create_dir_all(&kube_lab.temp_dir)
             .unwrap_or_else(|e| panic!("creating {}: {e}", kube_lab.temp_dir.display()));
         kube_lab.lab.attach_pass_through().assert_success();
-        let kube = KubeEmulator::start_in(&kube_lab.lab.node_ns, load);
+        let kube = KubeEmulator::start_in_with(&kube_lab.lab.node_ns, load, options);
         fs::write(&kube_lab.kubeconfig, kubeconfig_for(kube.url()))
             .unwrap_or_else(|e| panic!("writing {}: {e}", kube_lab.kubeconfig.display()));
         kube_lab.kube = Some(kube);

@@ -15,13 +15,9 @@ use std::{
 };
 
 use nix::{
-    libc,
     net::if_::if_nametoindex,
     poll::{poll, PollFd, PollFlags, PollTimeout},
-    sys::socket::{
-        bind, recvfrom, send, socket, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockType,
-        SockaddrLike,
-    },
+    sys::socket::{recvfrom, send, LinkAddr, MsgFlags},
 };
 
 use super::{command::lock, mac, netns};
@@ -377,27 +373,5 @@ pub fn send_frames(ns: &str, interface: &str, frames: &[Vec<u8>]) -> io::Result<
 /// and then bound with `ETH_P_ARP`, which sets the protocol it receives.
 fn open_arp_socket(interface: &str) -> io::Result<OwnedFd> {
     let ifindex = if_nametoindex(interface)?;
-    let fd = socket(
-        AddressFamily::Packet,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // SAFETY: an all-zero sockaddr_ll is valid; the fields set below are
-    // the ones packet(7) reads in bind.
-    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    address.sll_family = libc::AF_PACKET as u16;
-    address.sll_protocol = ETH_P_ARP.to_be();
-    address.sll_ifindex = ifindex as i32;
-    // SAFETY: a valid sockaddr_ll of the size passed; nix offers no other
-    // constructor of a LinkAddr.
-    let link = unsafe {
-        LinkAddr::from_raw(
-            (&raw const address).cast(),
-            Some(std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t),
-        )
-    }
-    .ok_or_else(|| io::Error::other("nix refused the sockaddr_ll"))?;
-    bind(fd.as_raw_fd(), &link)?;
-    Ok(fd)
+    speaker::announce::listen::open_packet_socket(ifindex, ETH_P_ARP, false)
 }

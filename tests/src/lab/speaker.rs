@@ -341,6 +341,17 @@ impl Speaker {
         self.inner.process.signal(signal);
     }
 
+    /// SIGSTOP: the whole process stalls (its heartbeat thread too), as
+    /// under CPU throttling or a long pause.
+    pub fn suspend(&self) {
+        self.signal(Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Speaker::suspend`].
+    pub fn resume(&self) {
+        self.signal(Signal::SIGCONT);
+    }
+
     /// Its resident set now and its peak (`VmRSS`, `VmHWM` of
     /// /proc/PID/status), in bytes.
     pub fn memory(&self) -> io::Result<Memory> {

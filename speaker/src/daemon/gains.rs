@@ -1,0 +1,218 @@
+//! Which (VIP, interface) pairs this process answers for, so that every
+//! gain of ownership announces.
+//!
+//! A gain is judged against what this process has announced, not against
+//! what the pinned maps held: after a restart the maps already hold the
+//! adopted entries, and after a stall the cluster may have declared us down
+//! and let another node announce its MAC meanwhile. In both cases the
+//! neighbours may point elsewhere, so the gratuitous burst must go out
+//! exactly as for a new owner (issue 10, item 5). Clients that resolve only
+//! once and then keep sending otherwise stay on a node that no longer
+//! answers until their neighbour entry goes stale (tens of seconds on
+//! Linux: `base_reachable_time` plus `delay_first_probe_time`).
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use crate::{dataplane::sync::SyncReport, interfaces::Interface};
+
+/// A (VIP, interface index) pair; the interface (and so the MAC) it was
+/// announced on.
+type Answering = BTreeMap<(IpAddr, u32), Interface>;
+
+/// What changed in this process's view by one sync.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Transitions {
+    /// Now answering and not announced before (or announced with another
+    /// MAC): each needs a gratuitous burst.
+    pub gained: Vec<(IpAddr, Interface)>,
+    /// Announced before and no longer answered here: stop the schedule.
+    pub lost: Vec<(IpAddr, u32)>,
+}
+
+/// This process's view: the pairs it answers for and has announced. Starts
+/// empty in every process, whatever the pins hold.
+#[derive(Clone, Debug, Default)]
+pub struct AnsweringView {
+    answering: Answering,
+}
+
+impl AnsweringView {
+    /// Takes in what a sync left in the maps (added, MAC-updated and kept
+    /// entries; an entry whose multicast join failed is still in the maps
+    /// and still answered for ARP) and returns the gains and losses.
+    pub fn update(&mut self, report: &SyncReport) -> Transitions {
+        let now: Vec<&(IpAddr, Interface)> = report
+            .added
+            .iter()
+            .chain(&report.updated_mac)
+            .chain(&report.kept)
+            .collect();
+        let mut next = Answering::new();
+        let mut transitions = Transitions::default();
+        for (ip, interface) in now {
+            let key = (*ip, interface.index);
+            if self.answering.get(&key).map(|i| i.mac) != Some(interface.mac) {
+                transitions.gained.push((*ip, interface.clone()));
+            }
+            next.insert(key, interface.clone());
+        }
+        transitions.lost = self
+            .answering
+            .keys()
+            .filter(|key| !next.contains_key(key))
+            .copied()
+            .collect();
+        transitions.gained.sort_by_key(|(ip, i)| (*ip, i.index));
+        self.answering = next;
+        transitions
+    }
+
+    /// The cluster declared us down (we rejoined as a new generation): others
+    /// may have taken over and announced meanwhile, so everything still
+    /// answered here counts as not announced and is announced again at the
+    /// next sync.
+    pub fn forget(&mut self) {
+        self.answering.clear();
+    }
+
+    /// Every pair answered for, in address order.
+    pub fn entries(&self) -> impl Iterator<Item = (IpAddr, &Interface)> {
+        self.answering
+            .iter()
+            .map(|((ip, _), interface)| (*ip, interface))
+    }
+
+    pub fn len(&self) -> usize {
+        self.answering.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.answering.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+    const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+
+    fn entry(ip: &str, index: u32, mac: [u8; 6]) -> (IpAddr, Interface) {
+        (
+            ip.parse().unwrap(),
+            Interface {
+                name: format!("eth{index}"),
+                index,
+                mac,
+            },
+        )
+    }
+
+    fn keys(gained: &[(IpAddr, Interface)]) -> Vec<(String, u32)> {
+        gained
+            .iter()
+            .map(|(ip, i)| (ip.to_string(), i.index))
+            .collect()
+    }
+
+    fn kept(entries: &[(IpAddr, Interface)]) -> SyncReport {
+        SyncReport {
+            unchanged: entries.len(),
+            kept: entries.to_vec(),
+            ..SyncReport::default()
+        }
+    }
+
+    #[test]
+    fn adopted_pins_are_gains_for_a_new_process() {
+        // A restart: the maps already hold both entries, nothing was added.
+        let mut view = AnsweringView::default();
+        let pinned = [
+            entry("192.0.2.100", 2, MAC_A),
+            entry("2001:db8::100", 2, MAC_A),
+        ];
+        let t = view.update(&kept(&pinned));
+        assert_eq!(
+            keys(&t.gained),
+            [("192.0.2.100".into(), 2), ("2001:db8::100".into(), 2)]
+        );
+        assert!(t.lost.is_empty());
+        // The next sync of the same set announces nothing again.
+        assert_eq!(view.update(&kept(&pinned)), Transitions::default());
+        assert_eq!(view.len(), 2);
+    }
+
+    #[test]
+    fn new_entries_gain_and_removed_ones_are_lost() {
+        let mut view = AnsweringView::default();
+        let first = SyncReport {
+            added: vec![entry("192.0.2.100", 2, MAC_A)],
+            ..SyncReport::default()
+        };
+        assert_eq!(
+            keys(&view.update(&first).gained),
+            [("192.0.2.100".into(), 2)]
+        );
+        // The IP moved away (map entry removed), another one came.
+        let second = SyncReport {
+            added: vec![entry("192.0.2.101", 2, MAC_A)],
+            removed: vec![("192.0.2.100".parse().unwrap(), 2)],
+            ..SyncReport::default()
+        };
+        let t = view.update(&second);
+        assert_eq!(keys(&t.gained), [("192.0.2.101".into(), 2)]);
+        assert_eq!(t.lost, [("192.0.2.100".parse().unwrap(), 2)]);
+        // Fail-back: the first IP comes back; a gain again.
+        let third = SyncReport {
+            added: vec![entry("192.0.2.100", 2, MAC_A)],
+            kept: vec![entry("192.0.2.101", 2, MAC_A)],
+            unchanged: 1,
+            ..SyncReport::default()
+        };
+        assert_eq!(
+            keys(&view.update(&third).gained),
+            [("192.0.2.100".into(), 2)]
+        );
+    }
+
+    #[test]
+    fn a_new_mac_is_a_gain_and_failed_entries_are_not() {
+        let mut view = AnsweringView::default();
+        view.update(&kept(&[entry("192.0.2.100", 2, MAC_A)]));
+        let new_mac = SyncReport {
+            updated_mac: vec![entry("192.0.2.100", 2, MAC_B)],
+            ..SyncReport::default()
+        };
+        assert_eq!(
+            keys(&view.update(&new_mac).gained),
+            [("192.0.2.100".into(), 2)]
+        );
+        // Could not be added: not answered, so neither gained nor lost later.
+        let failed = SyncReport {
+            kept: vec![entry("192.0.2.100", 2, MAC_B)],
+            unchanged: 1,
+            failed: vec![("192.0.2.102".parse().unwrap(), "map full".into())],
+            ..SyncReport::default()
+        };
+        assert_eq!(view.update(&failed), Transitions::default());
+    }
+
+    #[test]
+    fn after_being_declared_down_everything_held_is_announced_again() {
+        let mut view = AnsweringView::default();
+        let held = [
+            entry("192.0.2.100", 2, MAC_A),
+            entry("192.0.2.100", 3, MAC_B),
+        ];
+        view.update(&kept(&held));
+        view.forget();
+        assert!(view.is_empty());
+        let t = view.update(&kept(&held));
+        assert_eq!(
+            keys(&t.gained),
+            [("192.0.2.100".into(), 2), ("192.0.2.100".into(), 3)]
+        );
+        assert!(t.lost.is_empty());
+    }
+}
