@@ -758,7 +758,7 @@ mod tests {
     fn padded_arp_frames_off_the_wire_parse() {
         let mac = [0x02, 0, 0, 0, 0, 0x0b];
         for announcement in Announcement::round("192.0.2.100".parse().unwrap(), mac) {
-            let mut frame = announcement.to_frame();
+            let mut frame = announcement.to_frame().to_vec();
             frame.resize(60, 0);
             assert_eq!(Announcement::parse_received(&frame), Ok(announcement));
             assert!(Announcement::parse(&frame).is_err());

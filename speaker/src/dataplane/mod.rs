@@ -127,9 +127,9 @@ impl Object {
     }
 
     /// Closes the maps that are not pinned state: the log ring buffer (when
-    /// nobody reads it here) and the read-only data sections. An object held
-    /// for its pinned maps loads no program, so it needs none of them, and
-    /// each is a descriptor under the speaker's `RLIMIT_NOFILE`.
+    /// nobody reads it here) and the read-only data sections. A program
+    /// loaded before keeps its own kernel references to them; each open one
+    /// is a descriptor under the speaker's `RLIMIT_NOFILE`.
     pub fn close_unpinned_maps(&mut self) {
         let unpinned: Vec<String> = self
             .ebpf
@@ -163,9 +163,22 @@ pub fn attach_link(
     mode: AttachMode,
     program: &str,
 ) -> Result<(Attached, FdLink)> {
+    let mut object = Object::load(Some(pins))?;
+    attach_from(&mut object, pins, interface, mode, program)
+}
+
+/// [`attach_link`] with the program of an object already loaded: a daemon
+/// that holds one attaches from it rather than loading a copy (each copy is a
+/// descriptor per map, counted under `RLIMIT_NOFILE`).
+pub fn attach_from(
+    object: &mut Object,
+    pins: &PinDir,
+    interface: &str,
+    mode: AttachMode,
+    program: &str,
+) -> Result<(Attached, FdLink)> {
     capabilities::require(&capabilities::XDP_ATTACH)?;
     let ifindex = interfaces::index_of(interface)?;
-    let mut object = Object::load(Some(pins))?;
     let xdp = object.program(program)?;
     let link_path = pins.link(interface);
     clear_foreign(&link_path, PinKind::Link)?;

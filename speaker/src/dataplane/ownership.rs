@@ -22,7 +22,7 @@ use speaker_common::map_names;
 use tracing::{info, warn};
 
 use super::{
-    attach_link, clear_foreign, pins::is_transient_link_error, AttachMode, Object, PinDir, PinKind,
+    attach_from, clear_foreign, pins::is_transient_link_error, AttachMode, Object, PinDir, PinKind,
     RESPONDER,
 };
 use crate::{
@@ -126,6 +126,10 @@ impl Ownership {
     pub fn new(pins: PinDir, mode: AttachMode, repairs: RepairCounters) -> Result<Self> {
         let mut object = Object::load(Some(&pins))?;
         object.forward_logs();
+        // Loaded before the unpinned maps are closed: the verified program
+        // keeps its own references to them (.rodata), and every attach and
+        // repair uses this one program instead of loading another copy.
+        object.program(RESPONDER)?;
         object.close_unpinned_maps();
         Ok(Ownership {
             pins,
@@ -163,7 +167,13 @@ impl Ownership {
     /// Attaches the responder to `interface` (replacing the program of a
     /// pinned link, if any) and holds the link.
     pub fn attach(&mut self, interface: &str) -> Result<()> {
-        let (_, link) = attach_link(&self.pins, interface, self.mode, RESPONDER)?;
+        let (_, link) = attach_from(
+            &mut self.object,
+            &self.pins,
+            interface,
+            self.mode,
+            RESPONDER,
+        )?;
         let id = link_id(&link, interface)?;
         self.links
             .insert(interface.to_owned(), HeldLink { link, id });
