@@ -163,6 +163,8 @@ pub fn attach_link(
     mode: AttachMode,
     program: &str,
 ) -> Result<(Attached, FdLink)> {
+    // Named before loading, which would only say "permission denied".
+    capabilities::require(&capabilities::XDP_ATTACH)?;
     let mut object = Object::load(Some(pins))?;
     attach_from(&mut object, pins, interface, mode, program)
 }
