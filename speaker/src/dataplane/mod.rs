@@ -171,7 +171,9 @@ pub fn attach_link(
 
 /// [`attach_link`] with the program of an object already loaded: a daemon
 /// that holds one attaches from it rather than loading a copy (each copy is a
-/// descriptor per map, counted under `RLIMIT_NOFILE`).
+/// descriptor per map, counted under `RLIMIT_NOFILE`). The capabilities were
+/// checked by whoever loaded the object (`attach_link`, or the daemon's
+/// start against `capabilities::DAEMON`, a superset of `XDP_ATTACH`).
 pub fn attach_from(
     object: &mut Object,
     pins: &PinDir,
@@ -179,7 +181,6 @@ pub fn attach_from(
     mode: AttachMode,
     program: &str,
 ) -> Result<(Attached, FdLink)> {
-    capabilities::require(&capabilities::XDP_ATTACH)?;
     let ifindex = interfaces::index_of(interface)?;
     let xdp = object.program(program)?;
     let link_path = pins.link(interface);
