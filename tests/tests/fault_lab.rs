@@ -1,5 +1,6 @@
 //! The daemon against the ordinary wrong things done to a node (issue 11),
-//! end to end: three node namespaces (iris1..3, 192.0.2.11–13) and a client
+//! end to end, in the three-node scenario of [`speaker_tests::lab::trio`]:
+//! three node namespaces (iris1..3, 192.0.2.11–13) and a client
 //! (192.0.2.10) on one bridge ([`speaker_tests::lab::fabric`]), each node
 //! running `speaker run --cluster-state FILE` with memberlist and one shared
 //! key, and the client asking for the VIP 192.0.2.100 every 100 ms with the
@@ -38,12 +39,10 @@
 //! `cargo test -p speaker-tests --test fault_lab`.
 
 use std::{
-    collections::BTreeMap,
     fs,
     io::Write,
-    net::{Ipv4Addr, TcpStream, UdpSocket},
-    path::PathBuf,
-    sync::Mutex,
+    net::{TcpStream, UdpSocket, Ipv4Addr},
+    ops::Deref,
     thread,
     time::{Duration, Instant},
 };
@@ -52,13 +51,10 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 use speaker_tests::lab::{
     probe::{ArpProbe, ArpProbing},
-    wait_for, Fabric, HostSpec, Spawn, Speaker, SpeakerMode, SpeakerOptions, HOST_IF,
+    trio::{Trio, TrioSpec, NODES, PROBER as CLIENT, VIP_V4},
+    wait_for, Spawn, Speaker, HOST_IF,
 };
 
-const VIP_V4: &str = "192.0.2.100";
-const VIP_V6: &str = "2001:db8::100";
-const CLIENT: &str = "client";
-const NODES: [&str; 3] = ["iris1", "iris2", "iris3"];
 const GOSSIP_PORT: u16 = 7946;
 const METRICS_PORT: u16 = 7472;
 
@@ -67,64 +63,34 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// The data path check runs every second; a repair is logged within this.
 const REPAIR_LIMIT: Duration = Duration::from_secs(3);
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
+/// The three-node scenario ([`Trio`], the speakers' default profile) with
+/// this file's checks.
 struct Lab {
-    fabric: Fabric,
-    key: PathBuf,
-    speakers: BTreeMap<String, Speaker>,
-    _serial: std::sync::MutexGuard<'static, ()>,
+    trio: Trio,
+}
+
+impl Deref for Lab {
+    type Target = Trio;
+    fn deref(&self) -> &Trio {
+        &self.trio
+    }
 }
 
 impl Lab {
     /// The fabric and cluster file; speakers on `started` only, each with
     /// `limit` as its open files limit when given.
-    fn start(started: &[&str], limit: Option<u64>) -> Lab {
-        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        let fabric = Fabric::new(&HostSpec::nodes_and_client(&NODES, &[], CLIENT));
-        fabric.attach_pass_through_ports();
-        fabric.write_cluster_state(&speaker_tests::lab::cluster::lab_cluster_yaml(
-            &NODES,
-            &[VIP_V4, VIP_V6],
-            "Cluster",
-            "iris1",
-        ));
-        let key = fabric.run_dir.join("gossip.key");
-        fs::write(
-            &key,
-            speaker_tests::lab::random_hex_key().expect("reading /dev/urandom"),
-        )
-        .expect("writing the key");
-        let mut lab = Lab {
-            fabric,
-            key,
-            speakers: BTreeMap::new(),
-            _serial: serial,
-        };
-        for node in started {
-            lab.start_speaker(node, limit);
+    fn start(started: &[&'static str], limit: Option<u64>) -> Lab {
+        Lab {
+            trio: Trio::start(TrioSpec {
+                started: started.to_vec(),
+                open_files_limit: limit,
+                ..TrioSpec::default()
+            }),
         }
-        for node in started {
-            lab.wait_log(node, 0, "speaker running as node", SETTLE_LIMIT);
-        }
-        lab
     }
 
-    fn start_speaker(&mut self, node: &str, limit: Option<u64>) -> Speaker {
-        let mut options = SpeakerOptions::file(SpeakerMode::Native);
-        options.memberlist = Some(true);
-        options.open_files_limit = limit;
-        options.args.extend([
-            "--memberlist-key-file".to_owned(),
-            self.key.display().to_string(),
-        ]);
-        let speaker = self.fabric.start_speaker(node, &options);
-        self.speakers.insert(node.to_owned(), speaker.clone());
-        speaker
-    }
-
-    fn speaker(&self, node: &str) -> &Speaker {
-        &self.speakers[node]
+    fn start_speaker(&self, node: &str) -> Speaker {
+        self.trio.start_speaker(node, &[])
     }
 
     /// Waits for a log line of `node` (from byte `offset`) containing
@@ -142,14 +108,13 @@ impl Lab {
 
     /// Waits until exactly one node holds the VIP in its maps; that node.
     fn owner(&self) -> String {
+        let nodes = self.started_nodes();
         wait_for(SETTLE_LIMIT, || {
-            let holders: Vec<&str> = self
-                .speakers
-                .keys()
-                .map(String::as_str)
+            let holders: Vec<&String> = nodes
+                .iter()
                 .filter(|n| self.fabric.has_vip(n, VIP_V4))
                 .collect();
-            (holders.len() == 1).then(|| holders[0].to_owned())
+            (holders.len() == 1).then(|| holders[0].clone())
         })
         .unwrap_or_else(|| {
             panic!(
@@ -160,9 +125,7 @@ impl Lab {
     }
 
     fn probing(&self) -> ArpProbing {
-        self.fabric
-            .arp_prober(CLIENT, VIP_V4.parse::<Ipv4Addr>().expect("an IPv4 VIP"))
-            .spawn(PROBE_INTERVAL)
+        self.trio.probing(PROBE_INTERVAL)
     }
 
     fn assert_alive(&self, node: &str, after: &str) {
@@ -509,7 +472,7 @@ fn flood_metrics_port(limit: u64, pressure: &str) {
 #[test]
 fn a_foreign_file_in_the_pin_directory_is_replaced() {
     speaker_tests::lab::require_root();
-    let mut lab = Lab::start(&NODES, None);
+    let lab = Lab::start(&NODES, None);
     lab.wait_log("iris1", 0, "membership settled", SETTLE_LIMIT);
     let owner = lab.owner();
     let victim = NODES.iter().copied().find(|n| *n != owner).unwrap();
@@ -519,7 +482,7 @@ fn a_foreign_file_in_the_pin_directory_is_replaced() {
     fs::remove_file(&map_pin).expect("removing the map pin");
     fs::create_dir(&map_pin).expect("a directory where the map pin was");
 
-    let restarted = lab.start_speaker(victim, None);
+    let restarted = lab.start_speaker(victim);
     lab.wait_log(victim, 0, "is not a pinned map: replacing it", SETTLE_LIMIT);
     lab.wait_log(victim, 0, "speaker running as node", SETTLE_LIMIT);
     assert!(
@@ -540,7 +503,7 @@ fn a_lone_speaker_announces_despite_stray_datagrams() {
     // Stray datagrams from the client (not a known speaker) to iris1's
     // gossip port, from before the speaker starts until after it settles.
     let target = (Ipv4Addr::new(192, 0, 2, 11), GOSSIP_PORT);
-    let mut lab = Lab::start(&[], None);
+    let lab = Lab::start(&[], None);
     let client_ns = lab.fabric.host(CLIENT).ns.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sender = {
@@ -562,7 +525,7 @@ fn a_lone_speaker_announces_despite_stray_datagrams() {
         })
     };
     thread::sleep(Duration::from_millis(300));
-    lab.start_speaker(lone, None);
+    lab.start_speaker(lone);
     lab.wait_log(lone, 0, "speaker running as node", SETTLE_LIMIT);
     lab.wait_log(lone, 0, "membership settled by time", SETTLE_LIMIT);
     lab.wait_log(

@@ -1,5 +1,6 @@
 //! `speaker run` with gossip membership, end to end on a real Ethernet
-//! segment: three node namespaces (iris1, iris2, iris3, InternalIPs
+//! segment, in the three-node scenario of [`speaker_tests::lab::trio`]:
+//! three node namespaces (iris1, iris2, iris3, InternalIPs
 //! 192.0.2.11–13) and a client (192.0.2.10) on one bridge
 //! ([`speaker_tests::lab::fabric`]), each node running `speaker run
 //! --cluster-state FILE` with memberlist on (UDP 7946 in its own namespace),
@@ -56,12 +57,9 @@
 //! skips, without them. Run: `cargo test -p speaker-tests --test membership_lab`.
 
 use std::{
-    cell::RefCell,
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     fs,
-    net::Ipv4Addr,
-    path::PathBuf,
-    sync::Mutex,
+    ops::Deref,
     thread,
     time::{Duration, Instant},
 };
@@ -69,15 +67,9 @@ use std::{
 use serde_json::Value;
 use speaker_tests::lab::{
     probe::{self, ArpProbe, ArpProbing},
-    vip_answered, Arping, Fabric, HostSpec, Speaker, SpeakerMode, SpeakerOptions, HOST_IF,
+    trio::{others, Profile, Trio, TrioSpec, NODES, PROBER as CLIENT, SERVICE, VIPS, VIP_V4, VIP_V6},
+    vip_answered, Arping, HostSpec, Speaker, HOST_IF,
 };
-
-const VIP_V4: &str = "192.0.2.100";
-const VIP_V6: &str = "2001:db8::100";
-const VIPS: [&str; 2] = [VIP_V4, VIP_V6];
-const SERVICE: &str = "default/web";
-const CLIENT: &str = "client";
-const NODES: [&str; 3] = ["iris1", "iris2", "iris3"];
 
 /// Start-up (lab, speakers, gossip settling) and map convergence.
 const SETTLE_LIMIT: Duration = Duration::from_secs(10);
@@ -92,27 +84,18 @@ const KILL_FAILOVER_LIMIT: Duration = Duration::from_secs(5);
 /// SIGTERM: the successor answers this fast.
 const GRACEFUL_LIMIT: Duration = Duration::from_millis(500);
 
-/// One lab at a time (see the module docs).
-static SERIAL: Mutex<()> = Mutex::new(());
-
-// ---------------------------------------------------------------- scenario
-
-/// The lab's cluster: see [`speaker_tests::lab::cluster::lab_cluster_yaml`].
-fn cluster_yaml(policy: &str, endpoint_node: &str) -> String {
-    speaker_tests::lab::cluster::lab_cluster_yaml(&NODES, &[VIP_V4, VIP_V6], policy, endpoint_node)
-}
-
 // ---------------------------------------------------------------- the lab
 
-/// The fabric, the key file and the current speaker of each node.
+/// The three-node scenario ([`Trio`]) with this file's checks.
 struct Lab {
-    fabric: Fabric,
-    key: PathBuf,
-    memberlist: bool,
-    /// Passed to every speaker started.
-    speaker_args: Vec<String>,
-    speakers: RefCell<BTreeMap<String, Speaker>>,
-    _serial: std::sync::MutexGuard<'static, ()>,
+    trio: Trio,
+}
+
+impl Deref for Lab {
+    type Target = Trio;
+    fn deref(&self) -> &Trio {
+        &self.trio
+    }
 }
 
 /// 64 hex digits from /dev/urandom.
@@ -121,82 +104,19 @@ fn random_hex_key() -> String {
 }
 
 impl Lab {
-    /// iris1..3 (and `extra` hosts), the client; `yaml` as the cluster file;
-    /// pass-through programs on the bridge ports; a speaker on every node.
-    fn start(yaml: &str, memberlist: bool, extra: &[HostSpec]) -> Lab {
-        Self::start_with_args(yaml, memberlist, extra, &[])
-    }
-
-    /// [`Lab::start`], every speaker (restarted ones too) with `args`.
-    fn start_with_args(yaml: &str, memberlist: bool, extra: &[HostSpec], args: &[&str]) -> Lab {
-        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        let fabric = Fabric::new(&HostSpec::nodes_and_client(&NODES, extra, CLIENT));
-        fabric.attach_pass_through_ports();
-        fabric.write_cluster_state(yaml);
-        let keys = fabric.run_dir.join("keys");
-        fs::create_dir_all(&keys).expect("creating the key directory");
-        let key = keys.join("gossip.key");
-        fs::write(&key, random_hex_key()).expect("writing the key");
-        let lab = Lab {
-            fabric,
-            key,
-            memberlist,
-            speaker_args: args.iter().map(|a| a.to_string()).collect(),
-            speakers: RefCell::new(BTreeMap::new()),
-            _serial: serial,
-        };
-        for node in NODES {
-            lab.start_speaker(node, &[]);
+    /// iris1..3 (and `extra` hosts), the clients, the Service with
+    /// `policy`; a speaker on every node (the timings below are the `fast`
+    /// profile's), each with `args`.
+    fn start(policy: &'static str, memberlist: bool, extra: &[HostSpec], args: &[&str]) -> Lab {
+        Lab {
+            trio: Trio::start(TrioSpec {
+                memberlist,
+                policy,
+                extra_hosts: extra.to_vec(),
+                logs_env: "MEMBERSHIP_LAB_LOGS",
+                ..TrioSpec::default().profile(Profile::Fast).args(args)
+            }),
         }
-        for node in NODES {
-            lab.wait_started(node);
-        }
-        lab
-    }
-
-    fn options(&self, key: Option<&PathBuf>, extra: &[&str]) -> SpeakerOptions {
-        let mut options = SpeakerOptions::file(SpeakerMode::Native);
-        options.memberlist = Some(self.memberlist);
-        if self.memberlist {
-            let key = key.unwrap_or(&self.key);
-            // The timings below are the `fast` profile's.
-            options.args.extend([
-                "--memberlist-key-file".to_owned(),
-                key.display().to_string(),
-                "--memberlist-profile".to_owned(),
-                "fast".to_owned(),
-            ]);
-        }
-        options.args.extend(self.speaker_args.iter().cloned());
-        options.args.extend(extra.iter().map(|s| s.to_string()));
-        options
-    }
-
-    /// Starts a speaker on `node` (the lab's key, `extra` arguments).
-    fn start_speaker(&self, node: &str, extra: &[&str]) -> Speaker {
-        let speaker = self.fabric.start_speaker(node, &self.options(None, extra));
-        self.speakers
-            .borrow_mut()
-            .insert(node.to_owned(), speaker.clone());
-        speaker
-    }
-
-    fn speaker(&self, node: &str) -> Speaker {
-        self.speakers.borrow()[node].clone()
-    }
-
-    fn wait_started(&self, node: &str) {
-        let s = self.speaker(node);
-        assert!(
-            s.wait_log("speaker running as node", SETTLE_LIMIT)
-                .is_some(),
-            "the speaker on {node} did not start:\n{}",
-            self.fabric.all_logs()
-        );
-    }
-
-    fn mac(&self, node: &str) -> String {
-        self.fabric.host(node).mac.clone()
     }
 
     /// The node `speaker election --members members --json` elects
@@ -222,40 +142,18 @@ impl Lab {
             .to_owned()
     }
 
-    /// Waits until `owner`'s maps hold both VIPs and those of `others` none.
-    fn wait_owner(&self, owner: &str, others: &[&str], limit: Duration) -> Duration {
-        let mut nodes = vec![owner];
-        nodes.extend(others.iter().copied().filter(|n| *n != owner));
-        self.fabric.wait_owner(&nodes, owner, &VIPS, limit)
-    }
-
     fn metric(&self, node: &str, name: &str) -> Option<f64> {
         self.fabric.metric(node, name)
     }
 
-    /// Waits until every node in `nodes` counts `count` gossip members.
-    fn wait_members(&self, nodes: &[&str], count: usize, limit: Duration) -> Duration {
-        self.fabric.wait_gossip_members(nodes, count, limit)
-    }
-
     /// A prober from the client for 192.0.2.100, every [`PROBE_INTERVAL`].
     fn probing(&self) -> ArpProbing {
-        self.fabric
-            .arp_prober(CLIENT, VIP_V4.parse::<Ipv4Addr>().expect("an IPv4 VIP"))
-            .spawn(PROBE_INTERVAL)
+        self.trio.probing(PROBE_INTERVAL)
     }
 
     /// `count` requests, [`PROBE_INTERVAL`] apart.
     fn probe_series(&self, count: usize) -> Vec<ArpProbe> {
-        self.fabric
-            .arp_prober(CLIENT, VIP_V4.parse().expect("an IPv4 VIP"))
-            .series(count, PROBE_INTERVAL)
-            .expect("the ARP prober")
-    }
-
-    /// The probes, one line each: offset from `t0` and who answered.
-    fn timeline(&self, probes: &[ArpProbe], t0: Instant) -> String {
-        self.fabric.probe_timeline(probes, t0)
+        self.trio.probe_series(count, PROBE_INTERVAL)
     }
 
     /// Asserts that every probe was answered by `owner` and by nobody else.
@@ -316,27 +214,9 @@ impl Lab {
         }
     }
 
-    /// SIGTERM; asserts a clean exit.
-    fn stop(&self, node: &str) {
-        let s = self.speaker(node);
-        let status = s.terminate(Duration::from_secs(10));
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "{node} did not stop cleanly on SIGTERM ({status:?}):\n{}",
-            s.log()
-        );
-    }
-
     /// Starts `node` again and waits until it has settled with 3 members.
     fn restart(&self, node: &str) -> Speaker {
-        let s = self.start_speaker(node, &[]);
-        self.wait_started(node);
-        assert!(
-            s.wait_log("membership settled", SETTLE_LIMIT).is_some(),
-            "the restarted speaker on {node} did not settle:\n{}",
-            self.fabric.all_logs()
-        );
-        s
+        self.trio.restart(node, &[])
     }
 
     /// The settled lab: every speaker counts 3 members and the dry run's
@@ -350,19 +230,6 @@ impl Lab {
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // MEMBERSHIP_LAB_LOGS=1: every speaker's log, also when the test passed.
-        if std::env::var_os("MEMBERSHIP_LAB_LOGS").is_some() && !thread::panicking() {
-            eprintln!("{}", self.fabric.all_logs());
-        }
-    }
-}
-
-fn others<'a>(node: &str) -> Vec<&'a str> {
-    NODES.iter().copied().filter(|n| *n != node).collect()
-}
-
 fn summary(label: &str, t0: Instant, at: Instant) {
     eprintln!("{label}: {:?}", at.duration_since(t0));
 }
@@ -371,7 +238,7 @@ fn summary(label: &str, t0: Instant, at: Instant) {
 
 #[test]
 fn steady_state_only_the_elected_node_answers() {
-    let lab = Lab::start(&cluster_yaml("Cluster", "iris1"), true, &[]);
+    let lab = Lab::start("Cluster", true, &[], &[]);
     let owner = lab.settled_owner();
     for node in NODES {
         let announced = lab
@@ -409,7 +276,7 @@ fn steady_state_only_the_elected_node_answers() {
 
 #[test]
 fn sigkill_of_the_owner_moves_the_ip_to_the_next_by_hash() {
-    let lab = Lab::start(&cluster_yaml("Cluster", "iris1"), true, &[]);
+    let lab = Lab::start("Cluster", true, &[], &[]);
     let owner = lab.settled_owner();
     let survivors = others(&owner);
     let successor = lab.elected(Some(&survivors));
@@ -473,7 +340,7 @@ fn sigkill_of_the_owner_moves_the_ip_to_the_next_by_hash() {
 
 #[test]
 fn sigterm_of_the_owner_hands_over_without_losing_a_request() {
-    let lab = Lab::start(&cluster_yaml("Cluster", "iris1"), true, &[]);
+    let lab = Lab::start("Cluster", true, &[], &[]);
     let owner = lab.settled_owner();
     let survivors = others(&owner);
     let successor = lab.elected(Some(&survivors));
@@ -547,12 +414,7 @@ fn sigterm_of_the_owner_hands_over_without_losing_a_request() {
 fn restarts_lose_no_request_and_the_owner_comes_back() {
     // A restart keeps the pins (with `handover` the successor withdraws when
     // the owner rejoins, before the owner has settled: a gap).
-    let lab = Lab::start_with_args(
-        &cluster_yaml("Cluster", "iris1"),
-        true,
-        &[],
-        &["--on-stop", "keep"],
-    );
+    let lab = Lab::start("Cluster", true, &[], &["--on-stop", "keep"]);
     let owner = lab.settled_owner();
     let survivors = others(&owner);
     let successor = lab.elected(Some(&survivors));
@@ -645,11 +507,7 @@ fn restarts_lose_no_request_and_the_owner_comes_back() {
 
 #[test]
 fn a_speaker_with_another_key_cannot_join() {
-    let lab = Lab::start(
-        &cluster_yaml("Cluster", "iris1"),
-        true,
-        &[HostSpec::numbered("iris4", 14)],
-    );
+    let lab = Lab::start("Cluster", true, &[HostSpec::numbered("iris4", 14)], &[]);
     let owner = lab.settled_owner();
     let baseline: Vec<f64> = NODES
         .iter()
@@ -665,8 +523,8 @@ fn a_speaker_with_another_key_cannot_join() {
     fs::write(&bad_key, random_hex_key()).expect("writing the other key");
     let intruder = lab.fabric.start_speaker(
         "iris4",
-        &lab.options(
-            Some(&bad_key),
+        &lab.options_with_key(
+            &bad_key,
             &["--memberlist-advertise-address", "192.0.2.14"],
         ),
     );
@@ -750,7 +608,7 @@ fn a_speaker_with_another_key_cannot_join() {
 
 #[test]
 fn memberlist_disabled_local_policy_issue_2425() {
-    let lab = Lab::start(&cluster_yaml("Local", "iris1"), false, &[]);
+    let lab = Lab::start("Local", false, &[], &[]);
     // The dry run without members (membership disabled): iris1, not nobody.
     assert_eq!(lab.elected(None), "iris1");
     lab.wait_owner("iris1", &NODES, SETTLE_LIMIT);

@@ -14,6 +14,8 @@
 //! - [`speaker`]: the speaker binary and [`Speaker`], one `speaker run`
 //!   process (logs, waiting for log lines, SIGTERM/SIGKILL, exit status).
 //! - [`probe`]: an ARP prober on an AF_PACKET socket inside a host.
+//! - [`trio`]: the three-node scenario of the membership labs and the
+//!   failover benchmark (probing and idle clients, stalls, loss, outcomes).
 //! - [`http`]: metrics and health scraping inside a host.
 //! - [`arping`], [`neighbour`], [`maps`], [`mac`]: what arping, ndisc6,
 //!   `ip -j neigh` and `speaker maps --json` print, and MAC text.
@@ -38,6 +40,7 @@ pub mod podman;
 pub mod probe;
 pub mod speaker;
 pub mod tools;
+pub mod trio;
 
 use std::{
     path::{Path, PathBuf},
