@@ -37,6 +37,16 @@ enum Task {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Trials per scenario (failover only; default 20).
+        #[arg(long)]
+        trials: Option<usize>,
+        /// One gossip profile instead of both (failover only).
+        #[arg(long, value_parser = ["lan", "fast"])]
+        profile: Option<String>,
+        /// How the rolling restart stops each speaker (failover only;
+        /// default: `restart` when the speaker offers it).
+        #[arg(long, value_parser = ["restart", "keep", "handover", "default"])]
+        restart_stop_mode: Option<String>,
     },
     /// cargo fmt --check and clippy for both halves of the workspace.
     Lint,
@@ -52,7 +62,8 @@ enum Bench {
     Dataplane,
     /// Election and map sync at 10,000 services x 1,000 nodes.
     Election,
-    /// Failover times in a three-node namespace lab; gossip bandwidth.
+    /// Failover, stalls, loss and restarts in a three-node namespace lab, per
+    /// gossip profile; gossip bandwidth.
     Failover,
 }
 
@@ -105,7 +116,13 @@ fn run(task: Task) -> Result<()> {
                 "election_demo",
             ])
         }
-        Task::Bench { what, json } => {
+        Task::Bench {
+            what,
+            json,
+            trials,
+            profile,
+            restart_stop_mode,
+        } => {
             tools::ensure(&[tools::Purpose::Test])?;
             ebpf::build()?;
             let bin = match what {
@@ -113,18 +130,28 @@ fn run(task: Task) -> Result<()> {
                 Bench::Election => "bench_election",
                 Bench::Failover => "bench_failover",
             };
-            let mut args = vec![
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "speaker-tests",
-                "--bin",
-                bin,
-            ];
+            let mut args: Vec<String> = ["run", "--quiet", "--release", "-p", "speaker-tests"]
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+            args.extend(["--bin".to_owned(), bin.to_owned(), "--".to_owned()]);
             if json {
-                args.extend(["--", "--json"]);
+                args.push("--json".to_owned());
             }
+            let failover_only = [
+                ("--trials", trials.map(|n| n.to_string())),
+                ("--profile", profile),
+                ("--restart-stop-mode", restart_stop_mode),
+            ];
+            for (flag, value) in failover_only {
+                if let Some(value) = value {
+                    if !matches!(what, Bench::Failover) {
+                        anyhow::bail!("{flag} is an option of `bench failover` only");
+                    }
+                    args.extend([flag.to_owned(), value]);
+                }
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             run::cargo(&args)
         }
         Task::Lint => {
