@@ -41,7 +41,7 @@
 use std::{
     fs,
     io::Write,
-    net::{TcpStream, UdpSocket, Ipv4Addr},
+    net::{Ipv4Addr, TcpStream, UdpSocket},
     ops::Deref,
     thread,
     time::{Duration, Instant},

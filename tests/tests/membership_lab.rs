@@ -67,7 +67,9 @@ use std::{
 use serde_json::Value;
 use speaker_tests::lab::{
     probe::{self, ArpProbe, ArpProbing},
-    trio::{others, Profile, Trio, TrioSpec, NODES, PROBER as CLIENT, SERVICE, VIPS, VIP_V4, VIP_V6},
+    trio::{
+        others, Profile, Trio, TrioSpec, NODES, PROBER as CLIENT, SERVICE, VIPS, VIP_V4, VIP_V6,
+    },
     vip_answered, Arping, HostSpec, Speaker, HOST_IF,
 };
 
@@ -523,10 +525,7 @@ fn a_speaker_with_another_key_cannot_join() {
     fs::write(&bad_key, random_hex_key()).expect("writing the other key");
     let intruder = lab.fabric.start_speaker(
         "iris4",
-        &lab.options_with_key(
-            &bad_key,
-            &["--memberlist-advertise-address", "192.0.2.14"],
-        ),
+        &lab.options_with_key(&bad_key, &["--memberlist-advertise-address", "192.0.2.14"]),
     );
     assert!(
         intruder.wait_log("gossiping on", SETTLE_LIMIT).is_some(),

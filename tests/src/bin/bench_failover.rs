@@ -257,9 +257,11 @@ impl Bench<'_> {
             holds.map(|m| self.lab.fabric.name_of_mac(&m)),
             self.owner
         ));
-        self.lab
-            .fabric
-            .exec(IDLE, "ip", &["neigh", "flush", "to", VIP_V4, "dev", HOST_IF]);
+        self.lab.fabric.exec(
+            IDLE,
+            "ip",
+            &["neigh", "flush", "to", VIP_V4, "dev", HOST_IF],
+        );
         self.lab.idle_resolves(&self.owner);
         true
     }
@@ -298,7 +300,12 @@ impl Bench<'_> {
         if let Some(wait) = watch_until.checked_duration_since(Instant::now()) {
             thread::sleep(wait);
         }
-        let outcome = Outcome::of(&probing.snapshot().probes, t0, Instant::now(), PROBE_INTERVAL);
+        let outcome = Outcome::of(
+            &probing.snapshot().probes,
+            t0,
+            Instant::now(),
+            PROBE_INTERVAL,
+        );
         let restarted = Instant::now();
         self.lab.restart(&self.owner, &[]);
         self.finish(probing, outcome, restarted)
@@ -309,7 +316,12 @@ impl Bench<'_> {
         let t0 = Instant::now();
         self.lab.stall(node, duration);
         thread::sleep(self.watch());
-        let outcome = Outcome::of(&probing.snapshot().probes, t0, Instant::now(), PROBE_INTERVAL);
+        let outcome = Outcome::of(
+            &probing.snapshot().probes,
+            t0,
+            Instant::now(),
+            PROBE_INTERVAL,
+        );
         let end = Instant::now();
         self.finish(probing, outcome, end)
     }
@@ -358,7 +370,12 @@ impl Bench<'_> {
             self.lab.wait_members(&NODES, 3, SETTLE_LIMIT);
         }
         thread::sleep(self.watch());
-        let outcome = Outcome::of(&probing.snapshot().probes, t0, Instant::now(), PROBE_INTERVAL);
+        let outcome = Outcome::of(
+            &probing.snapshot().probes,
+            t0,
+            Instant::now(),
+            PROBE_INTERVAL,
+        );
         let end = Instant::now();
         self.finish(probing, outcome, end)
     }
@@ -394,7 +411,8 @@ impl Bench<'_> {
                         .metrics(n)
                         .with_context(|| format!("/metrics of {n}"))?;
                     let value = |name| {
-                        metric_value(&text, name).ok_or_else(|| anyhow!("{n} does not export {name}"))
+                        metric_value(&text, name)
+                            .ok_or_else(|| anyhow!("{n} does not export {name}"))
                     };
                     Ok((
                         value("xdp_speaker_gossip_bytes_sent")?,
@@ -409,7 +427,12 @@ impl Bench<'_> {
         let after = read()?;
         let seconds = started.elapsed().as_secs_f64() * NODES.len() as f64;
         let sum = |f: fn(&(f64, f64)) -> f64| {
-            before.iter().zip(&after).map(|(b, a)| f(a) - f(b)).sum::<f64>() / seconds
+            before
+                .iter()
+                .zip(&after)
+                .map(|(b, a)| f(a) - f(b))
+                .sum::<f64>()
+                / seconds
         };
         Ok((sum(|c| c.0), sum(|c| c.1)))
     }
@@ -554,7 +577,10 @@ fn rows(run: &ProfileRun) -> Vec<Row> {
                 (Profile::Lan, _) => ("no ownership change", Some(ownership_changes == 0)),
                 (Profile::Fast, Scenario::Kill) => (
                     "median ≤ 1.0 s",
-                    Some(failover.is_some_and(|(m, _, _, _)| no_failover == 0 && m <= FAST_KILL_MEDIAN)),
+                    Some(
+                        failover
+                            .is_some_and(|(m, _, _, _)| no_failover == 0 && m <= FAST_KILL_MEDIAN),
+                    ),
                 ),
                 (Profile::Fast, _) => ("–", None),
             };
@@ -613,8 +639,8 @@ fn print_table(run: &ProfileRun, rows: &[Row], trials: usize, stop_mode: StopMod
         run.elapsed.as_secs_f64()
     );
     println!(
-        "{:<24} {:>21} {:>5} {:>15} {:>6} {:>6}  {:<32} {}",
-        "scenario", "failover med/p95/max", "lost", "double (max ms)", "moves", "idle", "target", ""
+        "{:<24} {:>21} {:>5} {:>15} {:>6} {:>6}  {:<32} met",
+        "scenario", "failover med/p95/max", "lost", "double (max ms)", "moves", "idle", "target",
     );
     for row in rows {
         let failover = match row.failover {
@@ -673,10 +699,7 @@ fn options() -> Result<Options> {
         stop_mode: None,
     };
     while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .ok_or_else(|| anyhow!("{name} takes a value"))
-        };
+        let mut value = |name: &str| args.next().ok_or_else(|| anyhow!("{name} takes a value"));
         match arg.as_str() {
             "--json" => options.json = true,
             "--trials" => {
@@ -688,7 +711,9 @@ fn options() -> Result<Options> {
             }
             "--profile" => {
                 let profile = value("--profile")?;
-                options.profiles = vec![profile.parse().map_err(|e: String| anyhow!("--profile: {e}"))?];
+                options.profiles = vec![profile
+                    .parse()
+                    .map_err(|e: String| anyhow!("--profile: {e}"))?];
             }
             "--restart-stop-mode" => {
                 options.stop_mode = Some(StopMode::parse(&value("--restart-stop-mode")?)?)

@@ -199,10 +199,9 @@ impl Trio {
                 key.display().to_string(),
             ]);
             if let Some(profile) = self.spec.profile {
-                options.args.extend([
-                    "--memberlist-profile".to_owned(),
-                    profile.flag().to_owned(),
-                ]);
+                options
+                    .args
+                    .extend(["--memberlist-profile".to_owned(), profile.flag().to_owned()]);
             }
         }
         options.args.extend(self.spec.speaker_args.iter().cloned());
@@ -359,9 +358,7 @@ impl Trio {
 
     /// The MAC the idle client's entry for the IPv4 VIP holds.
     pub fn idle_entry(&self) -> Option<String> {
-        self.fabric
-            .neighbour(IDLE, VIP_V4)
-            .and_then(|n| n.lladdr)
+        self.fabric.neighbour(IDLE, VIP_V4).and_then(|n| n.lladdr)
     }
 
     /// Waits up to `limit` until the idle client's entry holds `mac`; false
@@ -374,7 +371,13 @@ impl Trio {
 
     /// Waits until the idle client's entry holds `node`'s MAC; panics with
     /// what it holds otherwise. Returns when, from `since`.
-    pub fn idle_follows(&self, node: &str, since: Instant, limit: Duration, what: &str) -> Duration {
+    pub fn idle_follows(
+        &self,
+        node: &str,
+        since: Instant,
+        limit: Duration,
+        what: &str,
+    ) -> Duration {
         let mac = self.mac(node);
         match self.fabric.wait_neighbour_mac(IDLE, VIP_V4, &mac, limit) {
             Some((_, at)) => at - since,
