@@ -31,6 +31,7 @@
 
 mod core;
 mod driver;
+mod hold;
 mod identity;
 mod seal;
 mod simulation;
@@ -44,6 +45,7 @@ pub use self::core::{
     PEER_EXPIRY,
 };
 pub use self::driver::{Gossip, GossipConfig, GossipError, DEFAULT_GOSSIP_PORT};
+pub use self::hold::{HoldRequest, MAX_HOLD};
 pub use self::identity::SpeakerId;
 pub use self::seal::{Key, KeyError, KeyFormatError, SEAL_OVERHEAD};
 pub use self::simulation::{simulate_bandwidth, SimulatedLan};
