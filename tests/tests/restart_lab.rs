@@ -151,8 +151,7 @@ impl Lab {
     fn settled_owner(&self) -> String {
         let owner = self.fabric.elected(SERVICE, Some(&NODES));
         self.fabric.wait_gossip_members(&NODES, 3, SETTLE_LIMIT);
-        self.fabric
-            .wait_owner(&NODES, &owner, &VIPS, SETTLE_LIMIT);
+        self.fabric.wait_owner(&NODES, &owner, &VIPS, SETTLE_LIMIT);
         owner
     }
 
@@ -251,8 +250,7 @@ fn rolling_restart(profile: &'static str) {
             "the restarted {node} did not settle:\n{}",
             lab.fabric.all_logs()
         );
-        lab.fabric
-            .wait_owner(&NODES, &owner, &VIPS, SETTLE_LIMIT);
+        lab.fabric.wait_owner(&NODES, &owner, &VIPS, SETTLE_LIMIT);
         timings.push((node, exited, stopped.elapsed()));
         thread::sleep(Duration::from_millis(500));
     }
@@ -282,7 +280,9 @@ fn rolling_restart(profile: &'static str) {
     );
     let restarted = lab.speaker(&owner);
     assert!(
-        restarted.wait_log("restartAdopted", Duration::ZERO).is_some()
+        restarted
+            .wait_log("restartAdopted", Duration::ZERO)
+            .is_some()
             || restarted
                 .wait_log("adopting them without a gratuitous burst", Duration::ZERO)
                 .is_some(),
@@ -383,7 +383,9 @@ fn a_restart_without_a_new_speaker_fails_over_after_the_window() {
     );
     for node in survivors {
         assert!(
-            lab.speaker(node).wait_log("is restarting", Duration::ZERO).is_some(),
+            lab.speaker(node)
+                .wait_log("is restarting", Duration::ZERO)
+                .is_some(),
             "{node} never held {owner}:\n{}",
             lab.speaker(node).log()
         );

@@ -127,7 +127,103 @@ impl Holds {
 
 #[cfg(test)]
 mod tests {
+    use foca::State;
+
+    use super::super::{Key, SimulatedLan, Timers};
     use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    fn key() -> Key {
+        Key::from_bytes([0x24; 32])
+    }
+
+    /// Three converged speakers; speaker 2 asks the others to hold it and
+    /// stops without a word.
+    fn restart_stop_of_speaker_2() -> SimulatedLan {
+        let mut lan = SimulatedLan::new(Timers::fast_lan());
+        for _ in 0..3 {
+            lan.add_speaker(Some(&key()));
+        }
+        lan.join(1, &[0]);
+        lan.join(2, &[0]);
+        lan.run_until(Duration::from_secs(5), SimulatedLan::converged)
+            .expect("converged");
+        let now = lan.now();
+        let requests: Vec<_> = {
+            let core = lan.speaker_mut(2);
+            core.request_hold(now, WINDOW);
+            core.take_outgoing().collect()
+        };
+        assert_eq!(requests.len(), 2 * REQUEST_COPIES, "{requests:?}");
+        for datagram in requests {
+            lan.inject(SimulatedLan::addr(2), datagram.to, datagram.bytes.to_vec());
+        }
+        lan.crash(2);
+        lan
+    }
+
+    fn everybody_holds_2(lan: &SimulatedLan) -> bool {
+        let name = SimulatedLan::node_name(2);
+        [0, 1].iter().all(|&i| lan.members(i).contains(&name))
+    }
+
+    #[test]
+    fn a_held_speaker_stays_a_member_while_foca_declares_it_down() {
+        let timers = Timers::fast_lan();
+        let mut lan = restart_stop_of_speaker_2();
+        let held_for = WINDOW - Duration::from_secs(1);
+        assert!(timers.max_detection() * 2 < held_for);
+        let dropped = lan.run_until(held_for, |lan| !everybody_holds_2(lan));
+        assert_eq!(dropped, None, "node-2 left a member set while held");
+        // foca did declare it down: the hold alone kept it.
+        assert!(
+            matches!(lan.speaker(0).state_of("node-2"), Some(State::Down) | None),
+            "{:?}",
+            lan.speaker(0).state_of("node-2")
+        );
+        // The new process rejoins under a newer generation: the set never
+        // changes, and stays so past the window (foca's view took over).
+        lan.start(2, 2, Some(&key()));
+        lan.join(2, &[0]);
+        lan.run_until(Duration::from_secs(5), SimulatedLan::converged)
+            .expect("rejoined");
+        let dropped = lan.run_until(WINDOW + Duration::from_secs(2), |lan| !lan.converged());
+        assert_eq!(dropped, None, "the member sets changed after the rejoin");
+        assert_eq!(lan.speaker(0).state_of("node-2"), Some(State::Alive));
+    }
+
+    #[test]
+    fn without_a_new_speaker_the_hold_ends_with_the_window() {
+        let mut lan = restart_stop_of_speaker_2();
+        let dropped = lan
+            .run_until(WINDOW + Duration::from_secs(2), |lan| {
+                [0, 1]
+                    .iter()
+                    .all(|&i| !lan.members(i).contains(&SimulatedLan::node_name(2)))
+            })
+            .expect("node-2 dropped after the window");
+        assert!(
+            dropped >= WINDOW - Duration::from_millis(100),
+            "dropped after {dropped:?}, inside the {WINDOW:?} window"
+        );
+    }
+
+    #[test]
+    fn a_stranger_cannot_be_held() {
+        let mut lan = SimulatedLan::new(Timers::fast_lan());
+        lan.add_speaker(Some(&key()));
+        let request = HoldRequest {
+            node: "phantom".into(),
+            generation: 1,
+            window: WINDOW,
+        };
+        // Sealed under the cluster key, but not from a member.
+        let bytes = super::super::seal::PacketSeal::new(Some(&key())).seal(&request.encode());
+        lan.inject(SimulatedLan::addr(5), SimulatedLan::addr(0), bytes.to_vec());
+        lan.run_for(Duration::from_millis(10));
+        assert!(!lan.members(0).contains("phantom"));
+    }
 
     fn request(node: &str, generation: u32, window_s: u64) -> HoldRequest {
         HoldRequest {
