@@ -10,7 +10,8 @@
 //!   `rolling_restart_moves_no_ip_with_the_fast_profile` (`fast`, whose
 //!   failure detection, about 2 s, is shorter than the 3 s each new speaker
 //!   waits here, so only the peers' holds keep the owner elected): every
-//!   speaker in turn is stopped with `--on-stop restart` and started again. No request is lost, every
+//!   speaker in turn is stopped with `--on-stop restart` (with `lan`: the
+//!   default `--on-stop` and SIGUSR2 before the SIGTERM) and started again. No request is lost, every
 //!   request is answered by the owner's MAC alone, the idle client's entry
 //!   stays on the owner, and the restarted owner sends no gratuitous burst
 //!   for the IPs it never stopped owning.
@@ -42,6 +43,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::sys::signal::Signal;
 use serde_json::json;
 use speaker_tests::{
     kube_emulator::Part,
@@ -208,9 +210,11 @@ fn not_answered_by_only<'a>(probes: &'a [ArpProbe], mac: &str) -> Vec<&'a ArpPro
         .collect()
 }
 
+/// With the default `--on-stop` (`auto`, a handover without Kubernetes):
+/// SIGUSR2 before each SIGTERM makes the stop a restart.
 #[test]
 fn rolling_restart_moves_no_ip() {
-    rolling_restart("lan", Duration::ZERO);
+    rolling_restart("lan", Duration::ZERO, StopAs::Sigusr2);
 }
 
 /// Each new speaker starts 3 s after the old one stopped (a pod being
@@ -218,14 +222,25 @@ fn rolling_restart_moves_no_ip() {
 /// holds keep the stopped node elected.
 #[test]
 fn rolling_restart_moves_no_ip_with_the_fast_profile() {
-    rolling_restart("fast", Duration::from_secs(3));
+    rolling_restart("fast", Duration::from_secs(3), StopAs::OnStopRestart);
+}
+
+/// How the speakers are told that a stop is a restart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StopAs {
+    OnStopRestart,
+    Sigusr2,
 }
 
 /// Restarts every speaker in turn, each new one `pause` after the old one
 /// exited.
-fn rolling_restart(profile: &'static str, pause: Duration) {
+fn rolling_restart(profile: &'static str, pause: Duration, stop_as: StopAs) {
     let _serial = serial();
-    let lab = Lab::start(profile, &["--on-stop", "restart"]);
+    let extra: &[&str] = match stop_as {
+        StopAs::OnStopRestart => &["--on-stop", "restart"],
+        StopAs::Sigusr2 => &[],
+    };
+    let lab = Lab::start(profile, extra);
     let owner = lab.settled_owner();
     let owner_mac = lab.mac(&owner);
     lab.idle_resolves(&owner);
@@ -240,6 +255,17 @@ fn rolling_restart(profile: &'static str, pause: Duration) {
     // Every process's log, the stopped ones included.
     let mut logs: Vec<(String, String)> = Vec::new();
     for node in NODES {
+        if stop_as == StopAs::Sigusr2 {
+            let speaker = lab.speaker(node);
+            speaker.signal(Signal::SIGUSR2);
+            assert!(
+                speaker
+                    .wait_log("the next stop is a restart", Duration::from_secs(3))
+                    .is_some(),
+                "{node} did not take SIGUSR2:\n{}",
+                speaker.log()
+            );
+        }
         let stopped = Instant::now();
         logs.push((node.to_owned(), lab.speaker(node).log()));
         lab.stop(node);

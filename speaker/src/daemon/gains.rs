@@ -156,7 +156,7 @@ mod tests {
         let transitions = view.update(&report);
         assert_eq!(keys(&transitions.gained), [("192.0.2.101".into(), 2)]);
         // Only the first sync trusts the pins: a later loss and regain announces.
-        view.update(&kept(&[added.clone()]));
+        view.update(&kept(std::slice::from_ref(&added)));
         let again = view.update(&kept(&[added, pinned]));
         assert_eq!(keys(&again.gained), [("192.0.2.100".into(), 2)]);
         // A rejoin before the first sync withdraws the trust.
