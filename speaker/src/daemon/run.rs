@@ -169,13 +169,15 @@ pub async fn run(config: RunConfig) -> Result<()> {
         }
     );
     let outcome = event_loop(&mut ctx, &mut node, &mut inputs).await;
-    // The loop is gone: /healthz says so while the process winds down.
-    ctx.health.close();
     let kind = match outcome {
         // A fatal error is not a restart the DaemonSet planned: keep.
         Err(_) => StopKind::Keep,
+        // Decided while the heartbeat still runs: asking the API server may
+        // take longer than the `fast` dead-man limit.
         Ok(()) => restart::decide(&ctx.config, &node, inputs.restart_next).await,
     };
+    // The loop is gone: /healthz says so while the process winds down.
+    ctx.health.close();
     match kind {
         StopKind::Handover => {
             handover::hand_over(&mut ctx, &mut node).await;
