@@ -24,6 +24,11 @@
 //! every lost ping a failover (gratuitous ARP storm, broken connections) and
 //! then a failback.
 //!
+//! One exception: a speaker stopping for a restart asks the others to *hold*
+//! it (`hold`); a held node stays in the set whatever foca says until it
+//! rejoins under a newer generation or the hold's window ends, so a rolling
+//! update moves no IP.
+//!
 //! The set is for `election::Membership::Members`: a speaker cut off from the
 //! others ends up with a set of one (itself) within [`Timers::max_detection`],
 //! exactly as the others drop it. Whether it should keep announcing then is
