@@ -174,14 +174,24 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub memberlist_down_retention: Option<Duration>,
     /// What a stop (SIGTERM) does with the IPs this node answers for.
-    /// `handover`: leave the gossip and stop answering as soon as the
-    /// successor announces (at most two probe periods later), for an
-    /// uninstall or a node leaving the DaemonSet. `keep`: leave the pinned
-    /// entries answering until the dead-man limit, for a restart that adopts
-    /// them. Default: `handover` with memberlist, `keep` without (nobody
-    /// takes over then).
+    /// `restart`: this stop is a restart: stay in the gossip, ask the others
+    /// to hold this node for --restart-window, keep answering (dead-man limit
+    /// extended to the window) for the next speaker to adopt; ownership does
+    /// not move. `handover`: leave the gossip and stop answering as soon as
+    /// the successor announces (at most two probe periods later), for an
+    /// uninstall or a node leaving the DaemonSet. `keep`: leave the gossip
+    /// and the pinned entries answering until the dead-man limit. `auto`:
+    /// with Kubernetes ask the API server at stop time (this Pod's DaemonSet
+    /// still exists and selects this node: `restart`, otherwise or when it
+    /// cannot tell: `handover`); with a cluster-state file `handover`.
+    /// SIGUSR2 before the stop makes it a restart whatever this says.
+    /// Default: `auto` with memberlist, `keep` without (nobody takes over).
     #[arg(long, value_enum, value_name = "WHAT")]
     pub on_stop: Option<OnStopArg>,
+    /// How long a restart stop keeps answering and the others hold this
+    /// node for the next speaker (seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "10")]
+    pub restart_window: Duration,
     /// Interfaces never announced on (comma-separated regular expressions);
     /// the default is MetalLB's list. An empty value excludes nothing.
     #[arg(long, value_name = "REGEXES", value_delimiter = ',')]
@@ -304,6 +314,8 @@ pub enum ProfileArg {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OnStopArg {
+    Auto,
+    Restart,
     Handover,
     Keep,
 }

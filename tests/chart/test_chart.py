@@ -302,8 +302,10 @@ def test_default_daemonset(chart: helm.Chart) -> None:
     assert r.flag("metrics-address") == f"0.0.0.0:{METRICS_PORT}"
     assert r.flag("pin-dir") == PIN_DIR
     # The daemon's defaults apply: MetalLB's exclude list and a 10 s dead-man switch.
-    # A DaemonSet's SIGTERM is nearly always a rolling update: keep the pins.
-    assert r.flag("on-stop") == "keep"
+    # A DaemonSet's SIGTERM is nearly always a rolling update: the speaker
+    # asks the API server whether it is one (restart) or not (handover).
+    assert r.flag("on-stop") == "auto"
+    assert r.flag("restart-window") == "10"
     for absent in ("exclude-interfaces", "dead-man-timeout", "lb-class", "ignore-exclude-lb", "require-node-ready"):
         assert r.flag(absent) is None, absent
     ports = {(p["name"], p["protocol"]): p["containerPort"] for p in speaker["ports"]}
@@ -459,7 +461,11 @@ def test_default_rbac(chart: helm.Chart) -> None:
 
     pods = r.one("Role", f"{FULLNAME}-pods")
     assert pods["metadata"]["namespace"] == NAMESPACE
-    assert pods["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+    # list: gossip peers; get (own Pod, its DaemonSet): restart or handover at a stop.
+    assert pods["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+        {"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["get"]},
+    ]
     pods_binding = r.one("RoleBinding", f"{FULLNAME}-pods")
     assert pods_binding["roleRef"]["name"] == f"{FULLNAME}-pods"
 
@@ -700,6 +706,8 @@ FLAG_CASES: list[tuple[str, dict[str, Any], str, str | None]] = [
     ("deadManTimeout-off", {"speaker": {"deadManTimeout": 0}}, "dead-man-timeout", "0"),
     ("onStop-keep", {"speaker": {"onStop": "keep"}}, "on-stop", "keep"),
     ("onStop-handover", {"speaker": {"onStop": "handover"}}, "on-stop", "handover"),
+    ("onStop-restart", {"speaker": {"onStop": "restart"}}, "on-stop", "restart"),
+    ("restartWindow", {"speaker": {"restartWindow": 30}}, "restart-window", "30"),
     ("xdpMode", {"speaker": {"xdpMode": "generic"}}, "mode", "generic"),
     (
         "exclude-extra",
@@ -1046,6 +1054,8 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "memberlist-enabled-string": ({"speaker": {"memberlist": {"enabled": "false"}}}, "/speaker/memberlist/enabled"),
     "gratuitousInterval-negative": ({"speaker": {"gratuitousInterval": -1}}, "/speaker/gratuitousInterval"),
     "onStop": ({"speaker": {"onStop": "drain"}}, "/speaker/onStop"),
+    "restartWindow-zero": ({"speaker": {"restartWindow": 0}}, "/speaker/restartWindow"),
+    "restartWindow-high": ({"speaker": {"restartWindow": 121}}, "/speaker/restartWindow"),
     "deadManTimeout-string": ({"speaker": {"deadManTimeout": "10s"}}, "/speaker/deadManTimeout"),
     "exclude-comma": ({"speaker": {"excludeInterfaces": {"extra": ["^a,b$"]}}}, "/speaker/excludeInterfaces/extra/0"),
     "nodeSelector-list": ({"speaker": {"nodeSelector": ["a"]}}, "/speaker/nodeSelector"),

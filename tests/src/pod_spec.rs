@@ -193,6 +193,12 @@ pub fn pod_labels(rendered: &str) -> Result<BTreeMap<String, String>> {
         .ok_or_else(|| anyhow!("the DaemonSet's pod template has no labels"))
 }
 
+/// The chart's DaemonSet in `rendered`, for a lab that stores it where the
+/// speakers look at a stop (restart or handover).
+pub fn daemonset(rendered: &str) -> Result<DaemonSet> {
+    find_daemonset(rendered)
+}
+
 fn find_daemonset(rendered: &str) -> Result<DaemonSet> {
     let mut found = Vec::new();
     for document in serde_yaml_ng::Deserializer::from_str(rendered) {

@@ -200,6 +200,7 @@ impl PodLab {
     /// find their gossip peers by the pod labels), with the node's address.
     fn register_pod(&self, rendered: &str, identity: &PodIdentity) {
         let labels = pod_spec::pod_labels(rendered).expect("the DaemonSet's pod labels");
+        let owner = self.register_daemonset(rendered);
         let _ = self
             .api
             .delete("v1", "Pod", Some(NAMESPACE), &identity.pod_name);
@@ -208,13 +209,49 @@ impl PodLab {
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "metadata": {"name": identity.pod_name, "namespace": NAMESPACE,
-                             "uid": identity.pod_uid, "labels": labels},
+                             "uid": identity.pod_uid, "labels": labels,
+                             "ownerReferences": [owner]},
                 "spec": {"nodeName": identity.node_name, "hostNetwork": true,
                          "containers": [{"name": "speaker", "image": self.image}]},
                 "status": {"phase": "Running", "podIP": identity.pod_ip,
                            "hostIP": identity.pod_ip},
             }))
             .expect("creating the Pod object");
+    }
+
+    /// The rendered DaemonSet as the API server holds it (created at the
+    /// first pod, its spec replaced on an upgrade), and the controller
+    /// reference its pods carry: at SIGTERM a speaker asks for it to tell a
+    /// restart from a real stop.
+    fn register_daemonset(&self, rendered: &str) -> Value {
+        let daemonset = pod_spec::daemonset(rendered).expect("the rendered DaemonSet");
+        let name = daemonset
+            .metadata
+            .name
+            .clone()
+            .expect("the DaemonSet's name");
+        let mut object = serde_json::to_value(&daemonset).expect("the DaemonSet as JSON");
+        object["metadata"]["namespace"] = json!(NAMESPACE);
+        let stored = match self
+            .api
+            .get("apps/v1", "DaemonSet", Some(NAMESPACE), &name)
+            .expect("reading the DaemonSet")
+        {
+            Some(_) => self
+                .api
+                .patch(
+                    kube_standin::Part::Object,
+                    "apps/v1",
+                    "DaemonSet",
+                    Some(NAMESPACE),
+                    &name,
+                    json!({"spec": object["spec"]}),
+                )
+                .expect("updating the DaemonSet"),
+            None => self.api.create(object).expect("creating the DaemonSet"),
+        };
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "name": name,
+               "uid": stored["metadata"]["uid"], "controller": true})
     }
 
     /// The speaker container of `rendered` for `node`, as the kubelet
@@ -596,6 +633,14 @@ fn chart_pods_run_announce_restart_and_upgrade() {
          answered by the other node meanwhile; answering again after {:?}",
         settled.len(),
         back.map(|(_, at)| at - restarted).unwrap_or_default()
+    );
+    // The chart's `onStop: auto` found the DaemonSet selecting the node: a
+    // restart stop, so no other node took over meanwhile.
+    assert_eq!(
+        other_macs,
+        0,
+        "another node answered during the owner's restart (ownership moved):\n{}",
+        lab.pod_log(&owner)
     );
     let after = lab::vip_answered(&lab.pod_maps(&owner), VIP).expect("the VIP after the restart");
     assert!(

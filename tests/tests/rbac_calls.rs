@@ -191,7 +191,8 @@ fn without_gossip_pods_are_not_granted() {
     let without_pods: Vec<&Call> = calls::ALL
         .iter()
         .copied()
-        .filter(|call| **call != calls::PODS)
+        // Both serve gossip only: peers, and the restart-or-handover decision.
+        .filter(|call| **call != calls::PODS && **call != calls::DAEMON_SETS)
         .collect();
     assert_grants_exactly(
         json!({"speaker": {"configNamespace": CONFIG_NAMESPACE, "memberlist": {"enabled": false}}}),

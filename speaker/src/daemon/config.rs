@@ -62,6 +62,8 @@ pub struct RunConfig {
     pub gossip: Option<GossipSettings>,
     /// What SIGTERM does with the IPs this node answers for.
     pub on_stop: OnStop,
+    /// How long a restart stop keeps answering and has the others hold it.
+    pub restart_window: Duration,
     /// The speaker's Pod, owner of its ServiceL2Statuses.
     pub speaker_pod: Option<SpeakerPod>,
 }
@@ -107,9 +109,17 @@ impl TryFrom<RunArgs> for RunConfig {
             None => DEAD_MAN_WITHOUT_GOSSIP,
         });
         let on_stop = match (args.on_stop, &gossip) {
-            (Some(OnStopArg::Handover), _) | (None, Some(_)) => OnStop::Handover,
+            (Some(OnStopArg::Auto), _) | (None, Some(_)) => OnStop::Auto,
+            (Some(OnStopArg::Restart), _) => OnStop::Restart,
+            (Some(OnStopArg::Handover), _) => OnStop::Handover,
             (Some(OnStopArg::Keep), _) | (None, None) => OnStop::Keep,
         };
+        if args.restart_window.is_zero() || args.restart_window > crate::membership::MAX_HOLD {
+            return Err(Error::Config(format!(
+                "--restart-window must be above 0 and at most {} s",
+                crate::membership::MAX_HOLD.as_secs()
+            )));
+        }
         let metrics_address = metrics_address(&args.metrics_address)?;
         let (metrics_tls, metrics_authz) = metrics_security(&args, metrics_address.is_some())?;
         Ok(RunConfig {
@@ -140,6 +150,7 @@ impl TryFrom<RunArgs> for RunConfig {
             dead_man,
             gossip,
             on_stop,
+            restart_window: args.restart_window,
             heartbeat_interval: REFRESH_PERIOD,
             speaker_pod: SpeakerPod::from_downward_api(
                 args.pod_name,
@@ -554,8 +565,21 @@ mod tests {
     }
 
     #[test]
-    fn a_stop_hands_over_with_gossip_and_keeps_without_unless_told() {
-        assert_eq!(config(&[]).unwrap().on_stop, OnStop::Handover);
+    fn a_stop_decides_with_gossip_and_keeps_without_unless_told() {
+        assert_eq!(config(&[]).unwrap().on_stop, OnStop::Auto);
+        assert_eq!(
+            config(&["--on-stop", "restart"]).unwrap().on_stop,
+            OnStop::Restart
+        );
+        assert_eq!(config(&[]).unwrap().restart_window, Duration::from_secs(10));
+        assert_eq!(
+            config_error(&["--restart-window", "0"]),
+            "--restart-window must be above 0 and at most 120 s"
+        );
+        assert_eq!(
+            config_error(&["--restart-window", "121"]),
+            "--restart-window must be above 0 and at most 120 s"
+        );
         assert_eq!(
             config(&["--memberlist=false"]).unwrap().on_stop,
             OnStop::Keep

@@ -34,6 +34,9 @@ pub struct Transitions {
 #[derive(Clone, Debug, Default)]
 pub struct AnsweringView {
     answering: Answering,
+    /// Until the first sync: entries found in the maps and kept count as
+    /// announced (set after a restart stop, see `restart`).
+    adopted_announced: bool,
 }
 
 impl AnsweringView {
@@ -49,6 +52,12 @@ impl AnsweringView {
             .collect();
         let mut next = Answering::new();
         let mut transitions = Transitions::default();
+        if std::mem::take(&mut self.adopted_announced) {
+            for (ip, interface) in &report.kept {
+                self.answering
+                    .insert((*ip, interface.index), interface.clone());
+            }
+        }
         for (ip, interface) in now {
             let key = (*ip, interface.index);
             if self.answering.get(&key).map(|i| i.mac) != Some(interface.mac) {
@@ -73,6 +82,15 @@ impl AnsweringView {
     /// next sync.
     pub fn forget(&mut self) {
         self.answering.clear();
+        self.adopted_announced = false;
+    }
+
+    /// The previous process stopped for a restart and its entries never
+    /// stopped answering, with ownership held in every peer's view: what
+    /// the first sync finds in the maps and keeps unchanged was announced
+    /// (by that process) and needs no burst. Added or moved entries still do.
+    pub fn adopt_announced(&mut self) {
+        self.adopted_announced = true;
     }
 
     /// Every pair answered for, in address order.
@@ -122,6 +140,31 @@ mod tests {
             kept: entries.to_vec(),
             ..SyncReport::default()
         }
+    }
+
+    #[test]
+    fn after_a_restart_stop_only_new_entries_announce() {
+        let mut view = AnsweringView::default();
+        view.adopt_announced();
+        let pinned = entry("192.0.2.100", 2, MAC_A);
+        let added = entry("192.0.2.101", 2, MAC_A);
+        let report = SyncReport {
+            kept: vec![pinned.clone()],
+            added: vec![added.clone()],
+            ..SyncReport::default()
+        };
+        let transitions = view.update(&report);
+        assert_eq!(keys(&transitions.gained), [("192.0.2.101".into(), 2)]);
+        // Only the first sync trusts the pins: a later loss and regain announces.
+        view.update(&kept(std::slice::from_ref(&added)));
+        let again = view.update(&kept(&[added, pinned]));
+        assert_eq!(keys(&again.gained), [("192.0.2.100".into(), 2)]);
+        // A rejoin before the first sync withdraws the trust.
+        let mut view = AnsweringView::default();
+        view.adopt_announced();
+        view.forget();
+        let transitions = view.update(&kept(&[entry("192.0.2.100", 2, MAC_A)]));
+        assert_eq!(transitions.gained.len(), 1);
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! time instead of the dead-man limit.
 //!
 //! The price is that a restart with `handover` moves every IP away and back
-//! (two gratuitous bursts, a few lost requests in between); `keep` avoids
-//! that and is what a restart wants (issue 10, item 3).
+//! (two gratuitous bursts, a few lost requests in between); a restart stop
+//! (`restart`) avoids that and `auto` picks it when the API server says a
+//! new speaker is coming (issue 10, item 3).
 
 use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
@@ -32,6 +33,11 @@ const HANDOVER_PROBE_PERIODS: u32 = 2;
 /// `--on-stop`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnStop {
+    /// Decide at stop time: ask the API server (`kube::restart`); without
+    /// it, hand over.
+    Auto,
+    /// Every stop is a restart (`daemon::restart`).
+    Restart,
     /// Leave the gossip, stop answering once the successor announces.
     Handover,
     /// Leave the pinned entries answering (until the dead-man limit) for the

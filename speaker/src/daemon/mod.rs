@@ -15,6 +15,7 @@ pub mod heartbeat;
 mod limits;
 pub mod reconcile;
 pub mod reconciler;
+pub mod restart;
 pub mod run;
 pub mod settle;
 pub mod signals;

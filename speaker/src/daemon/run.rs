@@ -11,11 +11,11 @@ use tracing::{info, warn};
 use super::{
     config::{MetricsAuthz, RunConfig, Source},
     context::Context,
-    gossip,
-    handover::{self, OnStop},
+    gossip, handover,
     heartbeat::{Health, Heartbeat, STALL_LIMIT},
     limits,
     reconcile::{self, NodeState},
+    restart::{self, StopKind},
     signals::{self, Action, Signals},
     supervise::{Supervisor, Task, Verdict},
 };
@@ -59,6 +59,8 @@ struct Inputs {
     links: LinkWatcher,
     tasks: Supervisor,
     signals: Signals,
+    /// SIGUSR2 was received: the next stop is a restart.
+    restart_next: bool,
 }
 
 pub async fn run(config: RunConfig) -> Result<()> {
@@ -72,11 +74,21 @@ pub async fn run(config: RunConfig) -> Result<()> {
     ownership::spawn_checks(ownership.clone(), ownership::CHECK_INTERVAL);
     let reload_cluster = Arc::new(Notify::new());
     let mut maps = DataplaneMaps::from_pins(&config.pins)?;
+    // Read before our first heartbeat overwrites it.
+    let restart_handoff = maps.watchdog().is_ok_and(|state| {
+        restart::is_restart_handoff(&state, config.restart_window, config.dead_man)
+    });
     maps.heartbeat(Some(config.dead_man))?;
+    if restart_handoff {
+        info!(
+            event = "restartAdopted",
+            "the previous speaker stopped for a restart and its entries never stopped              answering: adopting them without a gratuitous burst"
+        );
+    }
     // Refreshed by its own thread from here on; see `heartbeat`. Dropped
-    // (stopped) when this function returns.
+    // (stopped) when this function returns, or first at a restart stop.
     let health = Health::new();
-    let _heartbeat = Heartbeat::spawn(
+    let heartbeat = Heartbeat::spawn(
         maps.heartbeat_writer()?,
         health.clone(),
         config.heartbeat_interval,
@@ -126,8 +138,12 @@ pub async fn run(config: RunConfig) -> Result<()> {
         links: LinkWatcher::new()?,
         tasks,
         signals,
+        restart_next: false,
     };
     let mut node = NodeState::new(&config);
+    if restart_handoff {
+        node.answering.adopt_announced();
+    }
     let mut ctx = Context {
         config,
         maps,
@@ -153,11 +169,25 @@ pub async fn run(config: RunConfig) -> Result<()> {
         }
     );
     let outcome = event_loop(&mut ctx, &mut node, &mut inputs).await;
+    let kind = match outcome {
+        // A fatal error is not a restart the DaemonSet planned: keep.
+        Err(_) => StopKind::Keep,
+        // Decided while the heartbeat still runs: asking the API server may
+        // take longer than the `fast` dead-man limit.
+        Ok(()) => restart::decide(&ctx.config, &node, inputs.restart_next).await,
+    };
     // The loop is gone: /healthz says so while the process winds down.
     ctx.health.close();
-    if outcome.is_ok() && ctx.config.on_stop == OnStop::Handover {
-        handover::hand_over(&mut ctx, &mut node).await;
-        return outcome;
+    match kind {
+        StopKind::Handover => {
+            handover::hand_over(&mut ctx, &mut node).await;
+            return outcome;
+        }
+        StopKind::Restart => {
+            restart::stop_for_restart(&mut ctx, &node, heartbeat).await;
+            return outcome;
+        }
+        StopKind::Keep => {}
     }
     if let Some(gossip) = &node.gossip {
         // The others drop us at once and take over; our answers go on until
@@ -226,6 +256,10 @@ async fn event_loop(ctx: &mut Context, node: &mut NodeState, inputs: &mut Inputs
                 Action::Stop(name) => {
                     info!(event = "signalStop", signal = name, "received {name}: stopping");
                     return Ok(());
+                }
+                Action::RestartNext => {
+                    info!(event = "signalRestartNext", "received SIGUSR2: the next stop is a restart");
+                    inputs.restart_next = true;
                 }
                 Action::Reload => signals::reload(
                     matches!(ctx.config.source, Source::File(..)).then_some(&*ctx.reload_cluster),

@@ -6,9 +6,10 @@
 //!
 //! | signal | action |
 //! |---|---|
-//! | SIGTERM, SIGINT, SIGQUIT | stop: leave the gossip cluster, keep the pins (logged) |
+//! | SIGTERM, SIGINT, SIGQUIT | stop as `--on-stop` says: restart, handover or keep (logged) |
 //! | SIGHUP | re-read the configuration files: cluster state file, memberlist key file (logged) |
-//! | SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT, SIGXCPU, SIGXFSZ, SIGRTMIN..SIGRTMAX | logged and otherwise ignored |
+//! | SIGUSR2 | the next stop is a restart, whatever `--on-stop` says (logged; for tools that restart the speaker without Kubernetes) |
+//! | SIGUSR1, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT, SIGXCPU, SIGXFSZ, SIGRTMIN..SIGRTMAX | logged and otherwise ignored |
 //! | SIGPIPE | ignored without a log line: the Rust runtime sets it to SIG_IGN before `main`, so a write to a closed connection returns EPIPE instead |
 //! | SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGSYS | default: they report a fault in this process, which must not go on |
 //! | SIGKILL, SIGSTOP | cannot be caught |
@@ -33,6 +34,8 @@ pub enum Action {
     Stop(&'static str),
     /// Re-read the configuration files.
     Reload,
+    /// The next stop is a restart (SIGUSR2).
+    RestartNext,
 }
 
 /// The signals the daemon's loop acts on; see the module comment. The
@@ -42,6 +45,7 @@ pub struct Signals {
     interrupt: Signal,
     quit: Signal,
     hangup: Signal,
+    restart_next: Signal,
 }
 
 /// Signals that are logged and otherwise ignored, by name.
@@ -49,7 +53,6 @@ fn logged_only() -> Vec<(String, SignalKind)> {
     use nix::{libc, sys::signal::Signal as Unix};
     let mut kinds: Vec<(String, SignalKind)> = [
         Unix::SIGUSR1,
-        Unix::SIGUSR2,
         Unix::SIGALRM,
         Unix::SIGVTALRM,
         Unix::SIGPROF,
@@ -103,6 +106,7 @@ impl Signals {
             interrupt: install(SignalKind::interrupt(), "SIGINT")?,
             quit: install(SignalKind::quit(), "SIGQUIT")?,
             hangup: install(SignalKind::hangup(), "SIGHUP")?,
+            restart_next: install(SignalKind::user_defined2(), "SIGUSR2")?,
         })
     }
 
@@ -113,6 +117,7 @@ impl Signals {
             _ = self.interrupt.recv() => Action::Stop("SIGINT"),
             _ = self.quit.recv() => Action::Stop("SIGQUIT"),
             _ = self.hangup.recv() => Action::Reload,
+            _ = self.restart_next.recv() => Action::RestartNext,
         }
     }
 }
@@ -159,12 +164,7 @@ mod tests {
     async fn unbound_signals_are_survived_and_sighup_asks_for_a_reload() {
         let mut signals = Signals::install().expect("installing the handlers");
         // Each of these would end the process at its default action.
-        for signal in [
-            Signal::SIGUSR1,
-            Signal::SIGUSR2,
-            Signal::SIGALRM,
-            Signal::SIGPROF,
-        ] {
+        for signal in [Signal::SIGUSR1, Signal::SIGALRM, Signal::SIGPROF] {
             raise(signal).expect("raising a signal");
         }
         raise(Signal::SIGHUP).expect("raising SIGHUP");
@@ -172,6 +172,11 @@ mod tests {
             .await
             .expect("SIGHUP reaches the loop");
         assert_eq!(action, Action::Reload);
+        raise(Signal::SIGUSR2).expect("raising SIGUSR2");
+        let action = tokio::time::timeout(Duration::from_secs(5), signals.next())
+            .await
+            .expect("SIGUSR2 reaches the loop");
+        assert_eq!(action, Action::RestartNext);
     }
 
     #[test]

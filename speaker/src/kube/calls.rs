@@ -108,9 +108,19 @@ pub const EVENTS: Call = Call {
 pub const PODS: Call = Call {
     group: "",
     resource: "pods",
-    verbs: &["list"],
+    // `get`: this Pod's controlling DaemonSet, at a stop (`restart`).
+    verbs: &["get", "list"],
     scope: Scope::PodNamespace,
-    why: "speaker pods' IPs, as gossip peers (--memberlist-pod-selector)",
+    why:
+        "speaker pods' IPs, as gossip peers (--memberlist-pod-selector); this Pod's owner at a stop",
+};
+
+pub const DAEMON_SETS: Call = Call {
+    group: "apps",
+    resource: "daemonsets",
+    verbs: &["get"],
+    scope: Scope::PodNamespace,
+    why: "whether a stop is a restart: this Pod's DaemonSet still exists and selects this node",
 };
 
 pub const TOKEN_REVIEWS: Call = Call {
@@ -143,6 +153,7 @@ pub const ALL: &[&Call] = &[
     &SERVICE_L2_STATUSES_STATUS,
     &EVENTS,
     &PODS,
+    &DAEMON_SETS,
 ];
 
 impl Call {
@@ -230,6 +241,8 @@ mod tests {
         let _: Api<EndpointSlice> = ENDPOINT_SLICES.api(client.clone(), None);
         let _: Api<Event> = EVENTS.api(client.clone(), Some("default"));
         let _: Api<Pod> = PODS.api(client.clone(), Some("metallb-system"));
+        let _: Api<k8s_openapi::api::apps::v1::DaemonSet> =
+            DAEMON_SETS.api(client.clone(), Some("metallb-system"));
         for call in [
             &IP_ADDRESS_POOLS,
             &L2_ADVERTISEMENTS,

@@ -2,7 +2,8 @@
 //! the resources it addresses (`resources`), the watches (`watch`) whose
 //! objects `translate` converts and `diff` turns into changes, what the
 //! speaker writes back (`status`: ServiceL2Status objects and Events), and
-//! the speaker pods listed for gossip peers (`pods`).
+//! the speaker pods listed for gossip peers (`pods`), and whether a stop is
+//! a restart (`restart`).
 
 pub mod calls;
 pub mod client;
@@ -10,6 +11,7 @@ mod diff;
 pub mod events;
 pub mod pods;
 pub mod resources;
+pub mod restart;
 pub mod status;
 mod translate;
 pub mod watch;

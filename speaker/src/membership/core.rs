@@ -11,6 +11,7 @@ use foca::{Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Runtime, T
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
+use super::hold::{HoldRequest, Holds, REQUEST_COPIES};
 use super::identity::SpeakerId;
 use super::seal::{Key, PacketSeal};
 use super::timers::{Timers, TimersError};
@@ -96,6 +97,8 @@ impl Runtime<SpeakerId> for Requests {
 enum Duty {
     Foca(Timer<SpeakerId>),
     AnnounceToPeers,
+    /// A restart hold (see `hold`) may have ended.
+    HoldEnds,
 }
 
 /// A queued timer. Ordered by deadline, then by submission: a lagging driver
@@ -146,6 +149,8 @@ pub struct Core {
     /// When the latest authentication failures from known speakers
     /// happened, newest last, at most [`KEY_MISMATCH_FAILURES`].
     known_auth_failures: VecDeque<Duration>,
+    /// Restarting peers kept as members whatever foca thinks (`hold`).
+    holds: Holds,
 }
 
 impl Core {
@@ -181,6 +186,7 @@ impl Core {
             left: false,
             leaving: false,
             known_auth_failures: VecDeque::new(),
+            holds: Holds::default(),
         };
         core.stats.members = 1;
         core.schedule(timers.periodic_announce, Duty::AnnounceToPeers);
@@ -307,6 +313,10 @@ impl Core {
             }
             return;
         }
+        if let Some(request) = HoldRequest::decode(&self.opened) {
+            self.grant_hold(&request);
+            return;
+        }
         if let Err(reason) = self.swim.handle_data(&self.opened, &mut self.requests) {
             self.stats.rejected += 1;
             tracing::debug!("gossip: foca refused datagram from {from}: {reason}");
@@ -338,6 +348,7 @@ impl Core {
                     });
                     self.announce_to_absent_peers();
                 }
+                Duty::HoldEnds => self.refresh_members(),
             }
         }
     }
@@ -447,14 +458,77 @@ impl Core {
         {
             self.announce_to_absent_peers();
         }
+        self.refresh_members();
+    }
+
+    /// Ourselves, foca's live members and the held nodes.
+    fn refresh_members(&mut self) {
+        let swim = &self.swim;
+        self.holds.expire(self.now, |node| {
+            swim.iter_members()
+                .filter(|member| member.id().node == node)
+                .map(|member| member.id().generation)
+                .max()
+        });
         self.members = std::iter::once(self.identity().node.clone())
             .chain(
                 self.swim
                     .iter_members()
                     .map(|member| member.id().node.clone()),
             )
+            .chain(self.holds.nodes(self.now).map(str::to_owned))
             .collect();
         self.stats.members = self.members.len();
+    }
+
+    /// Asks every live member to hold us for `window` (we are restarting and
+    /// will not answer probes meanwhile); see `hold`. Then stops, like
+    /// [`Core::leave`] but without telling anyone we left.
+    pub fn request_hold(&mut self, now: Duration, window: Duration) {
+        self.advance_clock(now);
+        if self.left {
+            return;
+        }
+        let request = HoldRequest {
+            node: self.identity().node.clone(),
+            generation: self.identity().generation,
+            window,
+        }
+        .encode();
+        for to in self.live_addrs() {
+            for _ in 0..REQUEST_COPIES {
+                self.requests.datagrams.push((to, request.clone()));
+            }
+        }
+        self.apply_requests();
+        self.left = true;
+        self.due.clear();
+    }
+
+    /// A member asked to be held through its restart; strangers are not.
+    fn grant_hold(&mut self, request: &HoldRequest) {
+        let known = self
+            .swim
+            .iter_members()
+            .any(|member| member.id().node == request.node);
+        if !known {
+            tracing::debug!(
+                "gossip: ignored a hold request from non-member {}",
+                request.node
+            );
+            return;
+        }
+        if let Some(until) = self.holds.grant(self.now, request) {
+            tracing::info!(
+                event = "memberHeld",
+                node = request.node,
+                "gossip: {} is restarting; kept as a member for up to {:?}",
+                request.node,
+                until.saturating_sub(self.now)
+            );
+            self.schedule(until.saturating_sub(self.now), Duty::HoldEnds);
+        }
+        self.refresh_members();
     }
 
     fn log_notification(&mut self, notification: &OwnedNotification<SpeakerId>) {

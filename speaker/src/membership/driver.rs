@@ -57,6 +57,7 @@ enum Command {
     Join(Vec<SocketAddr>),
     SetKey(Option<Key>),
     Leave(oneshot::Sender<()>),
+    Hold(std::time::Duration, oneshot::Sender<()>),
 }
 
 /// Handle to a running gossip task. Dropping every handle stops the task
@@ -164,6 +165,15 @@ impl Gossip {
         }
     }
 
+    /// Asks the others to keep us a member for `window` while this process
+    /// restarts (see `hold`), and stops without leaving.
+    pub async fn hold_for_restart(&self, window: std::time::Duration) {
+        let (done, sent) = oneshot::channel();
+        if self.commands.send(Command::Hold(window, done)).is_ok() {
+            let _ = sent.await;
+        }
+    }
+
     /// Seals and opens with `key` from now on; for a rotated key file.
     pub fn set_key(&self, key: Option<Key>) {
         let _ = self.commands.send(Command::SetKey(key));
@@ -239,6 +249,13 @@ impl Task {
                         self.flush().await;
                         self.publish();
                         tracing::info!("gossip: {} left the cluster", self.core.identity().node);
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(Command::Hold(window, done)) => {
+                        self.core.request_hold(self.epoch.elapsed(), window);
+                        self.flush().await;
+                        tracing::info!("gossip: asked the others to hold {} for {window:?}", self.core.identity().node);
                         let _ = done.send(());
                         return;
                     }

@@ -24,6 +24,11 @@
 //! every lost ping a failover (gratuitous ARP storm, broken connections) and
 //! then a failback.
 //!
+//! One exception: a speaker stopping for a restart asks the others to *hold*
+//! it (`hold`); a held node stays in the set whatever foca says until it
+//! rejoins under a newer generation or the hold's window ends, so a rolling
+//! update moves no IP.
+//!
 //! The set is for `election::Membership::Members`: a speaker cut off from the
 //! others ends up with a set of one (itself) within [`Timers::max_detection`],
 //! exactly as the others drop it. Whether it should keep announcing then is
@@ -31,6 +36,7 @@
 
 mod core;
 mod driver;
+mod hold;
 mod identity;
 mod seal;
 mod simulation;
@@ -44,6 +50,7 @@ pub use self::core::{
     PEER_EXPIRY,
 };
 pub use self::driver::{Gossip, GossipConfig, GossipError, DEFAULT_GOSSIP_PORT};
+pub use self::hold::{HoldRequest, MAX_HOLD};
 pub use self::identity::SpeakerId;
 pub use self::seal::{Key, KeyError, KeyFormatError, SEAL_OVERHEAD};
 pub use self::simulation::{simulate_bandwidth, SimulatedLan};

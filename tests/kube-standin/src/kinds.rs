@@ -122,6 +122,11 @@ pub static RESOURCES: &[Resource] = &[
         "lease",
         true,
     ),
+    // The speaker reads its Pod's DaemonSet at a stop (restart or handover).
+    short(
+        resource("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true),
+        &["ds"],
+    ),
     resource(
         METALLB_GROUP,
         "v1beta1",

@@ -170,6 +170,15 @@ impl KubeLab {
         self.speaker.as_ref().expect("no speaker running")
     }
 
+    /// SIGTERM to the speaker, waiting at most `limit` for it to exit; its
+    /// log, and whether it exited successfully. A later
+    /// [`KubeLab::start_speaker`] may then start another.
+    pub fn stop_speaker(&mut self, limit: Duration) -> (String, bool) {
+        let speaker = self.speaker.take().expect("no speaker running");
+        let status = speaker.terminate(limit);
+        (speaker.log(), status.is_some_and(|s| s.success()))
+    }
+
     /// `speaker maps --json` in the node, parsed; `None` while it fails
     /// (e.g. before the daemon created the pins).
     pub fn try_maps_json(&self) -> Option<Value> {
