@@ -250,6 +250,8 @@ impl Suspicions {
             return None;
         }
         let Some(index) = self.find(&report.suspect, report.incarnation) else {
+            let max = self.max;
+            self.early.retain(|(at, _)| now.saturating_sub(*at) < max);
             self.early.push((now, report));
             return None;
         };
@@ -449,7 +451,10 @@ mod tests {
         let (mut handler, inbox) = SuspectReports::new();
         assert!(handler.receive_item(&bytes, None).unwrap().is_some());
         assert!(handler.receive_item(&bytes, None).unwrap().is_none());
-        assert_eq!(inbox.lock().unwrap().as_slice(), std::slice::from_ref(&report));
+        assert_eq!(
+            inbox.lock().unwrap().as_slice(),
+            std::slice::from_ref(&report)
+        );
         let newer = SuspectReport {
             incarnation: 8,
             ..report.clone()
