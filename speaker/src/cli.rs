@@ -142,10 +142,10 @@ pub struct RunArgs {
     /// POD_NAMESPACE, else --namespace).
     #[arg(long, value_name = "NAMESPACE", env = "POD_NAMESPACE")]
     pub memberlist_pod_namespace: Option<String>,
-    /// Gossip timing. `lan`: hashicorp memberlist's LAN defaults (as MetalLB):
-    /// a speaker stalled or cut off for a few seconds keeps its IPs, a crash
-    /// moves them in 5–8 s. `fast`: a crash moves them in about 1 s, but a
-    /// speaker stalled for about a second loses them (and takes them back).
+    /// Gossip timing. `lan`: a crash moves IPs in under 2 s, a speaker
+    /// stopped for up to 1 s or on a lossy link keeps them. `fast`: a crash
+    /// moves them in under 1 s, but a speaker stalled for more than about
+    /// half a second loses them (and takes them back).
     /// The `--memberlist-*` timer flags below override single timers.
     #[arg(long, value_enum, default_value_t = ProfileArg::Lan)]
     pub memberlist_profile: ProfileArg,
@@ -160,9 +160,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "COUNT")]
     pub memberlist_indirect_checks: Option<u8>,
     /// How long a suspected speaker has to refute before it is declared down
-    /// (seconds).
+    /// once other speakers confirmed the suspicion (seconds).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub memberlist_suspicion_timeout: Option<Duration>,
+    /// How long it has without confirmations; shrinks toward
+    /// --memberlist-suspicion-timeout as they come (seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub memberlist_suspicion_max_timeout: Option<Duration>,
+    /// Up to how many times a speaker whose own probes fail stretches its
+    /// probe timeout and interval (1 turns local health off).
+    #[arg(long, value_name = "FACTOR")]
+    pub memberlist_awareness_max_multiplier: Option<u8>,
     /// How often membership news is pushed to a few speakers (seconds).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub memberlist_gossip_interval: Option<Duration>,

@@ -224,6 +224,10 @@ fn timers(args: &RunArgs) -> Result<Timers, Error> {
             &mut timers.suspect_to_down,
             args.memberlist_suspicion_timeout,
         ),
+        (
+            &mut timers.suspect_to_down_max,
+            args.memberlist_suspicion_max_timeout,
+        ),
         (&mut timers.periodic_gossip, args.memberlist_gossip_interval),
         (
             &mut timers.periodic_announce,
@@ -242,6 +246,13 @@ fn timers(args: &RunArgs) -> Result<Timers, Error> {
     if let Some(count) = args.memberlist_indirect_checks {
         timers.indirect_probes = count;
     }
+    if let Some(factor) = args.memberlist_awareness_max_multiplier {
+        timers.awareness_max_multiplier = factor;
+    }
+    // A shorter minimum alone lifts the maximum with it rather than refusing.
+    if args.memberlist_suspicion_max_timeout.is_none() {
+        timers.suspect_to_down_max = timers.suspect_to_down_max.max(timers.suspect_to_down);
+    }
     timers.validate().map_err(|e| {
         Error::Config(match e {
             TimersError::Zero(timer) => format!("{} must not be zero", timer_flag(timer)),
@@ -250,6 +261,12 @@ fn timers(args: &RunArgs) -> Result<Timers, Error> {
                  --memberlist-probe-interval ({} s)",
                 rtt.as_secs_f64(),
                 period.as_secs_f64()
+            ),
+            TimersError::SuspicionMaxBelowMin { min, max } => format!(
+                "--memberlist-suspicion-max-timeout ({} s) must not be shorter than \
+                 --memberlist-suspicion-timeout ({} s)",
+                max.as_secs_f64(),
+                min.as_secs_f64()
             ),
         })
     })?;
@@ -263,6 +280,8 @@ fn timer_flag(field: &str) -> &'static str {
         "probe_rtt" => "--memberlist-probe-timeout",
         "indirect_probes" => "--memberlist-indirect-checks",
         "suspect_to_down" => "--memberlist-suspicion-timeout",
+        "suspect_to_down_max" => "--memberlist-suspicion-max-timeout",
+        "awareness_max_multiplier" => "--memberlist-awareness-max-multiplier",
         "periodic_gossip" => "--memberlist-gossip-interval",
         "periodic_announce" => "--memberlist-announce-interval",
         "remove_down_after" => "--memberlist-down-retention",
@@ -484,10 +503,11 @@ mod tests {
         assert_eq!(timers_of(&["--memberlist-profile", "lan"]), Timers::lan());
         let fast = timers_of(&["--memberlist-profile", "fast"]);
         assert_eq!(fast, Timers::fast_lan());
-        // The dead-man limit follows the profile: 1.2 s fast, 6 s lan.
+        // The dead-man limit follows the profile: 0.8 s fast, 1.7 s lan
+        // (above the 1 s stop lan tolerates).
         let c = config(&["--memberlist-profile", "fast"]).unwrap();
-        assert_eq!(c.dead_man, Duration::from_millis(1200));
-        assert_eq!(config(&[]).unwrap().dead_man, Duration::from_secs(6));
+        assert_eq!(c.dead_man, Duration::from_millis(800));
+        assert_eq!(config(&[]).unwrap().dead_man, Duration::from_millis(1700));
         let argv = [
             "speaker",
             "run",
@@ -513,6 +533,10 @@ mod tests {
             "2",
             "--memberlist-suspicion-timeout",
             "1.5",
+            "--memberlist-suspicion-max-timeout",
+            "4",
+            "--memberlist-awareness-max-multiplier",
+            "3",
             "--memberlist-gossip-interval",
             "0.05",
             "--memberlist-announce-interval",
@@ -529,6 +553,8 @@ mod tests {
                 probe_rtt: Duration::from_millis(200),
                 indirect_probes: 2,
                 suspect_to_down: Duration::from_millis(1500),
+                suspect_to_down_max: Duration::from_secs(4),
+                awareness_max_multiplier: 3,
                 remove_down_after: Duration::from_secs(3600),
                 periodic_gossip: Duration::from_millis(50),
                 periodic_announce: Duration::from_secs(7),
@@ -550,8 +576,16 @@ mod tests {
         assert_eq!(
             config_error(&["--memberlist-probe-timeout", "1"]),
             "--memberlist-probe-timeout (1 s) must be shorter than \
-             --memberlist-probe-interval (1 s)"
+             --memberlist-probe-interval (0.4 s)"
         );
+        assert_eq!(
+            config_error(&["--memberlist-suspicion-max-timeout", "0.5"]),
+            "--memberlist-suspicion-max-timeout (0.5 s) must not be shorter than \
+             --memberlist-suspicion-timeout (0.9 s)"
+        );
+        // A longer minimum alone carries the maximum along.
+        let timers = timers_of(&["--memberlist-suspicion-timeout", "8"]);
+        assert_eq!(timers.suspect_to_down_max, Duration::from_secs(8));
         assert_eq!(
             config_error(&["--memberlist-suspicion-timeout", "0"]),
             "--memberlist-suspicion-timeout must not be zero"

@@ -7,13 +7,17 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use foca::{Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Runtime, Timer};
+use std::sync::{Arc, Mutex};
+
+use foca::{Foca, Incarnation, Message, OwnedNotification, PostcardCodec, Runtime, State, Timer};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
 use super::hold::{HoldRequest, Holds, REQUEST_COPIES};
+use super::health::LocalHealth;
 use super::identity::SpeakerId;
 use super::seal::{Key, PacketSeal};
+use super::suspicion::{SuspectReport, SuspectReports, Suspicions};
 use super::timers::{Timers, TimersError};
 
 /// Peers given to `join` and not refreshed for this long are forgotten:
@@ -52,6 +56,17 @@ pub struct GossipStats {
     pub rejoins: u64,
     /// Size of the current member set, ourselves included.
     pub members: usize,
+    /// Times our timers ran so late that we must have been stopped or
+    /// starved (see [`Timers::stall_threshold`]); each restarted our
+    /// suspicions instead of acting on them.
+    pub stalls: u64,
+    /// Suspicions we started because our own probe failed.
+    pub suspicions: u64,
+    /// Other speakers' reports that shortened one of our suspicions.
+    pub confirmations: u64,
+    /// Our local health score now: 0 healthy, probe timeouts and periods
+    /// are stretched by `local_health + 1`.
+    pub local_health: u8,
 }
 
 /// A sealed datagram to put on the wire.
@@ -70,7 +85,7 @@ pub enum PeerSource {
     Discovered,
 }
 
-type Swim = Foca<SpeakerId, PostcardCodec, SmallRng, NoCustomBroadcast>;
+type Swim = Foca<SpeakerId, PostcardCodec, SmallRng, SuspectReports>;
 
 /// What foca asked for during one call, applied right after it.
 #[derive(Default)]
@@ -99,6 +114,8 @@ enum Duty {
     AnnounceToPeers,
     /// A restart hold (see `hold`) may have ended.
     HoldEnds,
+    /// A suspicion may have run out: see [`Suspicions::take_expired`].
+    CheckSuspicions,
 }
 
 /// A queued timer. Ordered by deadline, then by submission: a lagging driver
@@ -151,6 +168,16 @@ pub struct Core {
     known_auth_failures: VecDeque<Duration>,
     /// Restarting peers kept as members whatever foca thinks (`hold`).
     holds: Holds,
+    health: LocalHealth,
+    suspicions: Suspicions,
+    /// Reports foca's broadcast handler decoded, drained after every call.
+    reports: Arc<Mutex<Vec<SuspectReport>>>,
+    /// Our direct probe is out and its outcome is not known yet.
+    probing: bool,
+    /// Our generation and the highest incarnation we have sent: a higher
+    /// one means we refuted a suspicion of ourselves.
+    own_incarnation: (u32, Incarnation),
+    stall_threshold: Duration,
 }
 
 impl Core {
@@ -165,12 +192,15 @@ impl Core {
     ) -> Result<Core, TimersError> {
         let config = timers.foca_config()?;
         let members = BTreeSet::from([identity.node.clone()]);
+        let own_incarnation = (identity.generation, 0);
+        let (report_handler, reports) = SuspectReports::new();
         let mut core = Core {
-            swim: Foca::new(
+            swim: Foca::with_custom_broadcast(
                 identity,
                 config,
                 SmallRng::seed_from_u64(rng_seed),
                 PostcardCodec,
+                report_handler,
             ),
             requests: Requests::default(),
             seal: PacketSeal::new(key),
@@ -187,6 +217,12 @@ impl Core {
             leaving: false,
             known_auth_failures: VecDeque::new(),
             holds: Holds::default(),
+            health: LocalHealth::new(timers.awareness_max_multiplier),
+            suspicions: Suspicions::new(timers.suspect_to_down, timers.suspect_to_down_max),
+            reports,
+            probing: false,
+            own_incarnation,
+            stall_threshold: timers.stall_threshold(),
         };
         core.stats.members = 1;
         core.schedule(timers.periodic_announce, Duty::AnnounceToPeers);
@@ -214,6 +250,12 @@ impl Core {
             .filter(|member| member.id().node == node)
             .max_by_key(|member| member.id().generation)
             .map(|member| member.state())
+    }
+
+    /// When our own suspicion of `node` runs out and we declare it down,
+    /// unless it refutes first; `None` when we do not suspect it.
+    pub fn suspicion_deadline(&self, node: &str) -> Option<Duration> {
+        self.suspicions.deadline_for(node)
     }
 
     /// Whether datagrams from known speakers keep failing authentication:
@@ -336,8 +378,29 @@ impl Core {
             }
             match due.duty {
                 Duty::Foca(timer) => {
+                    let probe_tick = matches!(timer, Timer::ProbeRandomMember(_));
+                    let outcome_pending = probe_tick && std::mem::take(&mut self.probing);
                     if let Err(reason) = self.swim.handle_timer(timer, &mut self.requests) {
                         tracing::debug!("gossip: timer: {reason}");
+                    }
+                    // foca reports a failed probe at the next probe tick and
+                    // says nothing of one that succeeded. (A failure counts
+                    // when it starts a suspicion, in `start_suspicion`.)
+                    let failed = self.requests.notifications.iter().any(|notification| {
+                        matches!(notification, OwnedNotification::ProbeFailed(..))
+                    });
+                    if outcome_pending && !failed {
+                        self.health.probe_succeeded();
+                    }
+                    self.apply_requests();
+                }
+                Duty::CheckSuspicions => {
+                    for declare_down in self.suspicions.take_expired(now) {
+                        if let Err(reason) =
+                            self.swim.handle_timer(declare_down, &mut self.requests)
+                        {
+                            tracing::debug!("gossip: suspicion: {reason}");
+                        }
                     }
                     self.apply_requests();
                 }
@@ -377,8 +440,45 @@ impl Core {
         self.due.clear();
     }
 
+    /// Moves our clock to `now`; if a timer was due long before `now` we
+    /// were stopped (SIGSTOP, CPU throttling, a pause) and the time that
+    /// passed is not evidence against anybody: the others could not reach
+    /// us, not the reverse. Every pending timer moves by the gap, so the
+    /// probe in flight gets its full rtt after we resume (its ack may be
+    /// among the datagrams the driver reads first), and every suspicion
+    /// starts over, giving the suspect a whole timeout in which we listen.
     fn advance_clock(&mut self, now: Duration) {
+        if let Some(due) = self.next_deadline() {
+            let late = now.saturating_sub(due);
+            if late > self.stall_threshold && !self.left {
+                self.stats.stalls += 1;
+                self.health.stalled();
+                tracing::info!(
+                    "gossip: our timers ran {} ms late (stopped or starved); \
+                     restarting suspicions instead of acting on them",
+                    late.as_millis()
+                );
+                let queued = std::mem::take(&mut self.due);
+                self.due = queued
+                    .into_iter()
+                    .map(|Reverse(mut entry)| {
+                        entry.at += late;
+                        Reverse(entry)
+                    })
+                    .collect();
+                self.now = self.now.max(now);
+                for deadline in self.suspicions.restart(self.now) {
+                    self.schedule_at(deadline, Duty::CheckSuspicions);
+                }
+                return;
+            }
+        }
         self.now = self.now.max(now);
+    }
+
+    fn schedule_at(&mut self, at: Duration, duty: Duty) {
+        let after = at.saturating_sub(self.now);
+        self.schedule(after, duty);
     }
 
     fn schedule(&mut self, after: Duration, duty: Duty) {
@@ -438,10 +538,36 @@ impl Core {
             self.stats.bytes_sent += bytes.len() as u64;
             self.outgoing.push_back(Datagram { to, bytes });
         }
+        let mut notifications = std::mem::take(&mut self.requests.notifications);
+        notifications.retain(|notification| self.observe_traffic(notification));
         for (after, timer) in std::mem::take(&mut self.requests.timers) {
-            self.schedule(after, Duty::Foca(timer));
+            match timer {
+                // foca's fixed suspicion is replaced by ours (see
+                // `suspicion`): the timer is kept and handed back to foca
+                // when our deadline passes, so foca still checks that the
+                // member did not refute meanwhile.
+                Timer::ChangeSuspectToDown { .. } => self.start_suspicion(timer),
+                // Lifeguard: a speaker in poor health probes less often and
+                // waits longer for acks. Both scale alike so that foca's
+                // indirect stage still ends before the next probe starts.
+                Timer::SendIndirectProbe { .. } | Timer::ProbeRandomMember(_) => {
+                    self.schedule(self.health.scale(after), Duty::Foca(timer));
+                }
+                _ => self.schedule(after, Duty::Foca(timer)),
+            }
         }
-        let notifications = std::mem::take(&mut self.requests.notifications);
+        self.count_reports();
+        // A refutation (the suspect alive at a higher incarnation), someone
+        // else's Down or a restart under a new generation ends our suspicion.
+        let swim = &self.swim;
+        self.suspicions.retain(|suspect, incarnation| {
+            swim.iter_membership_state().any(|member| {
+                member.id() == suspect
+                    && member.incarnation() == incarnation
+                    && member.state() == State::Suspect
+            })
+        });
+        self.stats.local_health = self.health.score();
         if notifications.is_empty() {
             return;
         }
@@ -531,6 +657,83 @@ impl Core {
         self.refresh_members();
     }
 
+    /// Takes in what foca's traffic notifications say about our health;
+    /// returns whether the notification is about membership.
+    fn observe_traffic(&mut self, notification: &OwnedNotification<SpeakerId>) -> bool {
+        match notification {
+            OwnedNotification::DataSent(header) => {
+                if matches!(header.message, Message::Ping(_)) {
+                    self.probing = true;
+                }
+                let sent = (header.src.generation, header.src_incarnation);
+                if header.src.generation > self.own_incarnation.0 {
+                    self.own_incarnation = sent;
+                } else if sent > self.own_incarnation {
+                    self.own_incarnation = sent;
+                    self.health.refuted_suspicion();
+                }
+                false
+            }
+            OwnedNotification::ProbeFailed(..) | OwnedNotification::DataReceived(_) => false,
+            _ => true,
+        }
+    }
+
+    /// Our probe of a member failed and foca made it Suspect: start our
+    /// suspicion and tell the others, whose own failed probes confirm it.
+    fn start_suspicion(&mut self, declare_down: Timer<SpeakerId>) {
+        let Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = &declare_down
+        else {
+            return;
+        };
+        let report = SuspectReport {
+            by: self.identity().clone(),
+            suspect: member_id.clone(),
+            incarnation: *incarnation,
+        };
+        let Some((deadline, confirmed)) =
+            self.suspicions
+                .start(self.now, declare_down, self.members.len())
+        else {
+            return;
+        };
+        self.stats.confirmations += confirmed as u64;
+        // Only a first failure counts against our health: foca re-arms the
+        // timer every time it probes a member that is already suspect.
+        self.health.probe_failed();
+        self.stats.suspicions += 1;
+        self.schedule_at(deadline, Duty::CheckSuspicions);
+        if let Err(reason) = self.swim.add_broadcast(&report.encode()) {
+            tracing::debug!("gossip: suspicion report: {reason}");
+        }
+        tracing::debug!(
+            "gossip: our probe of {} failed; declaring it down in {} ms unless refuted",
+            report.suspect.node,
+            deadline.saturating_sub(self.now).as_millis()
+        );
+    }
+
+    /// Counts the suspicion reports foca decoded during the last call.
+    fn count_reports(&mut self) {
+        let reports = std::mem::take(
+            &mut *self
+                .reports
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let us = self.swim.identity().node.clone();
+        for report in reports {
+            if let Some(deadline) = self.suspicions.confirm(self.now, &us, report) {
+                self.stats.confirmations += 1;
+                self.schedule_at(deadline, Duty::CheckSuspicions);
+            }
+        }
+    }
+
     fn log_notification(&mut self, notification: &OwnedNotification<SpeakerId>) {
         let us = &self.swim.identity().node;
         match notification {
@@ -577,6 +780,9 @@ impl Core {
                     id.generation
                 );
             }
+            OwnedNotification::DataSent(_)
+            | OwnedNotification::DataReceived(_)
+            | OwnedNotification::ProbeFailed(..) => {}
         }
     }
 }

@@ -22,6 +22,10 @@ pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
 /// its own limit after that, this only has to hold any UDP payload.
 const RECEIVE_BUFFER: usize = 65_536;
 
+/// Most datagrams read in one go before overdue timers run: a few seconds
+/// of a large cluster's traffic, far more than a socket buffer holds.
+const QUEUED_READ_LIMIT: usize = 4096;
+
 #[derive(Debug, Clone)]
 pub struct GossipConfig {
     /// Our Kubernetes node name: the name others see in their member set.
@@ -232,7 +236,10 @@ impl Task {
                     // E.g. ECONNREFUSED from an ICMP error to an earlier send.
                     Err(error) => tracing::debug!("gossip: receive: {error}"),
                 },
-                () = sleep_until(wake) => self.core.handle_timers(self.epoch.elapsed()),
+                () = sleep_until(wake) => {
+                    self.read_queued(&mut buffer);
+                    self.core.handle_timers(self.epoch.elapsed());
+                }
                 command = commands.recv() => match command {
                     Some(Command::Join(peers)) => {
                         self.core.join(self.epoch.elapsed(), peers, PeerSource::Discovered);
@@ -261,6 +268,25 @@ impl Task {
                     }
                     None => return,
                 },
+            }
+        }
+    }
+
+    /// Hands the core every datagram already waiting before its timers run.
+    /// After we were stopped (SIGSTOP, CPU throttling) the acks to our
+    /// probes and the others' suspicions of us sit in the socket while our
+    /// timers are long overdue; timers first would fail those probes and
+    /// leave the suspicions unrefuted.
+    fn read_queued(&mut self, buffer: &mut [u8]) {
+        // Bounded: a flood must not keep the timers from ever running.
+        for _ in 0..QUEUED_READ_LIMIT {
+            match self.socket.try_recv_from(buffer) {
+                Ok((len, from)) => {
+                    let now = self.epoch.elapsed();
+                    self.core.handle_packet(now, from, &buffer[..len]);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) => tracing::debug!("gossip: receive: {error}"),
             }
         }
     }

@@ -30,18 +30,37 @@
 //! update moves no IP.
 //!
 //! The set is for `election::Membership::Members`: a speaker cut off from the
-//! others ends up with a set of one (itself) within [`Timers::max_detection`],
-//! exactly as the others drop it. Whether it should keep announcing then is
-//! the daemon's decision.
+//! others ends up with a set of one (itself), later than the others drop it
+//! (within [`Timers::max_unconfirmed_detection_for`]: nobody confirms its
+//! suspicions). Whether it should keep announcing then is the daemon's
+//! decision.
+//!
+//! # Lifeguard
+//!
+//! foca is plain SWIM; the core adds hashicorp memberlist's Lifeguard
+//! extensions so that a speaker that is itself slow or losing packets does
+//! not make healthy ones flap:
+//! - local health (`health`): our own failed probes, refutations and stalls
+//!   stretch our probe timeout and period;
+//! - suspicion with confirmations (`suspicion`): we declare a member down
+//!   after `suspect_to_down_max`, shrinking to `suspect_to_down` as other
+//!   speakers report that their own probes failed too;
+//! - stall re-check (`Core`): timers that ran out while we were stopped
+//!   (SIGSTOP, CPU throttling) restart instead of firing, and the driver
+//!   reads every queued datagram before running overdue timers.
 
 mod core;
 mod driver;
+mod health;
 mod hold;
 mod identity;
 mod seal;
 mod simulation;
+mod suspicion;
 mod timers;
 
+#[cfg(test)]
+mod lifeguard_tests;
 #[cfg(test)]
 mod tests;
 

@@ -7,6 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
 use super::core::{Core, Datagram, PeerSource};
 use super::identity::SpeakerId;
 use super::seal::Key;
@@ -35,6 +38,11 @@ pub struct SimulatedLan {
     next_seq: u64,
     /// Speakers whose datagrams, both ways, are lost.
     cut_off: BTreeSet<usize>,
+    /// Stopped speakers (SIGSTOP) and the datagrams waiting in their socket.
+    paused: BTreeMap<usize, Vec<InFlight>>,
+    /// Fraction of datagrams lost at random, and the dice.
+    loss: f64,
+    dice: SmallRng,
     /// Sealed bytes put on the wire since start, lost ones included.
     pub wire_bytes: u64,
 }
@@ -55,6 +63,9 @@ impl SimulatedLan {
             in_flight: BinaryHeap::new(),
             next_seq: 0,
             cut_off: BTreeSet::new(),
+            paused: BTreeMap::new(),
+            loss: 0.0,
+            dice: SmallRng::seed_from_u64(0x5EED),
             wire_bytes: 0,
         }
     }
@@ -113,6 +124,32 @@ impl SimulatedLan {
     /// Ends [`SimulatedLan::cut_off`].
     pub fn reconnect(&mut self, index: usize) {
         self.cut_off.remove(&index);
+    }
+
+    /// Stops speaker `index` as SIGSTOP does: no timer runs, datagrams to it
+    /// wait in its socket.
+    pub fn pause(&mut self, index: usize) {
+        self.paused.entry(index).or_default();
+    }
+
+    /// Ends [`SimulatedLan::pause`]: the speaker reads what waited in its
+    /// socket first (as the driver does), then its overdue timers run.
+    pub fn resume(&mut self, index: usize) {
+        let Some(waiting) = self.paused.remove(&index) else {
+            return;
+        };
+        let now = self.now;
+        for flight in waiting {
+            if let Some(core) = self.speakers[index].as_mut() {
+                core.handle_packet(now, flight.from, &flight.bytes);
+            }
+        }
+        self.collect(index);
+    }
+
+    /// Loses this fraction of all datagrams from now on, at random.
+    pub fn set_loss(&mut self, fraction: f64) {
+        self.loss = fraction;
     }
 
     pub fn speaker(&self, index: usize) -> &Core {
@@ -200,6 +237,7 @@ impl SimulatedLan {
             .speakers
             .iter()
             .enumerate()
+            .filter(|(i, _)| !self.paused.contains_key(i))
             .filter_map(|(i, core)| Some((core.as_ref()?.next_deadline()?, i)))
             .min();
         let delivery_first = match (next_delivery, next_timer) {
@@ -221,6 +259,10 @@ impl SimulatedLan {
                 return true;
             };
             if self.cut_off.contains(&index) {
+                return true;
+            }
+            if let Some(waiting) = self.paused.get_mut(&index) {
+                waiting.push(flight);
                 return true;
             }
             let datagram = Datagram {
@@ -262,6 +304,9 @@ impl SimulatedLan {
 
     fn send(&mut self, datagram: Datagram, from: SocketAddr) {
         self.wire_bytes += datagram.bytes.len() as u64;
+        if self.loss > 0.0 && self.dice.random_bool(self.loss) {
+            return;
+        }
         self.next_seq += 1;
         self.in_flight.push(Reverse(InFlight {
             arrives: self.now + LATENCY,
