@@ -20,7 +20,7 @@ use crate::{
     error::Error,
     interfaces::ExcludeList,
     kube::status::SpeakerPod,
-    membership::{Key, Profile, Timers, TimersError},
+    membership::{Keyring, KeyringFiles, Profile, Timers, TimersError},
 };
 
 use super::{handover::OnStop, heartbeat::REFRESH_PERIOD};
@@ -81,9 +81,10 @@ pub struct GossipSettings {
     pub port: u16,
     /// The address others reach us at; `None`: this node's first InternalIP.
     pub advertise: Option<IpAddr>,
-    pub key: Option<Key>,
-    /// Where `key` was read from; re-read on SIGHUP.
-    pub key_file: Option<PathBuf>,
+    /// The gossip keys: `--memberlist-key-file` is the primary.
+    pub keyring: Option<Keyring>,
+    /// Where `keyring` was read from; re-read periodically and on SIGHUP.
+    pub keyring_files: Option<KeyringFiles>,
     /// Explicit peers (`--memberlist-join`), on top of every Node's InternalIP.
     pub join: Vec<SocketAddr>,
     /// With Kubernetes: the speaker pods' labels and namespace; their pod IPs
@@ -171,11 +172,18 @@ fn exclude_list(patterns: Option<&[String]>) -> Result<ExcludeList, Error> {
 }
 
 fn gossip_settings(args: &RunArgs) -> Result<GossipSettings, Error> {
-    let key = args
+    let keyring_files = args
         .memberlist_key_file
-        .as_deref()
-        .map(Key::from_file)
-        .transpose()?;
+        .clone()
+        .map(|primary| KeyringFiles {
+            primary,
+            dir: args.memberlist_keyring_dir.clone(),
+        });
+    let keyring = keyring_files
+        .as_ref()
+        .map(KeyringFiles::load)
+        .transpose()
+        .map_err(|e| Error::Config(e.to_string()))?;
     let join = args
         .memberlist_join
         .iter()
@@ -185,8 +193,8 @@ fn gossip_settings(args: &RunArgs) -> Result<GossipSettings, Error> {
     Ok(GossipSettings {
         port: args.memberlist_port,
         advertise: args.memberlist_advertise_address,
-        key,
-        key_file: args.memberlist_key_file.clone(),
+        keyring,
+        keyring_files,
         join,
         pod_selector: args.memberlist_pod_selector.clone().map(|selector| {
             let namespace = args

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::core::{key_mismatch_at, Core, GossipStats, PeerSource};
 use super::identity::SpeakerId;
-use super::seal::Key;
+use super::keyring::{Keyring, KeyringFiles};
 use super::timers::{Timers, TimersError};
 
 /// memberlist's port, which MetalLB speakers use for the same purpose.
@@ -21,6 +21,11 @@ pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
 /// Largest datagram we accept off the socket; foca refuses anything above
 /// its own limit after that, this only has to hold any UDP payload.
 const RECEIVE_BUFFER: usize = 65_536;
+
+/// How often the keyring files are read again: a change to the Secret
+/// reaches the mounted files within the kubelet's sync period (about a
+/// minute), so this adds little to a rotation step.
+pub const KEYRING_RELOAD_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct GossipConfig {
@@ -32,8 +37,12 @@ pub struct GossipConfig {
     /// Defaults to the bound address, which must then not be unspecified.
     /// Port 0 means the bound port.
     pub advertise: Option<SocketAddr>,
-    /// Shared key; `None` gossips in plaintext.
-    pub key: Option<Key>,
+    /// Shared keys; `None` gossips in plaintext.
+    pub keyring: Option<Keyring>,
+    /// Where `keyring` came from: read again every
+    /// [`KEYRING_RELOAD_PERIOD`], and a changed keyring replaces it (one
+    /// that cannot be read or is invalid keeps the one in use).
+    pub keyring_files: Option<KeyringFiles>,
     pub timers: Timers,
     /// Addresses to join at start; kept for the lifetime of the process.
     pub seeds: Vec<SocketAddr>,
@@ -55,7 +64,7 @@ pub enum GossipError {
 
 enum Command {
     Join(Vec<SocketAddr>),
-    SetKey(Option<Key>),
+    SetKeyring(Option<Keyring>),
     Leave(oneshot::Sender<()>),
 }
 
@@ -99,7 +108,7 @@ impl Gossip {
         if advertised.ip().is_unspecified() {
             return Err(GossipError::AdvertiseRequired(bound));
         }
-        if config.key.is_none() {
+        if config.keyring.is_none() {
             tracing::warn!(
                 "gossip: no key configured; membership traffic on {bound} is plaintext and \
                  anyone who can reach it can join or inject members"
@@ -113,10 +122,13 @@ impl Gossip {
             identity.node,
             identity.generation
         );
-        let mut core = Core::new(
+        if let Some(keyring) = &config.keyring {
+            tracing::info!("gossip: keyring {}", keyring.describe());
+        }
+        let mut core = Core::with_keyring(
             identity,
             &config.timers,
-            config.key.as_ref(),
+            config.keyring.as_ref(),
             rand::random(),
             epoch.elapsed(),
         )?;
@@ -137,6 +149,9 @@ impl Gossip {
             published_rejoins: 0,
         };
         tokio::spawn(task.run(commands_rx));
+        if let Some(files) = config.keyring_files {
+            tokio::spawn(watch_keyring(files, config.keyring, commands.clone()));
+        }
         Ok((
             Gossip {
                 commands,
@@ -164,9 +179,10 @@ impl Gossip {
         }
     }
 
-    /// Seals and opens with `key` from now on; for a rotated key file.
-    pub fn set_key(&self, key: Option<Key>) {
-        let _ = self.commands.send(Command::SetKey(key));
+    /// Seals with `keyring`'s primary and opens with all its keys from now
+    /// on; for rotated key files.
+    pub fn set_keyring(&self, keyring: Option<Keyring>) {
+        let _ = self.commands.send(Command::SetKeyring(keyring));
     }
 
     /// True while datagrams from known speakers (peers we were told to join,
@@ -227,12 +243,12 @@ impl Task {
                     Some(Command::Join(peers)) => {
                         self.core.join(self.epoch.elapsed(), peers, PeerSource::Discovered);
                     }
-                    Some(Command::SetKey(key)) => {
-                        self.core.set_key(key.as_ref());
-                        tracing::info!(
-                            "gossip: key replaced ({})",
-                            if key.is_some() { "sealed" } else { "plaintext" }
-                        );
+                    Some(Command::SetKeyring(keyring)) => {
+                        self.core.set_keyring(keyring.as_ref());
+                        match &keyring {
+                            Some(ring) => tracing::info!("gossip: keyring replaced: {}", ring.describe()),
+                            None => tracing::info!("gossip: keyring removed, plaintext"),
+                        }
                     }
                     Some(Command::Leave(done)) => {
                         self.core.leave(self.epoch.elapsed());
@@ -289,5 +305,41 @@ async fn sleep_until(wake: Option<Instant>) {
     match wake {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Reads the keyring files every [`KEYRING_RELOAD_PERIOD`] and hands a
+/// changed keyring to the gossip task; ends with the task. A keyring that
+/// cannot be read or is invalid keeps the one in use (logged once per
+/// distinct error), so a half-written Secret never drops the last good keys.
+async fn watch_keyring(
+    files: KeyringFiles,
+    mut current: Option<Keyring>,
+    commands: mpsc::UnboundedSender<Command>,
+) {
+    let mut reported = None;
+    loop {
+        tokio::time::sleep(KEYRING_RELOAD_PERIOD).await;
+        if commands.is_closed() {
+            return;
+        }
+        match files.load() {
+            Ok(keyring) => {
+                reported = None;
+                if current.as_ref() != Some(&keyring) {
+                    current = Some(keyring.clone());
+                    if commands.send(Command::SetKeyring(Some(keyring))).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(error) => {
+                let text = error.to_string();
+                if reported.as_ref() != Some(&text) {
+                    tracing::error!("gossip: keeping the keyring in use: {text}");
+                    reported = Some(text);
+                }
+            }
+        }
     }
 }
