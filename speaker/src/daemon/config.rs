@@ -596,6 +596,56 @@ mod tests {
     }
 
     #[test]
+    fn keyring_dir_adds_accepted_keys_behind_the_key_file() {
+        let dir = std::env::temp_dir().join(format!("config-keyring-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let primary = dir.join("secretkey");
+        std::fs::write(&primary, "11".repeat(32)).unwrap();
+        std::fs::write(dir.join("secretkey-next"), "22".repeat(32)).unwrap();
+        let (primary_arg, dir_arg) = (primary.to_str().unwrap(), dir.to_str().unwrap());
+        let gossip = config(&[
+            "--memberlist-key-file",
+            primary_arg,
+            "--memberlist-keyring-dir",
+            dir_arg,
+        ])
+        .unwrap()
+        .gossip
+        .unwrap();
+        let keyring = gossip.keyring.expect("keyed");
+        assert_eq!(keyring.keys().len(), 2);
+        assert_eq!(
+            keyring.primary(),
+            &crate::membership::Key::from_bytes([0x11; 32])
+        );
+        assert_eq!(
+            gossip.keyring_files.unwrap().dir.as_deref(),
+            Some(dir.as_path())
+        );
+
+        std::fs::write(dir.join("secretkey-next"), "11".repeat(32)).unwrap();
+        let message = config_error(&[
+            "--memberlist-key-file",
+            primary_arg,
+            "--memberlist-keyring-dir",
+            dir_arg,
+        ]);
+        assert!(message.contains("holds the same key as"), "{message}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let refused = Cli::try_parse_from([
+            "speaker",
+            "run",
+            "--node-name",
+            "node-a",
+            "--memberlist-keyring-dir",
+            "/tmp",
+        ]);
+        assert!(refused.is_err(), "a keyring needs its primary key file");
+    }
+
+    #[test]
     fn cluster_state_selects_the_file_source_and_a_missing_key_file_is_refused() {
         let c = config(&[
             "--cluster-state",
