@@ -24,6 +24,16 @@
 //! authentication failure. Over the whole rotation no request was answered
 //! by two MACs or by anyone but the owner.
 //!
+//! `skipping_the_overlap_splits_and_reread_keyrings_heal_it`: the control
+//! that these checks see a split. iris1 restarts with B alone while the
+//! others have A alone: iris1 stays alone in its member set and iris2 counts
+//! authentication failures from it. Then, without any restart, iris2 and
+//! iris3 get "A primary, B accepted" and iris1 "B primary, A accepted" on
+//! disk: the speakers read their keyring files again (every 10 s), log
+//! `keyring replaced`, and the three meet again.
+//!
+//! The tests take a lock and run one after the other.
+//!
 //! `KEYRING_LAB_LOGS=1` prints every speaker's log at the end.
 //!
 //! Needs root and iproute2; fails, not skips, without them. Run:
@@ -31,11 +41,11 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fs,
-    io,
+    fs, io,
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     os::fd::{AsFd, AsRawFd},
     path::PathBuf,
+    sync::{Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
@@ -65,6 +75,12 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(15);
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// Replays sent per step.
 const REPLAYS: u32 = 3;
+/// The speaker reads its keyring files every 10 s; a changed file is in
+/// use within that, plus a gossip round or two to meet again.
+const REREAD_LIMIT: Duration = Duration::from_secs(25);
+
+/// One lab at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 // ---------------------------------------------------------------- keys
 
@@ -88,10 +104,12 @@ struct Lab {
     fabric: Fabric,
     keys: Vec<(String, Key)>,
     speakers: BTreeMap<String, Speaker>,
+    _serial: MutexGuard<'static, ()>,
 }
 
 impl Lab {
     fn start() -> Lab {
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let fabric = Fabric::new(&HostSpec::nodes_and_client(&NODES, &[], CLIENT));
         fabric.attach_pass_through_ports();
         fabric.write_cluster_state(&speaker_tests::lab::cluster::lab_cluster_yaml(
@@ -104,6 +122,7 @@ impl Lab {
             fabric,
             keys: vec![new_key(), new_key()],
             speakers: BTreeMap::new(),
+            _serial: serial,
         };
         let only_a = KeyringStep {
             label: "start: A alone",
@@ -157,7 +176,9 @@ impl Lab {
         ]);
         let speaker = self.fabric.start_speaker(node, &options);
         assert!(
-            speaker.wait_log("speaker running as node", SETTLE_LIMIT).is_some(),
+            speaker
+                .wait_log("speaker running as node", SETTLE_LIMIT)
+                .is_some(),
             "the speaker on {node} did not start:\n{}",
             self.fabric.all_logs()
         );
@@ -180,7 +201,9 @@ impl Lab {
             speaker.log()
         );
         assert!(
-            speaker.wait_log("membership settled", SETTLE_LIMIT).is_some(),
+            speaker
+                .wait_log("membership settled", SETTLE_LIMIT)
+                .is_some(),
             "{node} did not settle after its restart ({}):\n{}",
             step.label,
             self.fabric.all_logs()
@@ -238,7 +261,10 @@ impl Lab {
             .fabric
             .in_host(node, || capture_sealed_datagram(Duration::from_secs(10)))
             .unwrap_or_else(|e| panic!("{when}: capturing gossip on {node}: {e}"));
-        let target = SocketAddrV4::new(self.fabric.host(node).v4.expect("an IPv4 node"), GOSSIP_PORT);
+        let target = SocketAddrV4::new(
+            self.fabric.host(node).v4.expect("an IPv4 node"),
+            GOSSIP_PORT,
+        );
         let before = self.metric(node, "xdp_speaker_gossip_replayed");
         let failures_before = self.metric(node, "xdp_speaker_gossip_auth_failures");
         self.fabric
@@ -300,8 +326,7 @@ fn capture_sealed_datagram(limit: Duration) -> io::Result<(Ipv4Addr, Vec<u8>)> {
                 format!("no sealed gossip datagram within {limit:?}"),
             ));
         }
-        let timeout = PollTimeout::try_from(left.as_millis().min(1000) as u16)
-            .unwrap_or(PollTimeout::MAX);
+        let timeout = PollTimeout::from(left.as_millis().min(1000) as u16);
         let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
         if poll(&mut fds, timeout)? == 0 {
             continue;
@@ -379,7 +404,11 @@ fn rotation_through_every_step_never_splits() {
 
     // Over the whole rotation: never two MACs, never anyone but the owner.
     let owner_mac = lab.fabric.host(&owner).mac.clone();
-    let double: Vec<&ArpProbe> = series.probes.iter().filter(|p| p.macs().len() > 1).collect();
+    let double: Vec<&ArpProbe> = series
+        .probes
+        .iter()
+        .filter(|p| p.macs().len() > 1)
+        .collect();
     let foreign: Vec<&ArpProbe> = series
         .probes
         .iter()
@@ -413,4 +442,68 @@ fn rotation_through_every_step_never_splits() {
              before restarts):\n{log}"
         );
     }
+}
+
+#[test]
+fn skipping_the_overlap_splits_and_reread_keyrings_heal_it() {
+    let mut lab = Lab::start();
+    lab.fabric.wait_gossip_members(&NODES, 3, SETTLE_LIMIT);
+    let only_b = KeyringStep {
+        label: "iris1 skips to B alone",
+        primary: 1,
+        accepted: vec![],
+    };
+    lab.speakers["iris1"].kill();
+    lab.write_keyring("iris1", &only_b);
+    let iris1 = lab.start_speaker("iris1");
+    // Alone: for 5 s it never counts the others.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(5) {
+        let members = lab.fabric.metric("iris1", "xdp_speaker_gossip_members");
+        assert!(
+            members.is_none_or(|m| m < 2.0),
+            "iris1 with B alone counts {members:?} members:\n{}",
+            lab.fabric.all_logs()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        lab.metric("iris2", "xdp_speaker_gossip_auth_failures") > 0.0,
+        "iris2 refused nothing from iris1:\n{}",
+        lab.fabric.all_logs()
+    );
+
+    // Heal by files alone: the overlap the rotation should have had.
+    let overlap_old = KeyringStep {
+        label: "A primary, B accepted",
+        primary: 0,
+        accepted: vec![("next", 1)],
+    };
+    let overlap_new = KeyringStep {
+        label: "B primary, A accepted",
+        primary: 1,
+        accepted: vec![("previous", 0)],
+    };
+    lab.write_keyring("iris2", &overlap_old);
+    lab.write_keyring("iris3", &overlap_old);
+    lab.write_keyring("iris1", &overlap_new);
+    let healed = lab.fabric.wait_gossip_members(&NODES, 3, REREAD_LIMIT);
+    eprintln!("re-read keyrings: 3 members everywhere after {healed:?}");
+    for node in NODES {
+        let step = if node == "iris1" {
+            &overlap_new
+        } else {
+            &overlap_old
+        };
+        let want = format!(
+            "gossip: keyring replaced: {}\"",
+            lab.expected_keyring_log(step)
+        );
+        assert!(
+            lab.speakers[node].wait_log(&want, Duration::ZERO).is_some(),
+            "{node} should log {want:?}:\n{}",
+            lab.speakers[node].log()
+        );
+    }
+    assert_eq!(iris1.pid(), lab.speakers["iris1"].pid(), "no restart");
 }

@@ -639,12 +639,12 @@ mod tests {
         // Step 2: the new key is primary, the old one still accepted.
         let mut step2 = speaker(2, &[new_key.clone(), old_key()]);
         let mut not_rotated = speaker(3, &[old_key()]);
-        let mut rotated = speaker(4, &[new_key.clone()]);
+        let mut rotated = speaker(4, std::slice::from_ref(&new_key));
 
         let mut step1_receiver = receiver(&[old_key(), new_key.clone()]);
         let mut step2_receiver = receiver(&[new_key.clone(), old_key()]);
         let mut old_only = receiver(&[old_key()]);
-        let mut new_only = receiver(&[new_key.clone()]);
+        let mut new_only = receiver(std::slice::from_ref(&new_key));
 
         // Whatever step two speakers are at, as long as they are at most one
         // step apart, each opens what the other seals.
