@@ -7,7 +7,7 @@
 //! | signal | action |
 //! |---|---|
 //! | SIGTERM, SIGINT, SIGQUIT | stop: leave the gossip cluster, keep the pins (logged) |
-//! | SIGHUP | re-read the configuration files: cluster state file, memberlist key file (logged) |
+//! | SIGHUP | re-read the configuration files: cluster state file, memberlist keyring (logged) |
 //! | SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT, SIGXCPU, SIGXFSZ, SIGRTMIN..SIGRTMAX | logged and otherwise ignored |
 //! | SIGPIPE | ignored without a log line: the Rust runtime sets it to SIG_IGN before `main`, so a write to a closed connection returns EPIPE instead |
 //! | SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGSYS | default: they report a fault in this process, which must not go on |
