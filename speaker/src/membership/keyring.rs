@@ -159,6 +159,8 @@ impl KeyringFiles {
                 named.insert(path.clone(), Key::from_file(&path)?);
             }
         }
+        // Checked here rather than left to `Keyring::new` so that the error
+        // names both files.
         let mut seen: Vec<(&Path, &Key)> = vec![(&self.primary, &primary)];
         for (path, key) in &named {
             if let Some((first, _)) = seen.iter().find(|(_, known)| *known == key) {
@@ -169,8 +171,7 @@ impl KeyringFiles {
             }
             seen.push((path, key));
         }
-        let count = seen.len();
-        drop(seen);
+        let count = 1 + named.len();
         Keyring::new(primary, named.into_values()).map_err(|_| KeyringError::TooMany(count))
     }
 }
