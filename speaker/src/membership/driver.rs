@@ -147,6 +147,7 @@ impl Gossip {
             known_auth_failures: Arc::clone(&known_auth_failures),
             send_errors: 0,
             published_rejoins: 0,
+            keyring: config.keyring.clone(),
         };
         tokio::spawn(task.run(commands_rx));
         if let Some(files) = config.keyring_files {
@@ -220,6 +221,9 @@ struct Task {
     send_errors: u64,
     /// Rejoins already signalled on the member channel.
     published_rejoins: u64,
+    /// The keyring in use: the periodic re-read and SIGHUP may both hand
+    /// over the same one, which is then not news.
+    keyring: Option<Keyring>,
 }
 
 impl Task {
@@ -243,12 +247,14 @@ impl Task {
                     Some(Command::Join(peers)) => {
                         self.core.join(self.epoch.elapsed(), peers, PeerSource::Discovered);
                     }
+                    Some(Command::SetKeyring(keyring)) if keyring == self.keyring => {}
                     Some(Command::SetKeyring(keyring)) => {
                         self.core.set_keyring(keyring.as_ref());
                         match &keyring {
                             Some(ring) => tracing::info!("gossip: keyring replaced: {}", ring.describe()),
                             None => tracing::info!("gossip: keyring removed, plaintext"),
                         }
+                        self.keyring = keyring;
                     }
                     Some(Command::Leave(done)) => {
                         self.core.leave(self.epoch.elapsed());
