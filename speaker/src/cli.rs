@@ -127,9 +127,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "IP", env = "XDP_SPEAKER_ADVERTISE_ADDRESS")]
     pub memberlist_advertise_address: Option<std::net::IpAddr>,
     /// File holding the shared gossip key (32 bytes raw, 64 hex digits, or
-    /// base64 of 32 bytes). Without it gossip is not encrypted.
+    /// base64 of 32 bytes), the primary key that seals what this speaker
+    /// sends. Without it gossip is not encrypted.
     #[arg(long, value_name = "PATH")]
     pub memberlist_key_file: Option<PathBuf>,
+    /// Directory whose files are more gossip keys, accepted on receive next
+    /// to the primary key (for key rotation; at most 8 keys in all). Names
+    /// starting with a dot are skipped, and so is the key file itself if it
+    /// lies here: with the chart this is the memberlist Secret, mounted as a
+    /// directory. Read again every 10 s and on SIGHUP.
+    #[arg(long, value_name = "DIR", requires = "memberlist_key_file")]
+    pub memberlist_keyring_dir: Option<PathBuf>,
     /// Extra peers to gossip with (comma-separated IP or IP:PORT), on top of
     /// every Node's InternalIP.
     #[arg(long, value_name = "PEERS", value_delimiter = ',')]

@@ -512,10 +512,13 @@ def test_generated_memberlist_key(chart: helm.Chart) -> None:
     mounts = {m["name"]: m for m in r.speaker["volumeMounts"]}
     source = volumes["memberlist-key"]["secret"]
     assert source["secretName"] == f"{FULLNAME}-memberlist"
-    (item,) = source["items"]
-    assert item["key"] == "secretkey"
     assert mounts["memberlist-key"]["readOnly"] is True
-    assert r.flag("memberlist-key-file") == f"{mounts['memberlist-key']['mountPath']}/{item['path']}"
+    # The whole Secret is the keyring: secretkey is the primary, every other
+    # entry (secretkey-* during a rotation) an accepted key.
+    assert "items" not in source
+    key_dir = mounts["memberlist-key"]["mountPath"]
+    assert r.flag("memberlist-keyring-dir") == key_dir
+    assert r.flag("memberlist-key-file") == f"{key_dir}/secretkey"
 
     # Offline, lookup finds no Secret: every render makes a new key (documented).
     again = render(chart).one("Secret", f"{FULLNAME}-memberlist")["data"]["secretkey"]
@@ -599,6 +602,12 @@ def test_upgrade_keeps_the_memberlist_key(chart: helm.Chart, api_server: FakeApi
         secret = render_against(api_server, chart, {}).one("Secret", secret_name)
         assert secret["data"]["secretkey"] == kept
     assert f"/api/v1/namespaces/{NAMESPACE}/secrets/{secret_name}" in api_server.requests
+
+    # In the middle of a rotation the Secret holds more keys: an upgrade keeps
+    # every one of them, and the primary.
+    rotating = {"secretkey": kept, "secretkey-next": base64.b64encode(b"n" * 32).decode()}
+    api_server.secrets[(NAMESPACE, secret_name)] = dict(rotating)
+    assert render_against(api_server, chart, {}).one("Secret", secret_name)["data"] == rotating
 
     # A release without the Secret yet (first install against a cluster) gets a new key.
     del api_server.secrets[(NAMESPACE, secret_name)]

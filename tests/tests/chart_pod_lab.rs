@@ -315,6 +315,10 @@ impl PodLab {
         let dir = self.files.join(format!("{node}-{name}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
+        // No items: every key, under its own name (as the kubelet does).
+        let every_key: Vec<(String, String)> =
+            data.keys().map(|key| (key.clone(), key.clone())).collect();
+        let items = if items.is_empty() { &every_key } else { items };
         for (key, path) in items {
             let value = data
                 .get(key)

@@ -20,7 +20,7 @@ use crate::{
     error::Error,
     interfaces::ExcludeList,
     kube::status::SpeakerPod,
-    membership::{Key, Profile, Timers, TimersError},
+    membership::{Keyring, KeyringFiles, Profile, Timers, TimersError},
 };
 
 use super::{handover::OnStop, heartbeat::REFRESH_PERIOD};
@@ -83,9 +83,10 @@ pub struct GossipSettings {
     pub port: u16,
     /// The address others reach us at; `None`: this node's first InternalIP.
     pub advertise: Option<IpAddr>,
-    pub key: Option<Key>,
-    /// Where `key` was read from; re-read on SIGHUP.
-    pub key_file: Option<PathBuf>,
+    /// The gossip keys: `--memberlist-key-file` is the primary.
+    pub keyring: Option<Keyring>,
+    /// Where `keyring` was read from; re-read periodically and on SIGHUP.
+    pub keyring_files: Option<KeyringFiles>,
     /// Explicit peers (`--memberlist-join`), on top of every Node's InternalIP.
     pub join: Vec<SocketAddr>,
     /// With Kubernetes: the speaker pods' labels and namespace; their pod IPs
@@ -182,11 +183,18 @@ fn exclude_list(patterns: Option<&[String]>) -> Result<ExcludeList, Error> {
 }
 
 fn gossip_settings(args: &RunArgs) -> Result<GossipSettings, Error> {
-    let key = args
+    let keyring_files = args
         .memberlist_key_file
-        .as_deref()
-        .map(Key::from_file)
-        .transpose()?;
+        .clone()
+        .map(|primary| KeyringFiles {
+            primary,
+            dir: args.memberlist_keyring_dir.clone(),
+        });
+    let keyring = keyring_files
+        .as_ref()
+        .map(KeyringFiles::load)
+        .transpose()
+        .map_err(|e| Error::Config(e.to_string()))?;
     let join = args
         .memberlist_join
         .iter()
@@ -196,8 +204,8 @@ fn gossip_settings(args: &RunArgs) -> Result<GossipSettings, Error> {
     Ok(GossipSettings {
         port: args.memberlist_port,
         advertise: args.memberlist_advertise_address,
-        key,
-        key_file: args.memberlist_key_file.clone(),
+        keyring,
+        keyring_files,
         join,
         pod_selector: args.memberlist_pod_selector.clone().map(|selector| {
             let namespace = args
@@ -643,6 +651,56 @@ mod tests {
             c.gossip.unwrap().pod_selector,
             Some(("app=speaker".to_owned(), "lb".to_owned()))
         );
+    }
+
+    #[test]
+    fn keyring_dir_adds_accepted_keys_behind_the_key_file() {
+        let dir = std::env::temp_dir().join(format!("config-keyring-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let primary = dir.join("secretkey");
+        std::fs::write(&primary, "11".repeat(32)).unwrap();
+        std::fs::write(dir.join("secretkey-next"), "22".repeat(32)).unwrap();
+        let (primary_arg, dir_arg) = (primary.to_str().unwrap(), dir.to_str().unwrap());
+        let gossip = config(&[
+            "--memberlist-key-file",
+            primary_arg,
+            "--memberlist-keyring-dir",
+            dir_arg,
+        ])
+        .unwrap()
+        .gossip
+        .unwrap();
+        let keyring = gossip.keyring.expect("keyed");
+        assert_eq!(keyring.keys().len(), 2);
+        assert_eq!(
+            keyring.primary(),
+            &crate::membership::Key::from_bytes([0x11; 32])
+        );
+        assert_eq!(
+            gossip.keyring_files.unwrap().dir.as_deref(),
+            Some(dir.as_path())
+        );
+
+        std::fs::write(dir.join("secretkey-next"), "11".repeat(32)).unwrap();
+        let message = config_error(&[
+            "--memberlist-key-file",
+            primary_arg,
+            "--memberlist-keyring-dir",
+            dir_arg,
+        ]);
+        assert!(message.contains("holds the same key as"), "{message}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let refused = Cli::try_parse_from([
+            "speaker",
+            "run",
+            "--node-name",
+            "node-a",
+            "--memberlist-keyring-dir",
+            "/tmp",
+        ]);
+        assert!(refused.is_err(), "a keyring needs its primary key file");
     }
 
     #[test]

@@ -85,7 +85,8 @@ pub async fn start(ctx: &mut Context, node: &mut NodeState, advertise: IpAddr) -
         node: ctx.config.node_name.clone(),
         bind,
         advertise: Some(SocketAddr::new(advertise, settings.port)),
-        key: settings.key.clone(),
+        keyring: settings.keyring.clone(),
+        keyring_files: settings.keyring_files.clone(),
         timers: settings.timers.clone(),
         seeds: settings.join.clone(),
     };

@@ -95,7 +95,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         STALL_LIMIT,
     )
     .map_err(|e| Error::io("starting the heartbeat thread", e))?;
-    if config.gossip.as_ref().is_some_and(|g| g.key.is_none()) {
+    if config.gossip.as_ref().is_some_and(|g| g.keyring.is_none()) {
         warn!("no --memberlist-key-file: gossip is not encrypted or authenticated");
     }
 
@@ -264,7 +264,7 @@ async fn event_loop(ctx: &mut Context, node: &mut NodeState, inputs: &mut Inputs
                 Action::Reload => signals::reload(
                     matches!(ctx.config.source, Source::File(..)).then_some(&*ctx.reload_cluster),
                     node.gossip.as_ref(),
-                    ctx.config.gossip.as_ref().and_then(|g| g.key_file.as_deref()),
+                    ctx.config.gossip.as_ref().and_then(|g| g.keyring_files.as_ref()),
                 ),
             },
         }

@@ -7,7 +7,7 @@
 //! | signal | action |
 //! |---|---|
 //! | SIGTERM, SIGINT, SIGQUIT | stop as `--on-stop` says: restart, handover or keep (logged) |
-//! | SIGHUP | re-read the configuration files: cluster state file, memberlist key file (logged) |
+//! | SIGHUP | re-read the configuration files: cluster state file, memberlist keyring (logged) |
 //! | SIGUSR2 | the next stop is a restart, whatever `--on-stop` says (logged; for tools that restart the speaker without Kubernetes) |
 //! | SIGUSR1, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT, SIGXCPU, SIGXFSZ, SIGRTMIN..SIGRTMAX | logged and otherwise ignored |
 //! | SIGPIPE | ignored without a log line: the Rust runtime sets it to SIG_IGN before `main`, so a write to a closed connection returns EPIPE instead |
@@ -17,14 +17,12 @@
 //! SIGXCPU comes from a soft `RLIMIT_CPU`; ignoring it leaves the hard limit
 //! (SIGKILL) as the end, with our log line before it.
 
-use std::path::Path;
-
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::{
     error::{Error, Result},
-    membership::{Gossip, Key},
+    membership::{Gossip, KeyringFiles},
 };
 
 /// What the daemon's loop must do about a signal.
@@ -123,12 +121,12 @@ impl Signals {
 }
 
 /// SIGHUP: asks the cluster file source to re-read its file (`cluster`,
-/// absent with Kubernetes) and replaces the gossip key from its file.
-/// A key file that cannot be read keeps the key in use.
+/// absent with Kubernetes) and replaces the gossip keyring from its files.
+/// A keyring that cannot be read or is invalid keeps the one in use.
 pub fn reload(
     cluster: Option<&tokio::sync::Notify>,
     gossip: Option<&Gossip>,
-    key_file: Option<&Path>,
+    keyring_files: Option<&KeyringFiles>,
 ) {
     info!(
         event = "signalReload",
@@ -137,17 +135,21 @@ pub fn reload(
     if let Some(cluster) = cluster {
         cluster.notify_one();
     }
-    let (Some(gossip), Some(path)) = (gossip, key_file) else {
+    let (Some(gossip), Some(files)) = (gossip, keyring_files) else {
         return;
     };
-    match Key::from_file(path) {
-        Ok(key) => {
-            gossip.set_key(Some(key));
-            info!("gossip key re-read from {}", path.display());
+    match files.load() {
+        Ok(keyring) => {
+            info!(
+                "gossip keyring re-read from {}: {}",
+                files.primary.display(),
+                keyring.describe()
+            );
+            gossip.set_keyring(Some(keyring));
         }
         Err(e) => error!(
             error = %e,
-            "keeping the gossip key in use: {e}"
+            "keeping the gossip keyring in use: {e}"
         ),
     }
 }

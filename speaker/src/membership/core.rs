@@ -16,7 +16,8 @@ use rand::SeedableRng;
 use super::hold::{HoldRequest, Holds, REQUEST_COPIES};
 use super::health::LocalHealth;
 use super::identity::SpeakerId;
-use super::seal::{Key, PacketSeal};
+use super::keyring::Keyring;
+use super::seal::{Key, OpenError, Opened, PacketSeal};
 use super::suspicion::{SuspectReport, SuspectReports, Suspicions};
 use super::timers::{Timers, TimersError};
 
@@ -48,6 +49,16 @@ pub struct GossipStats {
     /// were told about nor members: port scans, other gossip meshes. They
     /// never make us conclude that our key is wrong.
     pub stray_datagrams: u64,
+    /// Of `auth_failures`, datagrams in the sealed format of speakers from
+    /// before the keyring (a mixed cluster during an upgrade).
+    pub old_format: u64,
+    /// Authentic datagrams refused as replays (already seen, older than the
+    /// window, or from a sender's previous process); not authentication
+    /// failures.
+    pub replayed: u64,
+    /// Authentic datagrams opened by a key of the keyring other than the
+    /// primary: peers still sending with a key being rotated out.
+    pub opened_by_secondary_key: u64,
     /// Authentic datagrams foca refused (undecodable, from ourselves, ...).
     pub rejected: u64,
     /// Datagrams the socket refused to send (driver only).
@@ -181,8 +192,7 @@ pub struct Core {
 }
 
 impl Core {
-    /// A speaker that knows nobody yet. `rng_seed` drives foca's member
-    /// choices only (nonces come from the OS-seeded generator).
+    /// A speaker that knows nobody yet, sealing with a single `key`.
     pub fn new(
         identity: SpeakerId,
         timers: &Timers,
@@ -190,7 +200,21 @@ impl Core {
         rng_seed: u64,
         now: Duration,
     ) -> Result<Core, TimersError> {
+        let keyring = key.cloned().map(Keyring::single);
+        Self::with_keyring(identity, timers, keyring.as_ref(), rng_seed, now)
+    }
+
+    /// A speaker that knows nobody yet. `rng_seed` drives foca's member
+    /// choices only (nonces come from the OS-seeded generator).
+    pub fn with_keyring(
+        identity: SpeakerId,
+        timers: &Timers,
+        keyring: Option<&Keyring>,
+        rng_seed: u64,
+        now: Duration,
+    ) -> Result<Core, TimersError> {
         let config = timers.foca_config()?;
+        let seal = PacketSeal::new(keyring, identity.gossip_addr);
         let members = BTreeSet::from([identity.node.clone()]);
         let own_incarnation = (identity.generation, 0);
         let (report_handler, reports) = SuspectReports::new();
@@ -203,7 +227,7 @@ impl Core {
                 report_handler,
             ),
             requests: Requests::default(),
-            seal: PacketSeal::new(key),
+            seal,
             due: BinaryHeap::new(),
             next_seq: 0,
             peers: BTreeMap::new(),
@@ -274,7 +298,13 @@ impl Core {
     /// Seals and opens with `key` from now on (`None`: plaintext), e.g. after
     /// the key file was rotated. Failures under the old key are forgotten.
     pub fn set_key(&mut self, key: Option<&Key>) {
-        self.seal = PacketSeal::new(key);
+        self.set_keyring(key.cloned().map(Keyring::single).as_ref());
+    }
+
+    /// Seals with `keyring`'s primary and opens with any of its keys from
+    /// now on (`None`: plaintext). Failures under the old keys are forgotten.
+    pub fn set_keyring(&mut self, keyring: Option<&Keyring>) {
+        self.seal.set_keyring(keyring);
         self.known_auth_failures.clear();
     }
 
@@ -327,8 +357,26 @@ impl Core {
         }
         self.stats.packets_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
-        if let Err(reason) = self.seal.open(datagram, &mut self.opened) {
+        let opened = self.seal.open(self.now, datagram, &mut self.opened);
+        if let Err(OpenError::Replayed(why)) = opened {
+            self.stats.replayed += 1;
+            tracing::debug!("gossip: dropped a replayed datagram from {from}: {why}");
+            return;
+        }
+        if let Ok(Opened::Key(secondary)) = opened {
+            if secondary > 0 {
+                self.stats.opened_by_secondary_key += 1;
+                tracing::trace!("gossip: datagram from {from} opened by keyring key {secondary}");
+            }
+        }
+        if let Err(reason) = opened {
             self.stats.auth_failures += 1;
+            if reason == OpenError::OldFormat {
+                self.stats.old_format += 1;
+                if self.stats.old_format == 1 {
+                    tracing::warn!("gossip: {from} sent a datagram in the format of speakers before the keyring; {reason}");
+                }
+            }
             if !self.is_known(from) {
                 self.stats.stray_datagrams += 1;
                 if self.stats.stray_datagrams.is_power_of_two() {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::core::{key_mismatch_at, Core, GossipStats, PeerSource};
 use super::identity::SpeakerId;
-use super::seal::Key;
+use super::keyring::{Keyring, KeyringFiles};
 use super::timers::{Timers, TimersError};
 
 /// memberlist's port, which MetalLB speakers use for the same purpose.
@@ -25,6 +25,10 @@ const RECEIVE_BUFFER: usize = 65_536;
 /// Most datagrams read in one go before overdue timers run: a few seconds
 /// of a large cluster's traffic, far more than a socket buffer holds.
 const QUEUED_READ_LIMIT: usize = 4096;
+/// How often the keyring files are read again: a change to the Secret
+/// reaches the mounted files within the kubelet's sync period (about a
+/// minute), so this adds little to a rotation step.
+pub const KEYRING_RELOAD_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct GossipConfig {
@@ -36,8 +40,12 @@ pub struct GossipConfig {
     /// Defaults to the bound address, which must then not be unspecified.
     /// Port 0 means the bound port.
     pub advertise: Option<SocketAddr>,
-    /// Shared key; `None` gossips in plaintext.
-    pub key: Option<Key>,
+    /// Shared keys; `None` gossips in plaintext.
+    pub keyring: Option<Keyring>,
+    /// Where `keyring` came from: read again every
+    /// [`KEYRING_RELOAD_PERIOD`], and a changed keyring replaces it (one
+    /// that cannot be read or is invalid keeps the one in use).
+    pub keyring_files: Option<KeyringFiles>,
     pub timers: Timers,
     /// Addresses to join at start; kept for the lifetime of the process.
     pub seeds: Vec<SocketAddr>,
@@ -59,7 +67,7 @@ pub enum GossipError {
 
 enum Command {
     Join(Vec<SocketAddr>),
-    SetKey(Option<Key>),
+    SetKeyring(Option<Keyring>),
     Leave(oneshot::Sender<()>),
     Hold(std::time::Duration, oneshot::Sender<()>),
 }
@@ -104,7 +112,7 @@ impl Gossip {
         if advertised.ip().is_unspecified() {
             return Err(GossipError::AdvertiseRequired(bound));
         }
-        if config.key.is_none() {
+        if config.keyring.is_none() {
             tracing::warn!(
                 "gossip: no key configured; membership traffic on {bound} is plaintext and \
                  anyone who can reach it can join or inject members"
@@ -118,10 +126,13 @@ impl Gossip {
             identity.node,
             identity.generation
         );
-        let mut core = Core::new(
+        if let Some(keyring) = &config.keyring {
+            tracing::info!("gossip: keyring {}", keyring.describe());
+        }
+        let mut core = Core::with_keyring(
             identity,
             &config.timers,
-            config.key.as_ref(),
+            config.keyring.as_ref(),
             rand::random(),
             epoch.elapsed(),
         )?;
@@ -140,8 +151,12 @@ impl Gossip {
             known_auth_failures: Arc::clone(&known_auth_failures),
             send_errors: 0,
             published_rejoins: 0,
+            keyring: config.keyring.clone(),
         };
         tokio::spawn(task.run(commands_rx));
+        if let Some(files) = config.keyring_files {
+            tokio::spawn(watch_keyring(files, config.keyring, commands.clone()));
+        }
         Ok((
             Gossip {
                 commands,
@@ -178,9 +193,10 @@ impl Gossip {
         }
     }
 
-    /// Seals and opens with `key` from now on; for a rotated key file.
-    pub fn set_key(&self, key: Option<Key>) {
-        let _ = self.commands.send(Command::SetKey(key));
+    /// Seals with `keyring`'s primary and opens with all its keys from now
+    /// on; for rotated key files.
+    pub fn set_keyring(&self, keyring: Option<Keyring>) {
+        let _ = self.commands.send(Command::SetKeyring(keyring));
     }
 
     /// True while datagrams from known speakers (peers we were told to join,
@@ -218,6 +234,9 @@ struct Task {
     send_errors: u64,
     /// Rejoins already signalled on the member channel.
     published_rejoins: u64,
+    /// The keyring in use: the periodic re-read and SIGHUP may both hand
+    /// over the same one, which is then not news.
+    keyring: Option<Keyring>,
 }
 
 impl Task {
@@ -244,12 +263,14 @@ impl Task {
                     Some(Command::Join(peers)) => {
                         self.core.join(self.epoch.elapsed(), peers, PeerSource::Discovered);
                     }
-                    Some(Command::SetKey(key)) => {
-                        self.core.set_key(key.as_ref());
-                        tracing::info!(
-                            "gossip: key replaced ({})",
-                            if key.is_some() { "sealed" } else { "plaintext" }
-                        );
+                    Some(Command::SetKeyring(keyring)) if keyring == self.keyring => {}
+                    Some(Command::SetKeyring(keyring)) => {
+                        self.core.set_keyring(keyring.as_ref());
+                        match &keyring {
+                            Some(ring) => tracing::info!("gossip: keyring replaced: {}", ring.describe()),
+                            None => tracing::info!("gossip: keyring removed, plaintext"),
+                        }
+                        self.keyring = keyring;
                     }
                     Some(Command::Leave(done)) => {
                         self.core.leave(self.epoch.elapsed());
@@ -332,5 +353,41 @@ async fn sleep_until(wake: Option<Instant>) {
     match wake {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Reads the keyring files every [`KEYRING_RELOAD_PERIOD`] and hands a
+/// changed keyring to the gossip task; ends with the task. A keyring that
+/// cannot be read or is invalid keeps the one in use (logged once per
+/// distinct error), so a half-written Secret never drops the last good keys.
+async fn watch_keyring(
+    files: KeyringFiles,
+    mut current: Option<Keyring>,
+    commands: mpsc::UnboundedSender<Command>,
+) {
+    let mut reported = None;
+    loop {
+        tokio::time::sleep(KEYRING_RELOAD_PERIOD).await;
+        if commands.is_closed() {
+            return;
+        }
+        match files.load() {
+            Ok(keyring) => {
+                reported = None;
+                if current.as_ref() != Some(&keyring) {
+                    current = Some(keyring.clone());
+                    if commands.send(Command::SetKeyring(Some(keyring))).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(error) => {
+                let text = error.to_string();
+                if reported.as_ref() != Some(&text) {
+                    tracing::error!("gossip: keeping the keyring in use: {text}");
+                    reported = Some(text);
+                }
+            }
+        }
     }
 }

@@ -219,7 +219,9 @@ mod tests {
             window: WINDOW,
         };
         // Sealed under the cluster key, but not from a member.
-        let bytes = super::super::seal::PacketSeal::new(Some(&key())).seal(&request.encode());
+        let ring = super::super::keyring::Keyring::single(key());
+        let bytes = super::super::seal::PacketSeal::new(Some(&ring), SimulatedLan::addr(5))
+            .seal(&request.encode());
         lan.inject(SimulatedLan::addr(5), SimulatedLan::addr(0), bytes.to_vec());
         lan.run_for(Duration::from_millis(10));
         assert!(!lan.members(0).contains("phantom"));

@@ -4,10 +4,13 @@
 //! - Identity ([`SpeakerId`]): Kubernetes node name, gossip address (default
 //!   port [`DEFAULT_GOSSIP_PORT`], 7946 like memberlist) and a generation, so
 //!   a restarted speaker replaces its old self at once.
-//! - Every datagram is sealed with ChaCha20-Poly1305 under a shared 32-byte
-//!   [`Key`] (file formats on [`Key`]); datagrams that fail authentication
-//!   are dropped and counted in [`GossipStats::auth_failures`]. Without a key
-//!   gossip is plaintext and a warning is logged.
+//! - Every datagram is sealed with XChaCha20-Poly1305 under the primary key
+//!   of a [`Keyring`] of shared 32-byte [`Key`]s (file formats on [`Key`]) and
+//!   opened with any key of it, so keys rotate without a split; datagrams that
+//!   fail authentication are dropped and counted in
+//!   [`GossipStats::auth_failures`], replayed ones in
+//!   [`GossipStats::replayed`]. Without a key gossip is plaintext and a
+//!   warning is logged.
 //! - [`Core`] is the protocol without I/O (time and datagrams are arguments);
 //!   [`Gossip`] runs it on tokio and publishes the member set on a watch
 //!   channel; [`SimulatedLan`] runs many cores on a simulated network.
@@ -54,6 +57,8 @@ mod driver;
 mod health;
 mod hold;
 mod identity;
+mod keyring;
+mod replay;
 mod seal;
 mod simulation;
 mod suspicion;
@@ -71,6 +76,8 @@ pub use self::core::{
 pub use self::driver::{Gossip, GossipConfig, GossipError, DEFAULT_GOSSIP_PORT};
 pub use self::hold::{HoldRequest, MAX_HOLD};
 pub use self::identity::SpeakerId;
+pub use self::keyring::{fingerprint, Keyring, KeyringError, KeyringFiles, MAX_KEYS};
+pub use self::replay::Replay;
 pub use self::seal::{Key, KeyError, KeyFormatError, SEAL_OVERHEAD};
 pub use self::simulation::{simulate_bandwidth, SimulatedLan};
 pub use self::timers::{Profile, Timers, TimersError, MAX_DATAGRAM};

@@ -1,58 +1,70 @@
-//! Authenticated encryption of every gossip datagram, and the shared key.
+//! Authenticated encryption of every gossip datagram, and the shared keys.
 //!
-//! One datagram is one foca packet behind a one-byte kind:
+//! One datagram is one foca packet behind a one-byte format:
 //!
 //! ```text
-//! plaintext: [0x00] [foca packet]
-//! sealed:    [0x01] [nonce: 12 bytes] [ChaCha20-Poly1305 ciphertext] [tag: 16 bytes]
+//! plaintext:  [0x00] [foca packet]
+//! sealed v1:  [0x01] [nonce: 12] [ChaCha20-Poly1305 ciphertext] [tag: 16]   (refused)
+//! sealed v2:  [0x02] [nonce: 24] [XChaCha20-Poly1305 ciphertext of
+//!             sender: 18 | epoch: 8 | counter: 8 | foca packet] [tag: 16]
 //! ```
 //!
-//! The kind byte is the associated data, so it cannot be flipped without
-//! failing authentication. Nonces are 96 random bits per datagram (from
-//! `rand`'s OS-seeded ChaCha generator): with one shared key and many senders
-//! a counter cannot be kept unique, and random nonces stay below the 2^-32
-//! collision bound for 2^32 datagrams per key — about 13 years of a 100-node
-//! cluster at 10 datagrams per node per second.
+//! The format byte is the associated data, so it cannot be flipped without
+//! failing authentication. Version 2 uses XChaCha20-Poly1305 with 192 random
+//! bits of nonce per datagram: with one shared key and many senders a counter
+//! cannot be kept unique across speakers, and 96 random bits (version 1)
+//! reach the 2^-32 collision bound after 2^32 datagrams per key, which a large
+//! cluster that never rotates its key could reach; 192 bits never do.
 //!
-//! A speaker with a key accepts only sealed datagrams that authenticate under
-//! that key; a speaker without a key accepts only plaintext. Everything else is
-//! dropped and counted as an authentication failure, so a speaker with no key
-//! or another key can neither join nor inject members.
+//! Inside the authenticated payload, the sender's advertised gossip address,
+//! its epoch and a counter feed the replay window ([`super::replay`]): a
+//! captured datagram sent again is refused, and counted as `replayed`. The
+//! sender is taken from the payload, not from the source address, so that a
+//! replay with another source address still lands in the right window.
 //!
-//! Like memberlist's encryption there is no replay window: a captured datagram
-//! can be sent again. Replays of a departed identity are ignored because a Down
-//! member cannot come back with the same identity (until foca forgets it after
-//! `Timers::remove_down_after`), and a restarted speaker's newer generation
-//! always wins over its old identity.
+//! A speaker with a keyring ([`Keyring`]) seals with its primary key and
+//! opens with any of its keys, the primary first; a speaker without one
+//! accepts only plaintext. Everything else is dropped and counted as an
+//! authentication failure, so a speaker with no key or another key can
+//! neither join nor inject members. A version 1 datagram (a speaker from
+//! before version 2, during an upgrade) is refused with its own reason,
+//! [`OpenError::OldFormat`], so the split of a mixed cluster says why.
 
 use std::fmt;
 use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
+use chacha20poly1305::{KeyInit, Tag, XChaCha20Poly1305, XNonce};
 use rand::Rng as _;
 
-/// Offsets in a datagram, named once.
+use super::keyring::Keyring;
+use super::replay::{Replay, ReplayGuard};
+
+/// Offsets shared by every format, named once.
 mod field {
-    use std::ops::{Range, RangeFrom};
+    use std::ops::RangeFrom;
 
     pub const KIND: usize = 0;
     pub const PLAINTEXT_PAYLOAD: RangeFrom<usize> = 1..;
-    pub const NONCE: Range<usize> = 1..13;
-    /// Ciphertext followed by the tag.
-    pub const SEALED_PAYLOAD: RangeFrom<usize> = 13..;
 }
 
 const KIND_PLAINTEXT: u8 = 0x00;
-const KIND_SEALED: u8 = 0x01;
-const NONCE_LEN: usize = 12;
+/// ChaCha20-Poly1305 with 96-bit nonces, no replay header: recognised only
+/// to be refused clearly.
+const KIND_SEALED_V1: u8 = 0x01;
+const KIND_SEALED_V2: u8 = 0x02;
+const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const KEY_LEN: usize = 32;
 
-/// Bytes a sealed datagram adds to the foca packet (kind, nonce, tag).
-pub const SEAL_OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
+/// Bytes a sealed datagram adds to the foca packet (format, nonce, sealed
+/// header, tag).
+pub const SEAL_OVERHEAD: usize = 1 + NONCE_LEN + v2::HEADER_LEN + TAG_LEN;
 
 /// The 32-byte key shared by every speaker of a cluster.
 ///
@@ -115,6 +127,10 @@ const ACCEPTED_FORMS: &str = "32 raw bytes, 64 hexadecimal characters (openssl r
 impl Key {
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
         Self(bytes)
+    }
+
+    pub(super) fn bytes(&self) -> [u8; KEY_LEN] {
+        self.0
     }
 
     /// Reads and parses a key file; see [`Key`] for the accepted forms.
@@ -219,32 +235,88 @@ fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
 pub enum OpenError {
     #[error("empty datagram")]
     Empty,
-    #[error("unknown datagram kind {0:#04x}")]
+    #[error("unknown datagram format {0:#04x}")]
     UnknownKind(u8),
+    #[error(
+        "sealed datagram of format 1 (ChaCha20-Poly1305, speakers before the keyring): \
+         this speaker only reads format 2; upgrade every speaker"
+    )]
+    OldFormat,
     #[error("plaintext datagram, but a gossip key is configured")]
     PlaintextRefused,
     #[error("sealed datagram, but no gossip key is configured")]
     SealedWithoutKey,
-    #[error("sealed datagram shorter than nonce and tag")]
+    #[error("sealed datagram shorter than nonce, header and tag")]
     Truncated,
-    #[error("sealed datagram fails authentication (another key, or tampered)")]
+    #[error("sealed datagram fails authentication under every key (another key, or tampered)")]
     Forged,
+    #[error("replayed datagram: {0}")]
+    Replayed(Replay),
 }
 
-/// Seals outgoing and opens incoming datagrams with an optional key.
+/// What opened an accepted datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    Plaintext,
+    /// Index into [`Keyring::keys`]: 0 is the primary.
+    Key(usize),
+}
+
+/// Offsets in a version 2 datagram and in its sealed header, named once.
+mod v2 {
+    use std::ops::{Range, RangeFrom};
+
+    pub const NONCE: Range<usize> = 1..25;
+    /// Ciphertext followed by the tag.
+    pub const SEALED: RangeFrom<usize> = 25..;
+
+    /// Inside the ciphertext: IPv6 (IPv4 as mapped) address, port.
+    pub const SENDER_IP: Range<usize> = 0..16;
+    pub const SENDER_PORT: Range<usize> = 16..18;
+    pub const EPOCH: Range<usize> = 18..26;
+    pub const COUNTER: Range<usize> = 26..34;
+    pub const PACKET: RangeFrom<usize> = 34..;
+    pub const HEADER_LEN: usize = 34;
+}
+
+/// Seals outgoing and opens incoming datagrams with an optional keyring,
+/// and keeps this speaker's epoch and counter and the replay window.
 pub struct PacketSeal {
-    cipher: Option<ChaCha20Poly1305>,
+    /// Ciphers for [`Keyring::keys`], the primary first.
+    ciphers: Vec<XChaCha20Poly1305>,
+    sender: SocketAddr,
+    epoch: u64,
+    counter: u64,
+    replays: ReplayGuard,
 }
 
 impl PacketSeal {
-    pub fn new(key: Option<&Key>) -> Self {
-        Self {
-            cipher: key.map(|key| ChaCha20Poly1305::new(&key.0.into())),
-        }
+    /// A seal for the speaker advertising `sender`, starting a new epoch.
+    pub fn new(keyring: Option<&Keyring>, sender: SocketAddr) -> Self {
+        let mut seal = Self {
+            ciphers: Vec::new(),
+            sender,
+            epoch: new_epoch(),
+            counter: 0,
+            replays: ReplayGuard::default(),
+        };
+        seal.set_keyring(keyring);
+        seal
+    }
+
+    /// Seals and opens with `keyring` from now on; the epoch, counter and
+    /// replay window carry on.
+    pub fn set_keyring(&mut self, keyring: Option<&Keyring>) {
+        self.ciphers = keyring.map_or_else(Vec::new, |ring| {
+            ring.keys()
+                .iter()
+                .map(|key| XChaCha20Poly1305::new(&key.bytes().into()))
+                .collect()
+        });
     }
 
     pub fn is_keyed(&self) -> bool {
-        self.cipher.is_some()
+        !self.ciphers.is_empty()
     }
 
     /// Bytes this seal adds to every packet.
@@ -258,59 +330,123 @@ impl PacketSeal {
 
     /// The datagram for one foca packet, built in one buffer of its final
     /// size and encrypted in place there.
-    pub fn seal(&self, packet: &[u8]) -> Bytes {
+    pub fn seal(&mut self, packet: &[u8]) -> Bytes {
         let mut datagram = BytesMut::with_capacity(packet.len() + self.overhead());
-        let Some(cipher) = &self.cipher else {
+        let Some(primary) = self.ciphers.first() else {
             datagram.put_u8(KIND_PLAINTEXT);
             datagram.put_slice(packet);
             return datagram.freeze();
         };
-        let mut nonce = [0u8; NONCE_LEN];
+        self.counter += 1;
+        let mut nonce = XNonce::default();
         rand::rng().fill_bytes(&mut nonce);
-        datagram.put_u8(KIND_SEALED);
+        datagram.put_u8(KIND_SEALED_V2);
         datagram.put_slice(&nonce);
+        let sender_ip = match self.sender.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        datagram.put_slice(&sender_ip.octets());
+        datagram.put_u16(self.sender.port());
+        datagram.put_u64(self.epoch);
+        datagram.put_u64(self.counter);
         datagram.put_slice(packet);
         let (kind, rest) = datagram.split_at_mut(field::KIND + 1);
-        let tag = cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), kind, &mut rest[NONCE_LEN..])
-            .expect("ChaCha20-Poly1305 encrypts up to 256 GiB per message");
+        let tag = primary
+            .encrypt_in_place_detached(&nonce, kind, &mut rest[NONCE_LEN..])
+            .expect("XChaCha20-Poly1305 encrypts up to 256 GiB per message");
         datagram.put_slice(&tag);
         datagram.freeze()
     }
 
-    /// Authenticates `datagram` and leaves the foca packet in `packet`.
-    pub fn open(&self, datagram: &[u8], packet: &mut Vec<u8>) -> Result<(), OpenError> {
+    /// Authenticates `datagram`, checks it against the replay window at
+    /// `now`, and leaves the foca packet in `packet`.
+    pub fn open(
+        &mut self,
+        now: Duration,
+        datagram: &[u8],
+        packet: &mut Vec<u8>,
+    ) -> Result<Opened, OpenError> {
         packet.clear();
         let kind = *datagram.get(field::KIND).ok_or(OpenError::Empty)?;
-        match (kind, &self.cipher) {
-            (KIND_PLAINTEXT, None) => {
+        match (kind, self.is_keyed()) {
+            (KIND_PLAINTEXT, false) => {
                 packet.extend_from_slice(&datagram[field::PLAINTEXT_PAYLOAD]);
-                Ok(())
+                Ok(Opened::Plaintext)
             }
-            (KIND_PLAINTEXT, Some(_)) => Err(OpenError::PlaintextRefused),
-            (KIND_SEALED, None) => Err(OpenError::SealedWithoutKey),
-            (KIND_SEALED, Some(cipher)) => {
-                if datagram.len() < SEAL_OVERHEAD {
-                    return Err(OpenError::Truncated);
-                }
-                let nonce = Nonce::from_slice(&datagram[field::NONCE]);
-                let sealed = &datagram[field::SEALED_PAYLOAD];
-                let (ciphertext, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-                packet.extend_from_slice(ciphertext);
-                let opened = cipher.decrypt_in_place_detached(
-                    nonce,
-                    &datagram[..=field::KIND],
-                    packet,
-                    Tag::from_slice(tag),
-                );
-                opened.map_err(|_| {
+            (KIND_PLAINTEXT, true) => Err(OpenError::PlaintextRefused),
+            (KIND_SEALED_V1, _) => Err(OpenError::OldFormat),
+            (KIND_SEALED_V2, false) => Err(OpenError::SealedWithoutKey),
+            (KIND_SEALED_V2, true) => {
+                let opened = self.decrypt(datagram, packet);
+                let (key, sender, epoch, counter) = opened.inspect_err(|_| packet.clear())?;
+                if let Err(replay) = self.replays.accept(sender, epoch, counter, now) {
                     packet.clear();
-                    OpenError::Forged
-                })
+                    return Err(OpenError::Replayed(replay));
+                }
+                packet.drain(..v2::HEADER_LEN);
+                Ok(Opened::Key(key))
             }
             (other, _) => Err(OpenError::UnknownKind(other)),
         }
     }
+
+    /// Decrypts a version 2 datagram into `packet` (header included) with
+    /// the first key that authenticates it.
+    fn decrypt(
+        &self,
+        datagram: &[u8],
+        packet: &mut Vec<u8>,
+    ) -> Result<(usize, SocketAddr, u64, u64), OpenError> {
+        if datagram.len() < SEAL_OVERHEAD {
+            return Err(OpenError::Truncated);
+        }
+        let nonce = XNonce::from_slice(&datagram[v2::NONCE]);
+        let sealed = &datagram[v2::SEALED];
+        let (ciphertext, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+        packet.extend_from_slice(ciphertext);
+        // A failed attempt leaves the buffer as it was (the tag is checked
+        // before anything is decrypted), so the next key sees the ciphertext.
+        let key = self
+            .ciphers
+            .iter()
+            .position(|cipher| {
+                cipher
+                    .decrypt_in_place_detached(
+                        nonce,
+                        &datagram[..=field::KIND],
+                        packet,
+                        Tag::from_slice(tag),
+                    )
+                    .is_ok()
+            })
+            .ok_or(OpenError::Forged)?;
+        let ip: [u8; 16] = packet[v2::SENDER_IP].try_into().expect("16 bytes");
+        let port: [u8; 2] = packet[v2::SENDER_PORT].try_into().expect("2 bytes");
+        let sender = SocketAddr::new(Ipv6Addr::from(ip).to_canonical(), u16::from_be_bytes(port));
+        let epoch = u64::from_be_bytes(packet[v2::EPOCH].try_into().expect("8 bytes"));
+        let counter = u64::from_be_bytes(packet[v2::COUNTER].try_into().expect("8 bytes"));
+        debug_assert_eq!(v2::PACKET.start, v2::HEADER_LEN);
+        Ok((key, sender, epoch, counter))
+    }
+}
+
+/// A new epoch for this process: the wall-clock microsecond, and always
+/// above the previous epoch of this process (two seals created within one
+/// microsecond, e.g. a restart in a simulation, still differ).
+fn new_epoch() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        });
+    let mut epoch = now;
+    let _ = LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+        epoch = now.max(last + 1);
+        Some(epoch)
+    });
+    epoch
 }
 
 #[cfg(test)]
@@ -424,87 +560,301 @@ mod tests {
         assert_eq!(format!("{:?}", counting_key()), "Key(<redacted>)");
     }
 
+    const SENDER: &str = "192.0.2.11:7946";
+    const NOW: Duration = Duration::from_secs(5);
+
+    fn sender() -> SocketAddr {
+        SENDER.parse().unwrap()
+    }
+
+    fn sealer(keys: &[Key]) -> PacketSeal {
+        let ring = Keyring::new(keys[0].clone(), keys[1..].iter().cloned()).unwrap();
+        PacketSeal::new(Some(&ring), sender())
+    }
+
+    /// A sealer of its own speaker, `n` in 192.0.2.100 + n.
+    fn speaker(n: u8, keys: &[Key]) -> PacketSeal {
+        let mut seal = sealer(keys);
+        seal.sender = SocketAddr::new([192, 0, 2, 100 + n].into(), 7946);
+        seal
+    }
+
+    fn receiver(keys: &[Key]) -> PacketSeal {
+        let ring = Keyring::new(keys[0].clone(), keys[1..].iter().cloned()).unwrap();
+        PacketSeal::new(Some(&ring), "192.0.2.12:7946".parse().unwrap())
+    }
+
+    fn old_key() -> Key {
+        Key([7; 32])
+    }
+
     #[test]
     fn sealed_round_trip() {
-        let seal = PacketSeal::new(Some(&counting_key()));
+        let mut seal = sealer(&[counting_key()]);
         let datagram = seal.seal(b"hello foca");
         assert_eq!(datagram.len(), 10 + SEAL_OVERHEAD);
-        assert_eq!(datagram[field::KIND], KIND_SEALED);
+        assert_eq!(datagram[field::KIND], KIND_SEALED_V2);
         assert!(!datagram.windows(5).any(|w| w == b"hello"));
         let mut packet = Vec::new();
-        seal.open(&datagram, &mut packet).unwrap();
+        let mut other = receiver(&[counting_key()]);
+        assert_eq!(other.open(NOW, &datagram, &mut packet), Ok(Opened::Key(0)));
         assert_eq!(packet, b"hello foca");
     }
 
     #[test]
-    fn nonces_differ_per_datagram() {
-        let seal = PacketSeal::new(Some(&counting_key()));
+    fn nonces_are_192_random_bits_per_datagram() {
+        let mut seal = sealer(&[counting_key()]);
         let a = seal.seal(b"same");
         let b = seal.seal(b"same");
-        assert_ne!(a[field::NONCE], b[field::NONCE]);
+        assert_eq!(v2::NONCE.len(), 24);
+        assert_ne!(a[v2::NONCE], b[v2::NONCE]);
         assert_ne!(a, b);
     }
 
     #[test]
     fn every_flipped_bit_is_rejected() {
-        let seal = PacketSeal::new(Some(&counting_key()));
+        let mut seal = sealer(&[counting_key()]);
         let datagram = seal.seal(b"ping");
+        let mut other = receiver(&[counting_key()]);
         let mut packet = Vec::new();
         for byte in 0..datagram.len() {
             for bit in 0..8 {
                 let mut tampered = datagram.to_vec();
                 tampered[byte] ^= 1 << bit;
-                let opened = seal.open(&tampered, &mut packet);
+                let opened = other.open(NOW, &tampered, &mut packet);
                 assert!(opened.is_err(), "byte {byte} bit {bit} accepted");
                 assert!(packet.is_empty());
             }
         }
+        // Forgeries did not move the window: the genuine one still opens.
+        assert_eq!(other.open(NOW, &datagram, &mut packet), Ok(Opened::Key(0)));
+    }
+
+    #[test]
+    fn the_keyring_seals_with_the_primary_and_opens_with_any_key() {
+        let new_key = counting_key();
+        let mut packet = Vec::new();
+        // Step 1: the new key is accepted, the old one still primary.
+        let mut step1 = speaker(1, &[old_key(), new_key.clone()]);
+        // Step 2: the new key is primary, the old one still accepted.
+        let mut step2 = speaker(2, &[new_key.clone(), old_key()]);
+        let mut not_rotated = speaker(3, &[old_key()]);
+        let mut rotated = speaker(4, std::slice::from_ref(&new_key));
+
+        let mut step1_receiver = receiver(&[old_key(), new_key.clone()]);
+        let mut step2_receiver = receiver(&[new_key.clone(), old_key()]);
+        let mut old_only = receiver(&[old_key()]);
+        let mut new_only = receiver(std::slice::from_ref(&new_key));
+
+        // Whatever step two speakers are at, as long as they are at most one
+        // step apart, each opens what the other seals.
+        let by_step1 = step1.seal(b"a");
+        assert_eq!(
+            old_only.open(NOW, &by_step1, &mut packet),
+            Ok(Opened::Key(0))
+        );
+        assert_eq!(
+            step2_receiver.open(NOW, &by_step1, &mut packet),
+            Ok(Opened::Key(1))
+        );
+        assert_eq!(
+            step1_receiver.open(NOW, &not_rotated.seal(b"b"), &mut packet),
+            Ok(Opened::Key(0))
+        );
+        let by_step2 = step2.seal(b"c");
+        assert_eq!(
+            step1_receiver.open(NOW, &by_step2, &mut packet),
+            Ok(Opened::Key(1))
+        );
+        assert_eq!(
+            new_only.open(NOW, &by_step2, &mut packet),
+            Ok(Opened::Key(0))
+        );
+        assert_eq!(
+            step2_receiver.open(NOW, &rotated.seal(b"d"), &mut packet),
+            Ok(Opened::Key(0))
+        );
+        assert_eq!(packet, b"d");
+
+        // Two steps apart is a split: that is why each step is rolled out
+        // everywhere before the next.
+        assert_eq!(
+            new_only.open(NOW, &not_rotated.seal(b"e"), &mut packet),
+            Err(OpenError::Forged)
+        );
+        assert_eq!(
+            old_only.open(NOW, &rotated.seal(b"f"), &mut packet),
+            Err(OpenError::Forged)
+        );
+    }
+
+    #[test]
+    fn a_new_keyring_keeps_the_counter_and_the_replay_window() {
+        let mut seal = sealer(&[old_key()]);
+        let mut other = receiver(&[old_key(), counting_key()]);
+        let mut packet = Vec::new();
+        let first = seal.seal(b"1");
+        other.open(NOW, &first, &mut packet).unwrap();
+        seal.set_keyring(Some(&Keyring::new(counting_key(), [old_key()]).unwrap()));
+        other.set_keyring(Some(&Keyring::single(counting_key())));
+        assert_eq!(
+            other.open(NOW, &seal.seal(b"2"), &mut packet),
+            Ok(Opened::Key(0))
+        );
+        assert_eq!(
+            other.open(NOW, &first, &mut packet),
+            Err(OpenError::Forged),
+            "the old key is gone"
+        );
+        other.set_keyring(Some(&Keyring::new(counting_key(), [old_key()]).unwrap()));
+        assert_eq!(
+            other.open(NOW, &first, &mut packet),
+            Err(OpenError::Replayed(Replay::Duplicate))
+        );
+    }
+
+    #[test]
+    fn replays_are_refused_after_authentication() {
+        let mut seal = sealer(&[counting_key()]);
+        let mut other = receiver(&[counting_key()]);
+        let mut packet = Vec::new();
+        let first = seal.seal(b"first");
+        let second = seal.seal(b"second");
+        // Out of order within the window: both accepted, each once.
+        assert!(other.open(NOW, &second, &mut packet).is_ok());
+        assert!(other.open(NOW, &first, &mut packet).is_ok());
+        assert_eq!(packet, b"first");
+        for again in [&first, &second] {
+            assert_eq!(
+                other.open(NOW, again, &mut packet),
+                Err(OpenError::Replayed(Replay::Duplicate))
+            );
+            assert!(packet.is_empty());
+        }
+        // Too old: 64 newer datagrams push the first out of the window.
+        let early = seal.seal(b"early");
+        for _ in 0..64 {
+            other.open(NOW, &seal.seal(b"x"), &mut packet).unwrap();
+        }
+        assert_eq!(
+            other.open(NOW, &early, &mut packet),
+            Err(OpenError::Replayed(Replay::TooOld))
+        );
+    }
+
+    #[test]
+    fn a_restarted_sender_is_a_new_epoch_not_a_replay() {
+        let mut other = receiver(&[counting_key()]);
+        let mut packet = Vec::new();
+        let mut before = sealer(&[counting_key()]);
+        let old = before.seal(b"old");
+        other.open(NOW, &old, &mut packet).unwrap();
+        other
+            .open(NOW, &before.seal(b"old 2"), &mut packet)
+            .unwrap();
+        // Same address, new process: its counter starts at 1 again.
+        let mut after = sealer(&[counting_key()]);
+        assert!(after.epoch > before.epoch);
+        assert_eq!(
+            other.open(NOW, &after.seal(b"new"), &mut packet),
+            Ok(Opened::Key(0))
+        );
+        assert_eq!(
+            other.open(NOW, &before.seal(b"from the old process"), &mut packet),
+            Err(OpenError::Replayed(Replay::StaleEpoch))
+        );
+    }
+
+    #[test]
+    fn the_sender_inside_the_payload_decides_the_window_not_the_source() {
+        // Two senders with the same epoch and counter do not collide.
+        let mut other = receiver(&[counting_key()]);
+        let mut packet = Vec::new();
+        let mut a = sealer(&[counting_key()]);
+        let mut b = PacketSeal::new(
+            Some(&Keyring::single(counting_key())),
+            "[2001:db8::13]:7946".parse().unwrap(),
+        );
+        b.epoch = a.epoch;
+        other.open(NOW, &a.seal(b"a"), &mut packet).unwrap();
+        other.open(NOW, &b.seal(b"b"), &mut packet).unwrap();
+        assert_eq!(other.replays.senders(), 2);
+    }
+
+    #[test]
+    fn format_1_datagrams_are_refused_by_name() {
+        // A version 1 datagram as speakers before the keyring sealed them.
+        let cipher = chacha20poly1305::ChaCha20Poly1305::new(&counting_key().0.into());
+        let nonce = [3u8; 12];
+        let mut body = b"ping".to_vec();
+        let tag = cipher
+            .encrypt_in_place_detached((&nonce).into(), &[KIND_SEALED_V1], &mut body)
+            .unwrap();
+        let mut datagram = vec![KIND_SEALED_V1];
+        datagram.extend_from_slice(&nonce);
+        datagram.extend_from_slice(&body);
+        datagram.extend_from_slice(&tag);
+        let mut other = receiver(&[counting_key()]);
+        let mut packet = Vec::new();
+        let refused = other.open(NOW, &datagram, &mut packet).unwrap_err();
+        assert_eq!(refused, OpenError::OldFormat);
+        assert!(refused.to_string().contains("upgrade every speaker"));
     }
 
     #[test]
     fn other_key_truncation_and_kinds_are_rejected() {
-        let ours = PacketSeal::new(Some(&counting_key()));
-        let theirs = PacketSeal::new(Some(&Key([7; 32])));
-        let plaintext = PacketSeal::new(None);
+        let mut ours = receiver(&[counting_key()]);
+        let mut theirs = sealer(&[Key([7; 32])]);
+        let mut plaintext = PacketSeal::new(None, sender());
         let mut packet = Vec::new();
 
         let sealed_by_them = theirs.seal(b"join me");
         assert_eq!(
-            ours.open(&sealed_by_them, &mut packet),
+            ours.open(NOW, &sealed_by_them, &mut packet),
             Err(OpenError::Forged)
         );
         assert_eq!(
-            ours.open(&plaintext.seal(b"join me"), &mut packet),
+            ours.open(NOW, &plaintext.seal(b"join me"), &mut packet),
             Err(OpenError::PlaintextRefused)
         );
         assert_eq!(
-            plaintext.open(&sealed_by_them, &mut packet),
+            plaintext.open(NOW, &sealed_by_them, &mut packet),
             Err(OpenError::SealedWithoutKey)
         );
         assert_eq!(
-            ours.open(&sealed_by_them[..20], &mut packet),
+            ours.open(NOW, &sealed_by_them[..SEAL_OVERHEAD - 1], &mut packet),
             Err(OpenError::Truncated)
         );
-        assert_eq!(ours.open(&[], &mut packet), Err(OpenError::Empty));
+        assert_eq!(ours.open(NOW, &[], &mut packet), Err(OpenError::Empty));
         assert_eq!(
-            ours.open(&[0x02, 1, 2], &mut packet),
-            Err(OpenError::UnknownKind(0x02))
+            ours.open(NOW, &[0x03, 1, 2], &mut packet),
+            Err(OpenError::UnknownKind(0x03))
         );
 
-        // An empty foca packet still carries nonce and tag.
-        let empty = ours.seal(b"");
+        // An empty foca packet still carries nonce, header and tag.
+        let mut seal = sealer(&[counting_key()]);
+        let empty = seal.seal(b"");
         assert_eq!(empty.len(), SEAL_OVERHEAD);
-        ours.open(&empty, &mut packet).unwrap();
+        ours.open(NOW, &empty, &mut packet).unwrap();
         assert!(packet.is_empty());
     }
 
     #[test]
     fn plaintext_round_trip() {
-        let seal = PacketSeal::new(None);
+        let mut seal = PacketSeal::new(None, sender());
         let datagram = seal.seal(b"hi");
         assert_eq!(datagram, &[KIND_PLAINTEXT, b'h', b'i'][..]);
         let mut packet = Vec::new();
-        seal.open(&datagram, &mut packet).unwrap();
+        assert_eq!(
+            seal.open(NOW, &datagram, &mut packet),
+            Ok(Opened::Plaintext)
+        );
         assert_eq!(packet, b"hi");
+        // Plaintext has no header, hence no replay window: with no key
+        // anyone can inject anyway.
+        assert_eq!(
+            seal.open(NOW, &datagram, &mut packet),
+            Ok(Opened::Plaintext)
+        );
     }
 }

@@ -450,7 +450,8 @@ mod udp {
             node: node.into(),
             bind: "127.0.0.1:0".parse().unwrap(),
             advertise: None,
-            key: Some(key()),
+            keyring: Some(Keyring::single(key())),
+            keyring_files: None,
             timers: Timers::fast_lan(),
             seeds,
         }

@@ -281,6 +281,23 @@ impl Collector for PerScrape {
                     g.stray_datagrams,
                 ),
                 (
+                    "xdp_speaker_gossip_old_format",
+                    "Gossip datagrams in the sealed format of speakers before the keyring \
+                     (counted in auth_failures too): a cluster mid-upgrade.",
+                    g.old_format,
+                ),
+                (
+                    "xdp_speaker_gossip_replayed",
+                    "Authentic gossip datagrams dropped as replays.",
+                    g.replayed,
+                ),
+                (
+                    "xdp_speaker_gossip_secondary_key",
+                    "Gossip datagrams opened by a keyring key other than the primary \
+                     (peers still sending with a key being rotated).",
+                    g.opened_by_secondary_key,
+                ),
+                (
                     "xdp_speaker_gossip_rejoins",
                     "Times the cluster declared this speaker down and it rejoined.",
                     g.rejoins,

@@ -24,6 +24,7 @@ fn sample() -> Sample {
             members: 3,
             auth_failures: 2,
             stray_datagrams: 1,
+            replayed: 4,
             ..GossipStats::default()
         }),
         repairs: vec![
@@ -87,6 +88,9 @@ fn families_have_metallbs_names_labels_and_types() {
         ("xdp_speaker_gossip_packets_received", "untyped"),
         ("xdp_speaker_gossip_auth_failures", "untyped"),
         ("xdp_speaker_gossip_stray_datagrams", "untyped"),
+        ("xdp_speaker_gossip_old_format", "untyped"),
+        ("xdp_speaker_gossip_replayed", "untyped"),
+        ("xdp_speaker_gossip_secondary_key", "untyped"),
         ("xdp_speaker_gossip_rejoins", "untyped"),
     ]
     .map(|(n, t)| (n.to_owned(), t.to_owned()));
@@ -117,6 +121,9 @@ fn families_have_metallbs_names_labels_and_types() {
         "xdp_speaker_gossip_packets_received 0",
         "xdp_speaker_gossip_auth_failures 2",
         "xdp_speaker_gossip_stray_datagrams 1",
+        "xdp_speaker_gossip_old_format 0",
+        "xdp_speaker_gossip_replayed 4",
+        "xdp_speaker_gossip_secondary_key 0",
         "xdp_speaker_gossip_rejoins 0",
         "xdp_speaker_dataplane_repairs{what=\"map_pin\"} 0",
         "xdp_speaker_dataplane_repairs{what=\"link_pin\"} 1",
