@@ -13,8 +13,8 @@ use foca::{Foca, Incarnation, Message, OwnedNotification, PostcardCodec, Runtime
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use super::hold::{HoldRequest, Holds, REQUEST_COPIES};
 use super::health::LocalHealth;
+use super::hold::{HoldRequest, Holds, REQUEST_COPIES};
 use super::identity::SpeakerId;
 use super::keyring::Keyring;
 use super::seal::{Key, OpenError, Opened, PacketSeal};
