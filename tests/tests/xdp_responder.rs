@@ -144,6 +144,9 @@ fn ns_answer(name: &'static str, frame: Vec<u8>, vip: Ipv6Addr, mac: Mac) -> Cas
     }
 }
 
+/// Conflict count and last conflicting MAC, per (VIP, ifindex).
+type Conflicts = BTreeMap<(IpAddr, u32), (u64, Option<Mac>)>;
+
 /// A loaded responder with private maps holding the test VIPs.
 struct Harness {
     object: Object,
@@ -201,7 +204,7 @@ impl Harness {
     }
 
     /// Conflict count and last MAC per (VIP, interface).
-    fn conflicts(&self) -> Result<BTreeMap<(IpAddr, u32), (u64, Option<Mac>)>> {
+    fn conflicts(&self) -> Result<Conflicts> {
         Ok(self
             .maps
             .vips()?
@@ -291,7 +294,7 @@ impl Harness {
             ));
         }
 
-        let conflicts_moved: BTreeMap<(IpAddr, u32), (u64, Option<Mac>)> = conflicts_after
+        let conflicts_moved: Conflicts = conflicts_after
             .iter()
             .filter_map(|(key, (after, mac))| {
                 let before = conflicts_before.get(key).map_or(0, |c| c.0);
