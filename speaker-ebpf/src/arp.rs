@@ -51,28 +51,34 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
         return Verdict::pass(Reason::Malformed);
     }
     let oper = arp.get_be16::<{ field::OPER }>();
-    let spa = arp.get::<Ipv4, { field::SPA }>();
-    let tpa = arp.get::<Ipv4, { field::TPA }>();
-    // Gratuitous ARP (sender = target) is an announcement, request or reply.
-    let gratuitous = (spa[0] ^ tpa[0]) | (spa[1] ^ tpa[1]) == 0;
-    if oper != OPER_REQUEST && !(oper == OPER_REPLY && gratuitous) {
+    if oper != OPER_REQUEST && oper != OPER_REPLY {
         return Verdict::pass(Reason::ArpNotRequest);
     }
-    let Some(vip) = maps::vip_v4(tpa, ctx.ingress_ifindex() as u32) else {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let spa = arp.get::<Ipv4, { field::SPA }>();
+    // RFC 5227 §2.4: any ARP, request or reply, gratuitous or not, whose
+    // sender IP is ours and whose sender hardware address is not, is a
+    // conflict. Answering would not settle it (the kernel would not
+    // either); it is recorded for the VIP. A probe's sender 0.0.0.0 is
+    // never a VIP.
+    if let Some(vip) = maps::vip_v4(spa, ifindex) {
+        let reason = if same_mac(sha, mac_words(vip.mac)) {
+            Reason::Looped
+        } else {
+            maps::record_conflict(&vip, sha);
+            Reason::Conflict
+        };
+        log::arp_claimed(ctx, spa, sha, reason);
+        return Verdict::pass(reason);
+    }
+    if oper != OPER_REQUEST {
+        return Verdict::pass(Reason::ArpNotRequest);
+    }
+    let tpa = arp.get::<Ipv4, { field::TPA }>();
+    let Some(vip) = maps::vip_v4(tpa, ifindex) else {
         return Verdict::pass(Reason::NotOwned);
     };
     let our_mac = mac_words(vip.mac);
-    if gratuitous {
-        // Someone announces one of our VIPs: answering would not settle it (the
-        // kernel would not either, RFC 5227 §2.4); count it so it can be seen.
-        let reason = if same_mac(sha, our_mac) {
-            Reason::Looped
-        } else {
-            Reason::Conflict
-        };
-        log::arp_claimed(ctx, tpa, sha, reason);
-        return Verdict::pass(reason);
-    }
     let eth_dst = arp.get::<Mac, { ethernet::field::DESTINATION }>();
     if !same_mac(eth_dst, BROADCAST) && !same_mac(eth_dst, our_mac) {
         log::arp_refused(ctx, tpa, Reason::WrongEthDestination);

@@ -11,6 +11,17 @@ impl Sum {
         Sum(0)
     }
 
+    /// The running sum as a plain word, to hand to an out-of-line function.
+    #[inline(always)]
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+
+    #[inline(always)]
+    pub const fn from_raw(sum: u64) -> Self {
+        Sum(sum)
+    }
+
     #[inline(always)]
     pub fn add(&mut self, word: u32) {
         self.0 += word as u64;

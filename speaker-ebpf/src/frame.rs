@@ -21,6 +21,10 @@ pub type Ipv4 = [u16; 2];
 /// An IPv6 address as four 32-bit words in memory order.
 pub type Ipv6 = [u32; 4];
 
+/// The furthest the program reads into a frame: the bound of every
+/// variable offset (extension headers, options).
+pub const MAX_OFFSET: usize = 4096;
+
 pub struct Frame {
     start: usize,
     end: usize,
@@ -33,6 +37,18 @@ impl Frame {
             start: ctx.data(),
             end: ctx.data_end(),
         }
+    }
+
+    /// The frame's bounds as plain words, to hand to an out-of-line
+    /// function (see `ndp::walk`), and back.
+    #[inline(always)]
+    pub fn bounds(&self) -> (usize, usize) {
+        (self.start, self.end)
+    }
+
+    #[inline(always)]
+    pub fn from_bounds(start: usize, end: usize) -> Self {
+        Frame { start, end }
     }
 
     #[inline(always)]
@@ -55,8 +71,29 @@ impl Frame {
         Some(Bounded { start: self.start })
     }
 
+    /// A view of `LEN` bytes from a variable `offset` (after extension
+    /// headers), if the frame holds them. One check covers every field read
+    /// through the view: the verifier extends the proven range to all
+    /// accesses through the same pointer.
+    #[inline(always)]
+    pub fn bounded_at<const LEN: usize>(&self, offset: usize) -> Option<Bounded<LEN>> {
+        // A constant upper bound, so the verifier accepts the pointer
+        // arithmetic with a variable offset.
+        if offset > MAX_OFFSET {
+            return None;
+        }
+        let start = self.start + offset;
+        if start + LEN > self.end {
+            return None;
+        }
+        Some(Bounded { start })
+    }
+
     #[inline(always)]
     fn checked<T: Copy>(&self, offset: usize) -> Option<T> {
+        if offset > MAX_OFFSET {
+            return None;
+        }
         if self.start + offset + size_of::<T>() > self.end {
             return None;
         }
@@ -64,9 +101,12 @@ impl Frame {
         Some(unsafe { ptr::read((self.start + offset) as *const T) })
     }
 
+    /// Two bytes (a type and a length, a next header and a length). Never
+    /// one: LLVM turns the bounds check of a one-byte read into
+    /// `ptr >= end`, from which the verifier derives no readable range.
     #[inline(always)]
-    pub fn u8(&self, offset: usize) -> Option<u8> {
-        self.checked::<u8>(offset)
+    pub fn pair(&self, offset: usize) -> Option<[u8; 2]> {
+        self.checked::<[u8; 2]>(offset)
     }
 
     /// Eight bytes as two 32-bit words in memory order, for checksumming.

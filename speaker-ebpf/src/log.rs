@@ -2,7 +2,7 @@
 //! speaker reads and forwards to `tracing` at DEBUG).
 //!
 //! Only paths that are already off the fast path log: a refused request for
-//! an owned VIP and a gratuitous claim of one. The answered path and
+//! an owned VIP and another host's claim of one. The answered path and
 //! everything passed untouched never reach here, so the benchmark's two
 //! ratios do not see the logging. Each call first reads `AYA_LOG_LEVEL`, a
 //! read-only global the speaker sets at load time: below debug the verifier
@@ -54,7 +54,7 @@ pub fn arp_refused(ctx: &XdpContext, vip: Ipv4, reason: Reason) {
     }
 }
 
-/// A gratuitous ARP that claims an owned VIP (`Conflict`), or our own one
+/// An ARP whose sender claims an owned VIP (`Conflict`), or our own one
 /// come back (`Looped`).
 #[inline(always)]
 pub fn arp_claimed(ctx: &XdpContext, vip: Ipv4, sender: Mac, reason: Reason) {
@@ -63,12 +63,31 @@ pub fn arp_claimed(ctx: &XdpContext, vip: Ipv4, sender: Mac, reason: Reason) {
     if reason == Reason::Looped {
         debug!(
             ctx,
-            "xdp: our own gratuitous ARP for {:i} came back from {:mac}", vip, sender
+            "xdp: our own ARP for {:i} came back from {:mac}", vip, sender
         );
     } else {
         debug!(
             ctx,
-            "xdp: conflict: gratuitous ARP claims {:i} from {:mac}", vip, sender
+            "xdp: conflict: ARP claims {:i} for {:mac}", vip, sender
+        );
+    }
+}
+
+/// A Neighbor Advertisement that claims an owned VIP (`Conflict`), or our
+/// own one come back (`Looped`).
+#[inline(always)]
+pub fn na_claimed(ctx: &XdpContext, vip: Ipv6, claimed: Mac, reason: Reason) {
+    let vip = v6_bytes(vip);
+    let claimed = mac_bytes(claimed);
+    if reason == Reason::Looped {
+        debug!(
+            ctx,
+            "xdp: our own Neighbor Advertisement for {:i} came back ({:mac})", vip, claimed
+        );
+    } else {
+        debug!(
+            ctx,
+            "xdp: conflict: Neighbor Advertisement claims {:i} for {:mac}", vip, claimed
         );
     }
 }

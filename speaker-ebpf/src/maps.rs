@@ -5,9 +5,14 @@ use aya_ebpf::{
     btf_maps::{Array, HashMap, PerCpuArray},
     macros::btf_map,
 };
-use speaker_common::{Reason, VipEntry, VipKeyV4, VipKeyV6, Watchdog, MAX_VIPS};
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
-use crate::frame::{Ipv4, Ipv6};
+use speaker_common::{
+    filter_bit, ConflictRecord, Reason, VipEntry, VipKeyV4, VipKeyV6, Watchdog, FILTER_WORDS,
+    MAX_VIPS,
+};
+
+use crate::frame::{Ipv4, Ipv6, Mac};
 
 #[btf_map]
 pub static VIPS_V4: HashMap<VipKeyV4, VipEntry, { MAX_VIPS as usize }> = HashMap::new();
@@ -34,6 +39,44 @@ pub static REASONS: PerCpuArray<u64, { Reason::COUNT as usize }> = PerCpuArray::
 
 #[btf_map]
 pub static WATCHDOG: Array<Watchdog, 1> = Array::new();
+
+/// A bit per address hash; clear: no VIP has it (see `speaker_common::filter_bit`).
+/// An array lookup is inlined by the verifier, a hash lookup is not.
+#[btf_map]
+pub static VIP_FILTER: Array<u64, { FILTER_WORDS as usize }> = Array::new();
+
+/// Claims of our VIPs by other MACs, per (VIP, interface) slot.
+#[btf_map]
+pub static VIP_CONFLICTS: Array<ConflictRecord, { MAX_VIPS as usize }> = Array::new();
+
+/// False only when no VIP's address hashes like `last_four` (its last four
+/// bytes as loaded from the frame): the hash lookup can be skipped.
+#[inline(always)]
+fn may_be_vip(last_four: u32) -> bool {
+    let bit = filter_bit(last_four);
+    match VIP_FILTER.get(bit >> 6) {
+        Some(word) => *word & (1u64 << (bit & 63)) != 0,
+        None => true,
+    }
+}
+
+/// Records that `mac` claimed the VIP of `entry`.
+#[inline(always)]
+pub fn record_conflict(entry: &VipEntry, mac: Mac) {
+    let Some(record) = VIP_CONFLICTS.get_ptr_mut(entry.slot) else {
+        return;
+    };
+    // SAFETY: a map value pointer, valid for the program's run; the count is
+    // shared by all CPUs, hence atomic. The MAC and time of concurrent claims
+    // may mix, which only blurs which of them was last.
+    unsafe {
+        // BPF has an atomic add but no compare-and-swap, so the target
+        // offers no `AtomicU64::fetch_add`; the intrinsic is the add.
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*record).count, 1);
+        (*record).last_ns = aya_ebpf::helpers::bpf_ktime_get_ns();
+        (*record).mac = core::mem::transmute::<Mac, [u8; 6]>(mac);
+    }
+}
 
 #[inline(always)]
 pub fn count_reason(reason: Reason) {
@@ -63,6 +106,9 @@ pub fn count_refused(entry: &VipEntry) {
 pub fn vip_v4(addr: Ipv4, ifindex: u32) -> Option<VipEntry> {
     // SAFETY: [u16; 2] and [u8; 4] have the same size and any bit pattern.
     let addr: [u8; 4] = unsafe { core::mem::transmute(addr) };
+    if !may_be_vip(u32::from_ne_bytes(addr)) {
+        return None;
+    }
     // SAFETY: the entry is copied out at once; a concurrent update can at worst
     // give a mix of old and new MAC for this one frame.
     unsafe { VIPS_V4.get(VipKeyV4 { addr, ifindex }).copied() }
@@ -70,6 +116,9 @@ pub fn vip_v4(addr: Ipv4, ifindex: u32) -> Option<VipEntry> {
 
 #[inline(always)]
 pub fn vip_v6(addr: Ipv6, ifindex: u32) -> Option<VipEntry> {
+    if !may_be_vip(addr[3]) {
+        return None;
+    }
     // SAFETY: [u32; 4] and [u8; 16] have the same size and any bit pattern.
     let addr: [u8; 16] = unsafe { core::mem::transmute(addr) };
     // SAFETY: as in `vip_v4`.

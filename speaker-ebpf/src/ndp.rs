@@ -1,8 +1,13 @@
 //! IPv6 Neighbor Discovery (RFC 4861): validate a Neighbor Solicitation
 //! (§7.1.1), look up its target, rewrite the frame in place into the Neighbor
-//! Advertisement (§7.2.4), growing or shrinking it to the advertisement's size.
+//! Advertisement (§7.2.4), resizing it only when the advertisement's size
+//! differs; and record Neighbor Advertisements that claim one of our VIPs
+//! for another MAC (the IPv6 counterpart of RFC 5227 §2.4).
 
-use aya_ebpf::{helpers::bpf_xdp_adjust_tail, programs::XdpContext};
+use aya_ebpf::{
+    helpers::{bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
+    programs::XdpContext,
+};
 use speaker_common::Reason;
 
 use crate::{
@@ -13,7 +18,7 @@ use crate::{
     verdict::Verdict,
 };
 
-/// Offsets from the start of the frame: IPv6 after Ethernet, ICMPv6 after IPv6.
+/// Offsets from the start of the frame: the IPv6 header after Ethernet.
 mod field {
     const L3: usize = crate::ethernet::HEADER_LEN;
     /// Version, traffic class, flow label.
@@ -23,34 +28,67 @@ mod field {
     pub const NEXT_HEADER_HOP_LIMIT: usize = L3 + 6;
     pub const SOURCE: usize = L3 + 8;
     pub const DESTINATION: usize = L3 + 24;
+    /// Where the first extension header, or ICMPv6, starts.
     pub const L4: usize = L3 + 40;
-    /// ICMPv6 type and code, one byte each.
-    pub const ICMP_TYPE_CODE: usize = L4;
-    pub const ICMP_CHECKSUM: usize = L4 + 2;
-    /// NA flags (R, S, O) and reserved bits; reserved in an NS.
-    pub const ICMP_FLAGS: usize = L4 + 4;
-    pub const TARGET: usize = L4 + 8;
-    pub const OPTIONS: usize = L4 + 24;
-    /// Within an option.
-    pub const OPTION_TYPE: usize = 0;
-    pub const OPTION_LEN: usize = 1;
 }
 
+/// Offsets from the start of the ICMPv6 message (NS and NA share them).
+mod icmp {
+    /// Type and code, one byte each.
+    pub const TYPE_CODE: usize = 0;
+    pub const CHECKSUM: usize = 2;
+    /// NA flags (R, S, O) and reserved bits; reserved in an NS.
+    pub const FLAGS: usize = 4;
+    pub const TARGET: usize = 8;
+    pub const OPTIONS: usize = 24;
+    /// Within an option: type and length (a pair), then the data.
+    pub const OPTION_TYPE: usize = 0;
+    pub const OPTION_LLADDR: usize = 2;
+}
+
+/// Within a Hop-by-Hop or Destination Options header (RFC 8200 §4.3, §4.6).
+/// Next header and length (in 8 octets, less the first 8) come as a pair.
+mod extension {
+    pub const NEXT_HEADER: usize = 0;
+}
+
+const NEXT_HEADER_HOP_BY_HOP: u8 = 0;
+const NEXT_HEADER_ROUTING: u8 = 43;
+const NEXT_HEADER_FRAGMENT: u8 = 44;
+const NEXT_HEADER_ESP: u8 = 50;
+const NEXT_HEADER_AH: u8 = 51;
 const NEXT_HEADER_ICMPV6: u8 = 58;
+const NEXT_HEADER_DESTINATION_OPTIONS: u8 = 60;
+const NEXT_HEADER_MOBILITY: u8 = 135;
+const NEXT_HEADER_HIP: u8 = 139;
+const NEXT_HEADER_SHIM6: u8 = 140;
+/// Hop-by-Hop and Destination Options headers skipped before giving up:
+/// RFC 8200 §4.1 allows one of each before the upper layer, plus one
+/// Destination Options header before a routing header.
+const MAX_EXTENSION_HEADERS: usize = 3;
+
 /// RFC 4861 §7.1.1: a hop limit below 255 means the packet crossed a router.
 const HOP_LIMIT_LINK_LOCAL: u8 = 255;
 const ICMP_NEIGHBOR_SOLICITATION: u8 = 135;
 const ICMP_NEIGHBOR_ADVERTISEMENT: u8 = 136;
-const NS_MIN_LEN: usize = field::OPTIONS - field::L4;
-/// Options are parsed up to this many 8-octet units; longer solicitations
-/// (never seen in practice) are passed to the kernel as malformed.
+/// An NS or NA without options.
+const ND_MIN_LEN: usize = icmp::OPTIONS;
+/// Options are walked up to this many 8-octet units (88-byte messages);
+/// a longer message is `unsupported`. The verifier walks every iteration,
+/// and each option's type and length fork its states: walks to 256 bytes
+/// or to a full frame's end exceeded its million-instruction budget. A walk
+/// to the frame's real end needs `bpf_loop` (issue 7, not done).
 const MAX_OPTION_UNITS: usize = 8;
-const NS_MAX_LEN: usize = NS_MIN_LEN + 8 * MAX_OPTION_UNITS;
+const ND_MAX_LEN: usize = ND_MIN_LEN + 8 * MAX_OPTION_UNITS;
 const OPTION_SOURCE_LLADDR: u8 = 1;
 const OPTION_TARGET_LLADDR: u8 = 2;
-/// Our advertisement: the 24-byte NA and one Target Link-Layer Address option.
-const NA_LEN: usize = NS_MIN_LEN + 8;
+/// Our advertisement: the 24-byte NA and one Target Link-Layer Address
+/// option, or, answering a unicast solicitation in a frame too short for
+/// the option, the NA alone (RFC 4861 §7.2.4: the option "can be omitted"
+/// for a unicast solicitation, the sender already has our address).
+const NA_LEN: usize = ND_MIN_LEN + 8;
 const NA_FRAME_LEN: usize = field::L4 + NA_LEN;
+const NA_SHORT_FRAME_LEN: usize = field::L4 + ND_MIN_LEN;
 const NA_FLAG_SOLICITED: u8 = 0x40;
 const NA_FLAG_OVERRIDE: u8 = 0x20;
 
@@ -90,165 +128,311 @@ fn is_solicited_node_of(dst: Ipv6, target: Ipv6) -> bool {
     same_ipv6(dst, group)
 }
 
-/// What the checks and the answer need from a Neighbor Solicitation.
-struct Solicitation {
-    source: Ipv6,
-    target: Ipv6,
-    eth_src: Mac,
-    icmp_len: usize,
-    /// The Ethernet destination the solicitation must have been sent to:
-    /// the IPv6 group's MAC, or `None` for unicast (our own MAC).
-    group_mac: Option<Mac>,
+/// Where the ICMPv6 message starts: after the fixed header and any
+/// Hop-by-Hop / Destination Options headers. `Err(None)`: not ICMPv6, not
+/// ours to count; `Err(Some(reason))`: counted.
+#[inline(always)]
+fn icmp_offset(frame: &Frame, first: u8) -> Result<usize, Option<Reason>> {
+    let mut next = first;
+    let mut offset = field::L4;
+    let mut walked = 0;
+    loop {
+        match next {
+            NEXT_HEADER_ICMPV6 => return Ok(offset),
+            NEXT_HEADER_HOP_BY_HOP | NEXT_HEADER_DESTINATION_OPTIONS => {}
+            // Deliberately not parsed: NDP must not be fragmented (RFC
+            // 6980), and the rest hide or move what follows.
+            NEXT_HEADER_ROUTING | NEXT_HEADER_FRAGMENT | NEXT_HEADER_ESP | NEXT_HEADER_AH
+            | NEXT_HEADER_MOBILITY | NEXT_HEADER_HIP | NEXT_HEADER_SHIM6 => {
+                return Err(Some(Reason::Unsupported))
+            }
+            _ => return Err(None),
+        }
+        if walked == MAX_EXTENSION_HEADERS {
+            return Err(Some(Reason::Unsupported));
+        }
+        let Some([header_next, len]) = frame.pair(offset + extension::NEXT_HEADER) else {
+            return Err(Some(Reason::Truncated));
+        };
+        next = header_next;
+        offset += 8 * (len as usize + 1);
+        walked += 1;
+    }
 }
 
-/// Header checks that need no loop: enough to decide whether the target is
-/// worth a map lookup.
+/// The IPv6 header fields both messages need, and where ICMPv6 starts.
+struct Ipv6Header {
+    source: Ipv6,
+    destination: Ipv6,
+    eth_src: Mac,
+    eth_dst: Mac,
+    /// Offset of the ICMPv6 message in the frame.
+    l4: usize,
+    /// Length of the ICMPv6 message (payload length less extension headers).
+    icmp_len: usize,
+}
+
+/// An NS or NA: its header, type and target.
+struct Discovery {
+    ip: Ipv6Header,
+    kind: u8,
+    target: Ipv6,
+}
+
+/// Header checks that need no loop over options: enough to decide whether
+/// the target is worth a map lookup.
 #[inline(always)]
-fn parse(frame: &Frame) -> Result<Solicitation, Reason> {
+fn parse(frame: &Frame) -> Result<Discovery, Option<Reason>> {
     let Some(ip) = frame.bounded::<{ field::L4 }>() else {
-        return Err(Reason::Truncated);
+        return Err(Some(Reason::Truncated));
     };
-    if ip.get::<u8, { field::VERSION }>() >> 4 != 6 {
-        return Err(Reason::Malformed);
-    }
     let [next_header, hop_limit] = ip.get::<[u8; 2], { field::NEXT_HEADER_HOP_LIMIT }>();
-    if next_header != NEXT_HEADER_ICMPV6 {
-        return Err(Reason::OtherTraffic);
+    let l4 = icmp_offset(frame, next_header)?;
+    if ip.get::<u8, { field::VERSION }>() >> 4 != 6 {
+        return Err(Some(Reason::Malformed));
     }
-    let Some(icmp) = frame.bounded::<{ field::OPTIONS }>() else {
-        // Not enough for any ICMPv6 message we answer; say which it is.
-        return Err(match frame.u8(field::ICMP_TYPE_CODE) {
-            Some(ICMP_NEIGHBOR_SOLICITATION) => Reason::Truncated,
+    let Some(message) = frame.bounded_at::<ND_MIN_LEN>(l4) else {
+        // Not enough for any message we handle; say which it is.
+        return Err(Some(match frame.pair(l4 + icmp::TYPE_CODE) {
+            Some([ICMP_NEIGHBOR_SOLICITATION | ICMP_NEIGHBOR_ADVERTISEMENT, _]) | None => {
+                Reason::Truncated
+            }
             Some(_) => Reason::OtherTraffic,
-            None => Reason::Truncated,
-        });
+        }));
     };
-    let [icmp_type, code] = icmp.get::<[u8; 2], { field::ICMP_TYPE_CODE }>();
-    if icmp_type != ICMP_NEIGHBOR_SOLICITATION {
-        return Err(Reason::OtherTraffic);
+    let [kind, code] = message.get::<[u8; 2], { icmp::TYPE_CODE }>();
+    if kind != ICMP_NEIGHBOR_SOLICITATION && kind != ICMP_NEIGHBOR_ADVERTISEMENT {
+        return Err(Some(Reason::OtherTraffic));
     }
-    let icmp_len = icmp.get_be16::<{ field::PAYLOAD_LEN }>() as usize;
-    if !frame.has(field::L4 + icmp_len) {
-        return Err(Reason::Truncated);
+    let extensions = l4 - field::L4;
+    let payload_len = ip.get_be16::<{ field::PAYLOAD_LEN }>() as usize;
+    if payload_len < extensions || !frame.has(field::L4 + payload_len) {
+        return Err(Some(Reason::Truncated));
     }
-    if !(NS_MIN_LEN..=NS_MAX_LEN).contains(&icmp_len) || !icmp_len.is_multiple_of(8) {
-        return Err(Reason::Malformed);
+    let icmp_len = payload_len - extensions;
+    if icmp_len > ND_MAX_LEN {
+        return Err(Some(Reason::Unsupported));
+    }
+    if icmp_len < ND_MIN_LEN || !icmp_len.is_multiple_of(8) {
+        return Err(Some(Reason::Malformed));
     }
     if hop_limit != HOP_LIMIT_LINK_LOCAL || code != 0 {
-        return Err(Reason::Malformed);
+        return Err(Some(Reason::Malformed));
     }
-    let target = icmp.get::<Ipv6, { field::TARGET }>();
-    let source = icmp.get::<Ipv6, { field::SOURCE }>();
-    let destination = icmp.get::<Ipv6, { field::DESTINATION }>();
-    let eth_src = icmp.get::<Mac, { ethernet::field::SOURCE }>();
-    if is_multicast(target) || is_multicast(source) || is_group(eth_src) {
-        return Err(Reason::Malformed);
+    let target = message.get::<Ipv6, { icmp::TARGET }>();
+    let source = ip.get::<Ipv6, { field::SOURCE }>();
+    let eth_src = ip.get::<Mac, { ethernet::field::SOURCE }>();
+    if is_multicast(target) || is_group(eth_src) {
+        return Err(Some(Reason::Malformed));
     }
-    // Sent to the target's solicited-node group, or unicast to the target
-    // (NUD); DAD (unspecified source) only ever to the group.
-    let to_group = is_solicited_node_of(destination, target);
-    if !to_group && (is_unspecified(source) || !same_ipv6(destination, target)) {
-        return Err(Reason::Malformed);
-    }
-    Ok(Solicitation {
-        source,
-        target,
-        eth_src,
-        icmp_len,
-        group_mac: if to_group {
-            Some(ipv6_multicast_mac(destination))
-        } else {
-            None
+    Ok(Discovery {
+        ip: Ipv6Header {
+            source,
+            destination: ip.get::<Ipv6, { field::DESTINATION }>(),
+            eth_src,
+            eth_dst: ip.get::<Mac, { ethernet::field::DESTINATION }>(),
+            l4,
+            icmp_len,
         },
+        kind,
+        target,
     })
 }
 
-/// Adds the pseudo-header's addresses (RFC 8200 §8.1), read from the frame.
-#[inline(always)]
-fn add_addresses(sum: &mut Sum, source: Ipv6, destination: Ipv6) {
-    sum.add_all(source);
-    sum.add_all(destination);
+/// The options walk's findings, packed in one word so that the out-of-line
+/// walk returns a single scalar.
+mod walked {
+    pub const VALID: u64 = 1;
+    pub const SOURCE_LLADDR: u64 = 1 << 1;
+    pub const TARGET_LLADDR: u64 = 1 << 2;
+    /// The last Target Link-Layer Address, memory order, in bits 16..64
+    /// (a valid NA carries at most one).
+    pub const TARGET_LLADDR_SHIFT: u32 = 16;
 }
 
-/// RFC 4443 §2.3: the checksum over the pseudo-header and the whole message.
+/// The frame inside a loop, its end read afresh each time: with `end` loop-
+/// invariant, LLVM rewrites `at + 8 > end` into `at > end - 8` outside the
+/// loop, and the verifier refuses arithmetic on the end pointer.
 #[inline(always)]
-fn checksum_valid(frame: &Frame, icmp_len: usize) -> bool {
-    let Some(icmp) = frame.bounded::<{ field::OPTIONS }>() else {
-        return false;
-    };
+fn loop_frame(start: usize, end: &usize) -> Frame {
+    // SAFETY: a read of a local.
+    Frame::from_bounds(start, unsafe { core::ptr::read_volatile(end) })
+}
+
+/// RFC 4443 §2.3: the checksum over the pseudo-header (RFC 8200 §8.1) and
+/// the whole message.
+#[inline(always)]
+fn checksum_valid(frame: &Frame, ip: &Ipv6Header) -> bool {
     let mut sum = Sum::new();
-    add_addresses(
-        &mut sum,
-        icmp.get::<Ipv6, { field::SOURCE }>(),
-        icmp.get::<Ipv6, { field::DESTINATION }>(),
-    );
-    sum.add_be32(icmp_len as u32);
+    sum.add_all(ip.source);
+    sum.add_all(ip.destination);
+    sum.add_be32(ip.icmp_len as u32);
     sum.add_be32(NEXT_HEADER_ICMPV6 as u32);
-    sum.add_all(icmp.get::<[u32; NS_MIN_LEN / 4], { field::L4 }>());
-    let mut offset = NS_MIN_LEN;
-    while offset < NS_MAX_LEN {
+    let (start, end) = frame.bounds();
+    message_sum_valid(start, end, ip.l4, ip.icmp_len, sum.raw()) != 0
+}
+
+/// The message's words added to `seed`; 1 when the result verifies.
+///
+/// Out of line (a BPF-to-BPF call) on purpose, like [`walk_options_raw`]:
+/// the loop leaves the verifier one state per way out of it, and inlined,
+/// every one of those would carry on through the rest of the program (and
+/// multiply with the other loop's), past the verifier's budget. A call
+/// returns only its scalar, so the caller's states meet again.
+#[inline(never)]
+fn message_sum_valid(start: usize, end: usize, l4: usize, icmp_len: usize, seed: u64) -> u64 {
+    let mut sum = Sum::from_raw(seed);
+    let mut offset = 0;
+    let mut units = 0;
+    while units < MAX_OPTION_UNITS + ND_MIN_LEN / 8 {
         if offset >= icmp_len {
             break;
         }
-        let Some(words) = frame.words8(field::L4 + offset) else {
-            return false;
+        let Some(words) = loop_frame(start, &end).words8(l4 + offset) else {
+            return 0;
         };
         sum.add_all(words);
         offset += 8;
+        units += 1;
     }
-    sum.fold() == 0xffff
+    (sum.fold() == 0xffff) as u64
 }
 
-/// RFC 4861 §7.1.1: every option has a non-zero length and the options end
-/// exactly where the message does; a solicitation from the unspecified
-/// address carries no Source Link-Layer Address option.
+/// What the option walk found.
+struct Options {
+    /// The options end exactly where the message does, none has length 0
+    /// (RFC 4861 §7.1.1, §7.1.2); unknown options are skipped (§4.6).
+    valid: bool,
+    source_lladdr: bool,
+    /// The last Target Link-Layer Address option's address.
+    target_lladdr: Option<Mac>,
+}
+
 #[inline(always)]
-fn options_valid(frame: &Frame, icmp_len: usize, from_unspecified: bool) -> bool {
-    let mut offset = NS_MIN_LEN;
+fn walk_options(frame: &Frame, ip: &Ipv6Header) -> Options {
+    let (start, end) = frame.bounds();
+    let found = walk_options_raw(start, end, ip.l4, ip.icmp_len);
+    let mac = (found >> walked::TARGET_LLADDR_SHIFT).to_ne_bytes();
+    Options {
+        valid: found & walked::VALID != 0,
+        source_lladdr: found & walked::SOURCE_LLADDR != 0,
+        target_lladdr: (found & walked::TARGET_LLADDR != 0).then(|| {
+            [
+                wire16(mac[0], mac[1]),
+                wire16(mac[2], mac[3]),
+                wire16(mac[4], mac[5]),
+            ]
+        }),
+    }
+}
+
+/// The options walk, out of line for the reason given at
+/// [`message_sum_valid`]; the findings packed as in [`walked`].
+#[inline(never)]
+fn walk_options_raw(start: usize, end: usize, l4: usize, icmp_len: usize) -> u64 {
+    let mut found = 0u64;
+    let mut offset = ND_MIN_LEN;
     let mut seen = 0;
     while seen < MAX_OPTION_UNITS {
         if offset >= icmp_len {
             break;
         }
-        let (Some(kind), Some(len)) = (
-            frame.u8(field::L4 + offset + field::OPTION_TYPE),
-            frame.u8(field::L4 + offset + field::OPTION_LEN),
-        ) else {
-            return false;
+        let at = l4 + offset;
+        let Some(option) = loop_frame(start, &end).bounded_at::<8>(at) else {
+            return 0;
         };
-        if len == 0 || (kind == OPTION_SOURCE_LLADDR && from_unspecified) {
-            return false;
+        let [kind, len] = option.get::<[u8; 2], { icmp::OPTION_TYPE }>();
+        if len == 0 {
+            return 0;
+        }
+        if kind == OPTION_SOURCE_LLADDR {
+            found |= walked::SOURCE_LLADDR;
+        } else if kind == OPTION_TARGET_LLADDR && len == 1 {
+            let mac = option.get::<[u8; 6], { icmp::OPTION_LLADDR }>();
+            let word = u64::from_ne_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0]);
+            found = found & (walked::VALID | walked::SOURCE_LLADDR)
+                | walked::TARGET_LLADDR
+                | word << walked::TARGET_LLADDR_SHIFT;
         }
         offset += 8 * len as usize;
         seen += 1;
     }
-    offset == icmp_len
+    if offset == icmp_len {
+        found |= walked::VALID;
+    }
+    found
 }
 
 #[inline(always)]
 pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
-    let ns = match parse(frame) {
-        Ok(ns) => ns,
-        Err(reason) => return Verdict::pass(reason),
+    let message = match parse(frame) {
+        Ok(message) => message,
+        Err(Some(reason)) => return Verdict::pass(reason),
+        Err(None) => return Verdict::pass_uncounted(),
     };
+    if message.kind == ICMP_NEIGHBOR_ADVERTISEMENT {
+        return advertised(ctx, frame, &message);
+    }
+    solicited(ctx, frame, &message)
+}
+
+/// A Neighbor Advertisement: a conflict when it claims one of our VIPs for
+/// another link-layer address (its Target Link-Layer Address option, else
+/// its Ethernet source); our own come back `looped`. Advertisements for
+/// other addresses are other ICMPv6 traffic.
+#[inline(always)]
+fn advertised(ctx: &XdpContext, frame: &Frame, na: &Discovery) -> Verdict {
+    let Some(vip) = maps::vip_v6(na.target, ctx.ingress_ifindex() as u32) else {
+        return Verdict::pass(Reason::OtherTraffic);
+    };
+    if !checksum_valid(frame, &na.ip) {
+        return Verdict::pass(Reason::BadChecksum);
+    }
+    let options = walk_options(frame, &na.ip);
+    if !options.valid {
+        return Verdict::pass(Reason::Malformed);
+    }
+    let claimed = options.target_lladdr.unwrap_or(na.ip.eth_src);
+    if same_mac(claimed, mac_words(vip.mac)) {
+        log::na_claimed(ctx, na.target, claimed, Reason::Looped);
+        return Verdict::pass(Reason::Looped);
+    }
+    maps::record_conflict(&vip, claimed);
+    log::na_claimed(ctx, na.target, claimed, Reason::Conflict);
+    Verdict::pass(Reason::Conflict)
+}
+
+#[inline(always)]
+fn solicited(ctx: &XdpContext, frame: &Frame, ns: &Discovery) -> Verdict {
+    let ip = &ns.ip;
+    if is_multicast(ip.source) {
+        return Verdict::pass(Reason::Malformed);
+    }
+    // Sent to the target's solicited-node group, or unicast to the target
+    // (NUD); DAD (unspecified source) only ever to the group.
+    let to_group = is_solicited_node_of(ip.destination, ns.target);
+    let from_unspecified = is_unspecified(ip.source);
+    if !to_group && (from_unspecified || !same_ipv6(ip.destination, ns.target)) {
+        return Verdict::pass(Reason::Malformed);
+    }
     let Some(vip) = maps::vip_v6(ns.target, ctx.ingress_ifindex() as u32) else {
         return Verdict::pass(Reason::NotOwned);
     };
     // The costly checks come after the lookup: solicitations for other
     // hosts' addresses are the common case on a busy segment.
-    if !checksum_valid(frame, ns.icmp_len) {
+    if !checksum_valid(frame, ip) {
         return Verdict::pass(Reason::BadChecksum);
     }
-    let from_unspecified = is_unspecified(ns.source);
-    if !options_valid(frame, ns.icmp_len, from_unspecified) {
+    let options = walk_options(frame, ip);
+    if !options.valid || (from_unspecified && options.source_lladdr) {
         return Verdict::pass(Reason::Malformed);
     }
     let our_mac = mac_words(vip.mac);
-    let Some(eth) = frame.bounded::<{ ethernet::HEADER_LEN }>() else {
-        return Verdict::refuse(&vip, Reason::Truncated);
-    };
-    let eth_dst = eth.get::<Mac, { ethernet::field::DESTINATION }>();
-    if !same_mac(eth_dst, ns.group_mac.unwrap_or(our_mac)) {
+    // A group solicitation may arrive at our unicast MAC: multicast-to-
+    // unicast conversion by bridges and access points (RFC 6085).
+    let to_our_mac = same_mac(ip.eth_dst, our_mac);
+    let to_group_mac = to_group && same_mac(ip.eth_dst, ipv6_multicast_mac(ip.destination));
+    if !to_our_mac && !to_group_mac {
         log::ns_refused(ctx, ns.target, Reason::WrongEthDestination);
         return Verdict::refuse(&vip, Reason::WrongEthDestination);
     }
@@ -256,15 +440,29 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
         log::ns_refused(ctx, ns.target, Reason::HeartbeatStale);
         return Verdict::refuse(&vip, Reason::HeartbeatStale);
     }
-
-    let delta = NA_FRAME_LEN as i32 - frame.len() as i32;
+    // The answer is built in the linear part; a request spread over
+    // several buffers (never seen: an NS fits any first buffer) would send
+    // its fragments along.
+    // SAFETY: the context pointer is the one the kernel gave us.
+    if unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize != frame.len() {
+        return Verdict::refuse(&vip, Reason::Unsupported);
+    }
+    // Only a unicast solicitation's frame too short for the option goes
+    // without it: no solicitation is grown for a unicast answer.
+    let with_option = to_group || frame.len() >= NA_FRAME_LEN;
+    let na_frame_len = if with_option {
+        NA_FRAME_LEN
+    } else {
+        NA_SHORT_FRAME_LEN
+    };
+    let delta = na_frame_len as i32 - frame.len() as i32;
     // SAFETY: the context pointer is the one the kernel gave us.
     if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
         log::ns_refused(ctx, ns.target, Reason::ResizeFailed);
         return Verdict::refuse(&vip, Reason::ResizeFailed);
     }
     // Resizing invalidates every packet pointer: start over from the context.
-    let Some(na) = Frame::new(ctx).bounded::<NA_FRAME_LEN>() else {
+    let Some(na) = Frame::new(ctx).bounded::<NA_SHORT_FRAME_LEN>() else {
         log::ns_refused(ctx, ns.target, Reason::ResizeFailed);
         return Verdict::refuse(&vip, Reason::ResizeFailed);
     };
@@ -273,34 +471,49 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
     let (ip_dst, eth_dst, flags) = if from_unspecified {
         (ALL_NODES, ipv6_multicast_mac(ALL_NODES), NA_FLAG_OVERRIDE)
     } else {
-        (ns.source, ns.eth_src, NA_FLAG_SOLICITED | NA_FLAG_OVERRIDE)
+        (ip.source, ip.eth_src, NA_FLAG_SOLICITED | NA_FLAG_OVERRIDE)
     };
+    let icmp_len = na_frame_len - field::L4;
     na.set::<Mac, { ethernet::field::DESTINATION }>(eth_dst);
     na.set::<Mac, { ethernet::field::SOURCE }>(our_mac);
     // Version 6; traffic class and flow label cleared.
     na.set::<u32, { field::VERSION }>(u32::from_ne_bytes([0x60, 0, 0, 0]));
-    na.set::<u16, { field::PAYLOAD_LEN }>((NA_LEN as u16).to_be());
+    na.set::<u16, { field::PAYLOAD_LEN }>((icmp_len as u16).to_be());
     na.set::<u16, { field::NEXT_HEADER_HOP_LIMIT }>(wire16(
         NEXT_HEADER_ICMPV6,
         HOP_LIMIT_LINK_LOCAL,
     ));
     na.set::<Ipv6, { field::SOURCE }>(ns.target);
     na.set::<Ipv6, { field::DESTINATION }>(ip_dst);
-    na.set::<[u16; 2], { field::ICMP_TYPE_CODE }>([wire16(ICMP_NEIGHBOR_ADVERTISEMENT, 0), 0]);
-    na.set::<u32, { field::ICMP_FLAGS }>(u32::from_ne_bytes([flags, 0, 0, 0]));
-    // The target stays where the solicitation had it.
-    na.set::<[u16; 4], { field::OPTIONS }>([
-        wire16(OPTION_TARGET_LLADDR, 1),
-        our_mac[0],
-        our_mac[1],
-        our_mac[2],
+    na.set::<[u16; 2], { field::L4 + icmp::TYPE_CODE }>([
+        wire16(ICMP_NEIGHBOR_ADVERTISEMENT, 0),
+        0,
     ]);
+    na.set::<u32, { field::L4 + icmp::FLAGS }>(u32::from_ne_bytes([flags, 0, 0, 0]));
+    // Extension headers moved the target; without them this rewrites it
+    // where it is.
+    na.set::<Ipv6, { field::L4 + icmp::TARGET }>(ns.target);
     let mut sum = Sum::new();
-    add_addresses(&mut sum, ns.target, ip_dst);
-    sum.add_be32(NA_LEN as u32);
+    sum.add_all(ns.target);
+    sum.add_all(ip_dst);
+    sum.add_be32(icmp_len as u32);
     sum.add_be32(NEXT_HEADER_ICMPV6 as u32);
-    sum.add_all(na.get::<[u32; NA_LEN / 4], { field::L4 }>());
-    na.set::<u16, { field::ICMP_CHECKSUM }>(!sum.fold());
+    if with_option {
+        let Some(na) = Frame::new(ctx).bounded::<NA_FRAME_LEN>() else {
+            return Verdict::refuse(&vip, Reason::ResizeFailed);
+        };
+        na.set::<[u16; 4], { field::L4 + icmp::OPTIONS }>([
+            wire16(OPTION_TARGET_LLADDR, 1),
+            our_mac[0],
+            our_mac[1],
+            our_mac[2],
+        ]);
+        sum.add_all(na.get::<[u32; NA_LEN / 4], { field::L4 }>());
+        na.set::<u16, { field::L4 + icmp::CHECKSUM }>(!sum.fold());
+    } else {
+        sum.add_all(na.get::<[u32; ND_MIN_LEN / 4], { field::L4 }>());
+        na.set::<u16, { field::L4 + icmp::CHECKSUM }>(!sum.fold());
+    }
     maps::count_answer(&vip);
     Verdict::transmit(Reason::NsAnswered)
 }

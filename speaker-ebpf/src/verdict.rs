@@ -7,7 +7,9 @@ use crate::maps;
 #[derive(Clone, Copy)]
 pub struct Verdict {
     pub action: u32,
-    pub reason: Reason,
+    /// `None`: traffic that is neither ARP nor ICMPv6, passed uncounted
+    /// (the hot path; the interface's counters carry its volume).
+    pub reason: Option<Reason>,
 }
 
 impl Verdict {
@@ -15,7 +17,16 @@ impl Verdict {
     pub const fn pass(reason: Reason) -> Self {
         Verdict {
             action: xdp_action::XDP_PASS,
-            reason,
+            reason: Some(reason),
+        }
+    }
+
+    /// Neither ARP nor ICMPv6: not ours to count.
+    #[inline(always)]
+    pub const fn pass_uncounted() -> Self {
+        Verdict {
+            action: xdp_action::XDP_PASS,
+            reason: None,
         }
     }
 
@@ -30,7 +41,7 @@ impl Verdict {
     pub const fn transmit(reason: Reason) -> Self {
         Verdict {
             action: xdp_action::XDP_TX,
-            reason,
+            reason: Some(reason),
         }
     }
 }

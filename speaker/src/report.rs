@@ -32,6 +32,12 @@ pub struct VipRow {
     /// Valid requests for the VIP on this interface, answered or refused
     /// (`metallb_layer2_requests_received`).
     pub requests: u64,
+    /// Frames from other hosts claiming the VIP (RFC 5227 §2.4; NAs for IPv6).
+    pub conflicts: u64,
+    /// The MAC of the last claim; `null` when there was none.
+    pub last_conflict_mac: Option<String>,
+    /// Seconds since the last claim; `null` when there was none.
+    pub last_conflict_age_seconds: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,17 +86,21 @@ impl MapsReport {
         };
         out.push_str(&format!("attached: {links}\n\n"));
         out.push_str(&format!(
-            "{:<40} {:<16} {:<17} {:>12}\n",
-            "VIP", "INTERFACE", "MAC", "ANSWERED"
+            "{:<40} {:<16} {:<17} {:>12} {:>9}  {}\n",
+            "VIP", "INTERFACE", "MAC", "ANSWERED", "CONFLICTS", "LAST CONFLICT"
         ));
         for vip in &self.vips {
             let interface = vip
                 .interface
                 .clone()
                 .unwrap_or_else(|| format!("(ifindex {})", vip.ifindex));
+            let last_conflict = match (&vip.last_conflict_mac, vip.last_conflict_age_seconds) {
+                (Some(mac), Some(age)) => format!("{mac} {age:.1} s ago"),
+                _ => "-".to_owned(),
+            };
             out.push_str(&format!(
-                "{:<40} {:<16} {:<17} {:>12}\n",
-                vip.address, interface, vip.mac, vip.answered
+                "{:<40} {:<16} {:<17} {:>12} {:>9}  {}\n",
+                vip.address, interface, vip.mac, vip.answered, vip.conflicts, last_conflict
             ));
         }
         if self.vips.is_empty() {
@@ -131,6 +141,9 @@ fn vip_row(record: VipRecord) -> VipRow {
         mac: format_mac(&record.mac),
         answered: record.answered,
         requests: record.requests,
+        conflicts: record.conflicts,
+        last_conflict_mac: record.last_conflict.map(|c| format_mac(&c.mac)),
+        last_conflict_age_seconds: record.last_conflict.map(|c| c.age.as_secs_f64()),
     }
 }
 

@@ -19,8 +19,8 @@ use smoltcp::{
     wire::{
         ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
         EthernetRepr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr,
-        Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr, RawHardwareAddress, TcpControl,
-        TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
+        Ipv6ExtHeader, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr, RawHardwareAddress,
+        TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
     },
 };
 
@@ -88,7 +88,14 @@ pub mod offset {
     pub const NDP_OPTIONS: usize = 78;
     /// A Neighbor Advertisement with one link-layer address option.
     pub const NA_FRAME_LEN: usize = 86;
+    /// A Neighbor Advertisement without options.
+    pub const NA_SHORT_FRAME_LEN: usize = 78;
 }
+
+pub const NEXT_HEADER_HOP_BY_HOP: u8 = 0;
+pub const NEXT_HEADER_FRAGMENT: u8 = 44;
+pub const NEXT_HEADER_ESP: u8 = 50;
+pub const NEXT_HEADER_DESTINATION_OPTIONS: u8 = 60;
 
 fn eth(mac: Mac) -> EthernetAddress {
     EthernetAddress(mac)
@@ -453,17 +460,97 @@ pub fn ns_with_nonce(eth_src: Mac, src: Ipv6Addr, target: Ipv6Addr, nonce: [u8; 
         .build()
 }
 
+/// Inserts IPv6 extension headers between the IPv6 header and its payload:
+/// `(next-header value, length in 8-octet units)` each, filled with one PadN
+/// option (RFC 8200 §4.2), chained in order, the last pointing at what the
+/// packet carried. The payload length grows; an ICMPv6 checksum stays valid
+/// (its pseudo-header counts the upper-layer length).
+pub fn with_extension_headers(frame: &[u8], headers: &[(u8, usize)]) -> Vec<u8> {
+    let ip_start = offset::ETH_END;
+    let ip_end = offset::IPV6_END;
+    let original_next = frame[offset::IPV6_NEXT_HEADER];
+    let mut inserted = Vec::new();
+    for (i, &(_, units)) in headers.iter().enumerate() {
+        let next = headers.get(i + 1).map_or(original_next, |h| h.0);
+        let mut header = vec![0u8; 8 * units];
+        // PadN over everything after the two header bytes.
+        header[2] = 1;
+        header[3] = (8 * units - 4) as u8;
+        let mut ext = Ipv6ExtHeader::new_unchecked(&mut header[..]);
+        ext.set_next_header(IpProtocol::from(next));
+        ext.set_header_len((units - 1) as u8);
+        inserted.extend_from_slice(&header);
+    }
+    let mut out = frame[..ip_end].to_vec();
+    out[offset::IPV6_NEXT_HEADER] = headers[0].0;
+    let payload_len = u16::from_be_bytes([frame[ip_start + 4], frame[ip_start + 5]]) as usize;
+    out[ip_start + 4..ip_start + 6]
+        .copy_from_slice(&((payload_len + inserted.len()) as u16).to_be_bytes());
+    out.extend_from_slice(&inserted);
+    out.extend_from_slice(&frame[ip_end..]);
+    out
+}
+
+/// The upper-layer payload of an IPv6 packet, after any Hop-by-Hop and
+/// Destination Options headers, and its protocol.
+fn upper_layer<'a>(ip: &Ipv6Packet<&'a [u8]>) -> (IpProtocol, &'a [u8]) {
+    let mut next = ip.next_header();
+    let mut payload: &'a [u8] = ip.payload();
+    while matches!(next, IpProtocol::HopByHop | IpProtocol::Ipv6Opts) {
+        let header = Ipv6ExtHeader::new_checked(payload).expect("extension header");
+        let len = 8 * (header.header_len() as usize + 1);
+        next = header.next_header();
+        payload = &payload[len..];
+    }
+    (next, payload)
+}
+
+/// An advertisement for `target` to all nodes, unsolicited (S=0, O=1), as a
+/// host announcing `target` at `tlla` (or only by its Ethernet source) sends.
+pub fn neighbor_advertisement(
+    eth_src: Mac,
+    src: Ipv6Addr,
+    target: Ipv6Addr,
+    tlla: Option<Mac>,
+) -> Vec<u8> {
+    let na = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+        flags: NdiscNeighborFlags::OVERRIDE,
+        target_addr: target,
+        lladdr: tlla.map(|m| RawHardwareAddress::from(eth(m))),
+    });
+    let mut icmp = vec![0u8; na.buffer_len()];
+    na.emit(
+        &src,
+        &ALL_NODES,
+        &mut Icmpv6Packet::new_unchecked(&mut icmp[..]),
+        &caps(),
+    );
+    ipv6(
+        ALL_NODES_MAC,
+        eth_src,
+        src,
+        ALL_NODES,
+        IpProtocol::Icmpv6,
+        255,
+        &icmp,
+    )
+}
+
 /// The advertisement the owner `our_mac` must send for `request` (RFC 4861
-/// §7.2.4): from the target, hop limit 255, one Target Link-Layer Address
-/// option, O=1; S=1 and unicast to the solicitation's source, or, for DAD
-/// (source ::), S=0 to ff02::1. Ethernet destination: the request's Ethernet
-/// source, or 33:33:00:00:00:01 for DAD.
+/// §7.2.4): from the target, hop limit 255, O=1; S=1 and unicast to the
+/// solicitation's source, or, for DAD (source ::), S=0 to ff02::1. Ethernet
+/// destination: the request's Ethernet source, or 33:33:00:00:00:01 for DAD.
+/// One Target Link-Layer Address option, except for a unicast solicitation
+/// in a frame shorter than an advertisement with the option: the option may
+/// be omitted there (§7.2.4) and the answer then fits the frame as it is.
+/// Extension headers of the request are not carried over.
 pub fn expected_neighbor_advertisement(request: &[u8], our_mac: Mac) -> Vec<u8> {
     let frame = EthernetFrame::new_checked(request).expect("request: Ethernet frame");
     let request_eth = EthernetRepr::parse(&frame).expect("request: Ethernet header");
     let ip = Ipv6Packet::new_checked(frame.payload()).expect("request: IPv6 packet");
     let request_ip = Ipv6Repr::parse(&ip).expect("request: IPv6 header");
-    let icmp = Icmpv6Packet::new_checked(ip.payload()).expect("request: ICMPv6");
+    let (_, upper) = upper_layer(&ip);
+    let icmp = Icmpv6Packet::new_checked(upper).expect("request: ICMPv6");
     let parsed = Icmpv6Repr::parse(&request_ip.src_addr, &request_ip.dst_addr, &icmp, &caps())
         .expect("request: valid ICMPv6");
     let Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target_addr, .. }) = parsed else {
@@ -479,10 +566,11 @@ pub fn expected_neighbor_advertisement(request: &[u8], our_mac: Mac) -> Vec<u8> 
             NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE,
         )
     };
+    let omit_option = !request_ip.dst_addr.is_multicast() && request.len() < offset::NA_FRAME_LEN;
     let na = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
         flags,
         target_addr,
-        lladdr: Some(RawHardwareAddress::from(eth(our_mac))),
+        lladdr: (!omit_option).then(|| RawHardwareAddress::from(eth(our_mac))),
     });
     let mut icmp = vec![0u8; na.buffer_len()];
     na.emit(

@@ -1,6 +1,8 @@
 //! The XDP responder against crafted frames, in the kernel, with
 //! BPF_PROG_TEST_RUN. Every case states the verdict, the reason counter that
-//! must move (by exactly one, and no other), and the output: the input
+//! must move (by exactly one, and no other; none at all for traffic that is
+//! neither ARP nor ICMPv6), the per-VIP conflict record that must move (and
+//! the MAC it must name), and the output: the input
 //! unchanged for a pass, or the reply built independently with smoltcp for an
 //! answer (compared byte for byte, then parsed back with smoltcp, checksum
 //! included). The per-VIP answered counter must move on answers only, and only
@@ -69,13 +71,17 @@ enum Expect {
         mac: Mac,
         reply: Vec<u8>,
     },
+    /// XDP_PASS with the frame untouched, and the conflict record of (vip,
+    /// IFINDEX) moved by one, naming `mac`.
+    Conflict { vip: IpAddr, mac: Mac },
 }
 
 struct Case {
     name: &'static str,
     frame: Vec<u8>,
     verdict: u32,
-    reason: Reason,
+    /// `None`: no reason counter may move.
+    reason: Option<Reason>,
     expect: Expect,
 }
 
@@ -84,8 +90,33 @@ fn pass(name: &'static str, frame: Vec<u8>, reason: Reason) -> Case {
         name,
         frame,
         verdict: XDP_PASS,
-        reason,
+        reason: Some(reason),
         expect: Expect::Pass,
+    }
+}
+
+/// Neither ARP nor ICMPv6: passed, and no counter moves.
+fn uncounted(name: &'static str, frame: Vec<u8>) -> Case {
+    Case {
+        name,
+        frame,
+        verdict: XDP_PASS,
+        reason: None,
+        expect: Expect::Pass,
+    }
+}
+
+/// Another host claiming `vip` for `mac`: passed, counted `conflict`, recorded.
+fn conflict(name: &'static str, frame: Vec<u8>, vip: impl Into<IpAddr>, mac: Mac) -> Case {
+    Case {
+        name,
+        frame,
+        verdict: XDP_PASS,
+        reason: Some(Reason::Conflict),
+        expect: Expect::Conflict {
+            vip: vip.into(),
+            mac,
+        },
     }
 }
 
@@ -96,7 +127,7 @@ fn arp_answer(name: &'static str, frame: Vec<u8>, vip: Ipv4Addr, mac: Mac) -> Ca
         name,
         frame,
         verdict: XDP_TX,
-        reason: Reason::ArpAnswered,
+        reason: Some(Reason::ArpAnswered),
         expect: Expect::ArpReply { vip, mac, reply },
     }
 }
@@ -108,10 +139,13 @@ fn ns_answer(name: &'static str, frame: Vec<u8>, vip: Ipv6Addr, mac: Mac) -> Cas
         name,
         frame,
         verdict: XDP_TX,
-        reason: Reason::NsAnswered,
+        reason: Some(Reason::NsAnswered),
         expect: Expect::Advertisement { vip, mac, reply },
     }
 }
+
+/// Conflict count and last conflicting MAC, per (VIP, ifindex).
+type Conflicts = BTreeMap<(IpAddr, u32), (u64, Option<Mac>)>;
 
 /// A loaded responder with private maps holding the test VIPs.
 struct Harness {
@@ -169,6 +203,21 @@ impl Harness {
             .collect())
     }
 
+    /// Conflict count and last MAC per (VIP, interface).
+    fn conflicts(&self) -> Result<Conflicts> {
+        Ok(self
+            .maps
+            .vips()?
+            .into_iter()
+            .map(|v| {
+                (
+                    (v.address, v.ifindex),
+                    (v.conflicts, v.last_conflict.map(|c| c.mac)),
+                )
+            })
+            .collect())
+    }
+
     fn answered(&self) -> Result<BTreeMap<(IpAddr, u32), u64>> {
         Ok(self
             .maps
@@ -182,9 +231,11 @@ impl Harness {
     fn check(&mut self, case: &Case) -> Result<Vec<String>> {
         let reasons_before = self.reasons()?;
         let answered_before = self.answered()?;
+        let conflicts_before = self.conflicts()?;
         let ran = self.run(&case.frame)?;
         let reasons_after = self.reasons()?;
         let answered_after = self.answered()?;
+        let conflicts_after = self.conflicts()?;
         let mut problems = Vec::new();
         let Some((verdict, output)) = ran else {
             // Kernel refusal (frames under 14 bytes): the program never ran, so
@@ -196,7 +247,7 @@ impl Harness {
                 "note: {}: BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header \
                  (EINVAL); expected {} could not be observed",
                 case.name,
-                case.reason.name()
+                case.reason.map_or("no counter", |r| r.name())
             );
             return Ok(problems);
         };
@@ -217,7 +268,8 @@ impl Harness {
                 (delta != 0).then_some((*name, delta))
             })
             .collect();
-        let expected_moved = BTreeMap::from([(case.reason.name(), 1u64)]);
+        let expected_moved: BTreeMap<&str, u64> =
+            case.reason.map(|r| (r.name(), 1u64)).into_iter().collect();
         if moved != expected_moved {
             problems.push(format!(
                 "reason counters moved {moved:?}, expected {expected_moved:?}"
@@ -232,7 +284,7 @@ impl Harness {
             })
             .collect();
         let expected_answered = match &case.expect {
-            Expect::Pass => BTreeMap::new(),
+            Expect::Pass | Expect::Conflict { .. } => BTreeMap::new(),
             Expect::ArpReply { vip, .. } => BTreeMap::from([((IpAddr::V4(*vip), IFINDEX), 1)]),
             Expect::Advertisement { vip, .. } => BTreeMap::from([((IpAddr::V6(*vip), IFINDEX), 1)]),
         };
@@ -242,8 +294,25 @@ impl Harness {
             ));
         }
 
+        let conflicts_moved: Conflicts = conflicts_after
+            .iter()
+            .filter_map(|(key, (after, mac))| {
+                let before = conflicts_before.get(key).map_or(0, |c| c.0);
+                (*after != before).then_some((*key, (after - before, *mac)))
+            })
+            .collect();
+        let expected_conflicts = match &case.expect {
+            Expect::Conflict { vip, mac } => BTreeMap::from([((*vip, IFINDEX), (1, Some(*mac)))]),
+            _ => BTreeMap::new(),
+        };
+        if conflicts_moved != expected_conflicts {
+            problems.push(format!(
+                "conflict records moved {conflicts_moved:02x?}, expected {expected_conflicts:02x?}"
+            ));
+        }
+
         let expected_output = match &case.expect {
-            Expect::Pass => &case.frame,
+            Expect::Pass | Expect::Conflict { .. } => &case.frame,
             Expect::ArpReply { reply, .. } | Expect::Advertisement { reply, .. } => reply,
         };
         if &output != expected_output {
@@ -257,7 +326,7 @@ impl Harness {
         // Check the output again the way a receiver would, against the request
         // rather than against the expected frame.
         match &case.expect {
-            Expect::Pass => {}
+            Expect::Pass | Expect::Conflict { .. } => {}
             Expect::ArpReply { vip, mac, .. } => {
                 problems.extend(check_arp_reply(&case.frame, &output, *vip, *mac))
             }
@@ -349,16 +418,26 @@ fn check_arp_reply(request: &[u8], output: &[u8], vip: Ipv4Addr, mac: Mac) -> Ve
 
 fn check_advertisement(request: &[u8], output: &[u8], vip: Ipv6Addr, mac: Mac) -> Vec<String> {
     let mut problems = Vec::new();
-    if output.len() != offset::NA_FRAME_LEN {
-        problems.push(format!(
-            "advertisement is {} bytes, expected {}",
-            output.len(),
-            offset::NA_FRAME_LEN
-        ));
-    }
     let request_src = Ipv6Addr::from(
         <[u8; 16]>::try_from(&request[offset::IPV6_SRC..offset::IPV6_SRC + 16]).unwrap(),
     );
+    let request_dst = Ipv6Addr::from(
+        <[u8; 16]>::try_from(&request[offset::IPV6_DST..offset::IPV6_DST + 16]).unwrap(),
+    );
+    // RFC 4861 §7.2.4: only a unicast solicitation may go without our
+    // link-layer address, and only one too short to grow into it.
+    let short = !request_dst.is_multicast() && request.len() < offset::NA_FRAME_LEN;
+    let expected_len = if short {
+        offset::NA_SHORT_FRAME_LEN
+    } else {
+        offset::NA_FRAME_LEN
+    };
+    if output.len() != expected_len {
+        problems.push(format!(
+            "advertisement is {} bytes, expected {expected_len}",
+            output.len()
+        ));
+    }
     let dad = request_src.is_unspecified();
     match frames::parse_neighbor_advertisement(output) {
         Err(e) => problems.push(format!("output is not a valid Neighbor Advertisement: {e}")),
@@ -379,7 +458,7 @@ fn check_advertisement(request: &[u8], output: &[u8], vip: Ipv6Addr, mac: Mac) -
                     na.solicited, na.override_, na.router
                 ));
             }
-            if na.tlla != Some(mac) || na.eth_src != mac {
+            if na.tlla != (!short).then_some(mac) || na.eth_src != mac {
                 problems.push(format!(
                     "link-layer address {:02x?} from {:02x?}",
                     na.tlla, na.eth_src
@@ -552,16 +631,66 @@ fn arp_cases() -> Vec<Case> {
             frames::arp_unicast_request(OUR_MAC_B, PEER_MAC, PEER4, VIP4),
             Reason::WrongEthDestination,
         ),
-        // Gratuitous ARP.
-        pass(
+        // Conflicts (RFC 5227 §2.4): any ARP whose sender IP is our VIP
+        // and whose sender MAC is not ours, recorded for that VIP.
+        conflict(
             "gratuitous_request_conflict",
             frames::gratuitous_arp(OTHER_MAC, VIP4, 1),
-            Reason::Conflict,
+            VIP4,
+            OTHER_MAC,
         ),
-        pass(
+        conflict(
             "gratuitous_reply_conflict",
             frames::gratuitous_arp(OTHER_MAC, VIP4, 2),
-            Reason::Conflict,
+            VIP4,
+            OTHER_MAC,
+        ),
+        conflict(
+            "arp_request_from_our_vip_conflict",
+            arp_request(OTHER_MAC, VIP4, PEER4),
+            VIP4,
+            OTHER_MAC,
+        ),
+        conflict(
+            "arp_reply_from_our_vip_conflict",
+            frames::arp_reply(OTHER_MAC, VIP4, PEER_MAC, PEER4),
+            VIP4,
+            OTHER_MAC,
+        ),
+        // Even when it asks for one of our VIPs: the claim comes first.
+        conflict(
+            "arp_request_for_vip_from_our_other_vip_conflict",
+            arp_request(OTHER_MAC, VIP4_B, VIP4),
+            VIP4_B,
+            OTHER_MAC,
+        ),
+        conflict(
+            "arp_conflict_on_second_vip",
+            frames::gratuitous_arp(PEER_MAC, VIP4_B, 1),
+            VIP4_B,
+            PEER_MAC,
+        ),
+        // The sender hardware address is what is claimed, not the Ethernet source.
+        conflict(
+            "arp_conflict_names_sender_hardware_address",
+            Arp {
+                eth_src: PEER_MAC,
+                ..Arp::request(OTHER_MAC, VIP4, PEER4)
+            }
+            .build(),
+            VIP4,
+            OTHER_MAC,
+        ),
+        pass(
+            "arp_request_from_our_vip_looped",
+            arp_request(OUR_MAC, VIP4, PEER4),
+            Reason::Looped,
+        ),
+        // Owned on another interface only: not ours to defend here.
+        pass(
+            "arp_request_from_vip_owned_elsewhere",
+            arp_request(OTHER_MAC, VIP4_ELSEWHERE, PEER4),
+            Reason::NotOwned,
         ),
         pass(
             "gratuitous_request_looped",
@@ -581,7 +710,7 @@ fn arp_cases() -> Vec<Case> {
         pass(
             "gratuitous_reply_not_owned",
             frames::gratuitous_arp(OTHER_MAC, NOT_OWNED4, 2),
-            Reason::NotOwned,
+            Reason::ArpNotRequest,
         ),
     ]
 }
@@ -732,12 +861,14 @@ fn ndp_cases() -> Vec<Case> {
             edit(&with_slla, &|f| set_u16(f, offset::IPV6_PAYLOAD_LEN, 28)),
             Reason::Malformed,
         ),
+        // Options past the walk's bound (88 bytes of ICMPv6): deliberately
+        // not parsed.
         pass(
             "ns_longer_than_88",
             Ns::resolution(PEER_MAC, PEER6, VIP6)
                 .with_option(200, &[7; 62])
                 .build(),
-            Reason::Malformed,
+            Reason::Unsupported,
         ),
         // Header fields.
         pass(
@@ -885,10 +1016,31 @@ fn ndp_cases() -> Vec<Case> {
             .build(),
             Reason::WrongEthDestination,
         ),
-        pass(
+        // RFC 6085: a group solicitation converted to our unicast MAC.
+        ns_answer(
             "ns_group_to_our_unicast_mac",
             Ns {
                 eth_dst: OUR_MAC,
+                ..Ns::resolution(PEER_MAC, PEER6, VIP6)
+            }
+            .build(),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "dad_group_to_our_unicast_mac",
+            Ns {
+                eth_dst: OUR_MAC,
+                ..Ns::dad(PEER_MAC, VIP6)
+            }
+            .build(),
+            VIP6,
+            OUR_MAC,
+        ),
+        pass(
+            "ns_group_to_second_vips_mac",
+            Ns {
+                eth_dst: OUR_MAC_B,
                 ..Ns::resolution(PEER_MAC, PEER6, VIP6)
             }
             .build(),
@@ -913,6 +1065,139 @@ fn ndp_cases() -> Vec<Case> {
             frames::nud_solicitation(frames::multicast_mac(group), PEER_MAC, PEER6, VIP6),
             Reason::WrongEthDestination,
         ),
+        // Extension headers (RFC 8200 §4.3, §4.6) are skipped.
+        ns_answer(
+            "ns_after_hop_by_hop",
+            frames::with_extension_headers(&with_slla, &[(frames::NEXT_HEADER_HOP_BY_HOP, 1)]),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "ns_after_destination_options",
+            frames::with_extension_headers(
+                &with_slla,
+                &[(frames::NEXT_HEADER_DESTINATION_OPTIONS, 2)],
+            ),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "dad_after_hop_by_hop_and_destination_options",
+            frames::with_extension_headers(
+                &frames::dad_solicitation(PEER_MAC, VIP6),
+                &[
+                    (frames::NEXT_HEADER_HOP_BY_HOP, 1),
+                    (frames::NEXT_HEADER_DESTINATION_OPTIONS, 3),
+                ],
+            ),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "nud_without_slla_after_hop_by_hop",
+            frames::with_extension_headers(
+                &Ns::unreachability(OUR_MAC, PEER_MAC, PEER6, VIP6)
+                    .with_slla(None)
+                    .build(),
+                &[(frames::NEXT_HEADER_HOP_BY_HOP, 1)],
+            ),
+            VIP6,
+            OUR_MAC,
+        ),
+        pass(
+            "ns_after_too_many_extension_headers",
+            frames::with_extension_headers(
+                &with_slla,
+                &[
+                    (frames::NEXT_HEADER_HOP_BY_HOP, 1),
+                    (frames::NEXT_HEADER_DESTINATION_OPTIONS, 1),
+                    (frames::NEXT_HEADER_DESTINATION_OPTIONS, 1),
+                    (frames::NEXT_HEADER_DESTINATION_OPTIONS, 1),
+                ],
+            ),
+            Reason::Unsupported,
+        ),
+        pass(
+            "hop_by_hop_overrunning_frame",
+            mutated(
+                &frames::with_extension_headers(&with_slla, &[(frames::NEXT_HEADER_HOP_BY_HOP, 1)]),
+                |f| set_u8(f, offset::IPV6_END + 1, 200),
+            ),
+            Reason::Truncated,
+        ),
+        pass(
+            "ns_in_a_fragment",
+            frames::with_extension_headers(&with_slla, &[(frames::NEXT_HEADER_FRAGMENT, 1)]),
+            Reason::Unsupported,
+        ),
+        pass(
+            "esp_after_hop_by_hop",
+            frames::with_extension_headers(
+                &frames::ipv6_udp(OUR_MAC, PEER_MAC, PEER6_GLOBAL, VIP6, 53, b"query"),
+                &[
+                    (frames::NEXT_HEADER_HOP_BY_HOP, 1),
+                    (frames::NEXT_HEADER_ESP, 1),
+                ],
+            ),
+            Reason::Unsupported,
+        ),
+        uncounted(
+            "udp_after_hop_by_hop",
+            frames::with_extension_headers(
+                &frames::ipv6_udp(OUR_MAC, PEER_MAC, PEER6_GLOBAL, VIP6, 53, b"query"),
+                &[(frames::NEXT_HEADER_HOP_BY_HOP, 1)],
+            ),
+        ),
+        // Unicast NUD without options: 78 bytes, answered in place without
+        // the Target Link-Layer Address option (RFC 4861 §7.2.4).
+        ns_answer(
+            "nud_78_bytes_answered_in_place",
+            Ns::unreachability(OUR_MAC, PEER_MAC, PEER6_GLOBAL, VIP6)
+                .with_slla(None)
+                .build(),
+            VIP6,
+            OUR_MAC,
+        ),
+        // Advertisements claiming our VIP from another MAC: conflicts.
+        conflict(
+            "na_claiming_vip_with_tlla",
+            frames::neighbor_advertisement(PEER_MAC, PEER6, VIP6, Some(OTHER_MAC)),
+            VIP6,
+            OTHER_MAC,
+        ),
+        conflict(
+            "na_claiming_vip_without_tlla",
+            frames::neighbor_advertisement(OTHER_MAC, PEER6, VIP6, None),
+            VIP6,
+            OTHER_MAC,
+        ),
+        conflict(
+            "na_claiming_vip_after_hop_by_hop",
+            frames::with_extension_headers(
+                &frames::neighbor_advertisement(OTHER_MAC, PEER6, VIP6, Some(OTHER_MAC)),
+                &[(frames::NEXT_HEADER_HOP_BY_HOP, 1)],
+            ),
+            VIP6,
+            OTHER_MAC,
+        ),
+        pass(
+            "na_for_vip_looped",
+            frames::neighbor_advertisement(OUR_MAC, VIP6, VIP6, Some(OUR_MAC)),
+            Reason::Looped,
+        ),
+        pass(
+            "na_for_vip_bad_checksum",
+            mutated(
+                &frames::neighbor_advertisement(OTHER_MAC, PEER6, VIP6, Some(OTHER_MAC)),
+                |f| f[offset::ICMPV6_CHECKSUM] ^= 0x01,
+            ),
+            Reason::BadChecksum,
+        ),
+        pass(
+            "na_for_vip_owned_elsewhere",
+            frames::neighbor_advertisement(OTHER_MAC, PEER6, VIP6_ELSEWHERE, Some(OTHER_MAC)),
+            Reason::OtherTraffic,
+        ),
         // A received advertisement is not ours to handle.
         pass(
             "na_from_peer",
@@ -922,7 +1207,9 @@ fn ndp_cases() -> Vec<Case> {
             ),
             Reason::OtherTraffic,
         ),
-        pass(
+        // Now an NA for our VIP from the peer's Ethernet source (its only
+        // option is a source link-layer address, not a target one).
+        conflict(
             "ns_with_type_changed_to_na",
             edit(&with_slla, &|f| {
                 set_bytes(
@@ -931,7 +1218,8 @@ fn ndp_cases() -> Vec<Case> {
                     &[frames::ICMPV6_NEIGHBOR_ADVERTISEMENT],
                 )
             }),
-            Reason::OtherTraffic,
+            VIP6,
+            PEER_MAC,
         ),
     ]
 }
@@ -955,22 +1243,20 @@ fn other_cases() -> Vec<Case> {
             frames::truncated(&arp, 1),
             Reason::Truncated,
         ),
-        pass(
+        uncounted(
             "ipv4_tcp_syn",
             frames::ipv4_tcp(OUR_MAC, PEER_MAC, PEER4, VIP4, 40000, 443),
-            Reason::OtherTraffic,
         ),
-        pass(
+        uncounted(
             "ipv6_udp",
             frames::ipv6_udp(OUR_MAC, PEER_MAC, PEER6_GLOBAL, VIP6, 53, b"query"),
-            Reason::OtherTraffic,
         ),
         pass(
             "ipv6_icmp_echo_request",
             frames::ipv6_echo_request(OUR_MAC, PEER_MAC, PEER6_GLOBAL, VIP6, b"ping"),
             Reason::OtherTraffic,
         ),
-        pass(
+        uncounted(
             "other_ethertype_lldp",
             frames::padded(
                 &frames::ethernet(
@@ -982,12 +1268,10 @@ fn other_cases() -> Vec<Case> {
                 60,
                 0,
             ),
-            Reason::OtherTraffic,
         ),
-        pass(
+        uncounted(
             "ethernet_header_only_ipv4",
             frames::ethernet(OUR_MAC, PEER_MAC, frames::ETHERTYPE_IPV4, &[]),
-            Reason::OtherTraffic,
         ),
         pass(
             "vlan_8021q_tagged_arp",
@@ -1003,6 +1287,32 @@ fn other_cases() -> Vec<Case> {
             "vlan_8021q_tagged_ns",
             frames::vlan_tagged(&ns, frames::ETHERTYPE_VLAN, 7),
             Reason::VlanTagged,
+        ),
+        pass(
+            "qinq_tagged_arp",
+            frames::vlan_tagged(
+                &frames::vlan_tagged(&arp, frames::ETHERTYPE_VLAN, 7),
+                frames::ETHERTYPE_QINQ,
+                100,
+            ),
+            Reason::VlanTagged,
+        ),
+        // Tagged traffic that cannot be a request is the hot path on a trunk.
+        uncounted(
+            "vlan_8021q_tagged_tcp",
+            frames::vlan_tagged(
+                &frames::ipv4_tcp(OUR_MAC, PEER_MAC, PEER4, VIP4, 40000, 443),
+                frames::ETHERTYPE_VLAN,
+                7,
+            ),
+        ),
+        uncounted(
+            "vlan_8021q_tagged_ipv6_udp",
+            frames::vlan_tagged(
+                &frames::ipv6_udp(OUR_MAC, PEER_MAC, PEER6_GLOBAL, VIP6, 53, b"query"),
+                frames::ETHERTYPE_VLAN,
+                7,
+            ),
         ),
     ]
 }
@@ -1061,10 +1371,11 @@ fn heartbeat_stale_stops_answers() {
             frames::arp_request(PEER_MAC, PEER4, NOT_OWNED4),
             Reason::NotOwned,
         ),
-        pass(
+        conflict(
             "stale_gratuitous_conflict",
             frames::gratuitous_arp(OTHER_MAC, VIP4, 1),
-            Reason::Conflict,
+            VIP4,
+            OTHER_MAC,
         ),
         pass(
             "stale_arp_wrong_destination",

@@ -13,13 +13,17 @@ pub mod map_names {
     pub const REASONS: &str = "REASONS";
     pub const WATCHDOG: &str = "WATCHDOG";
     pub const VIP_REFUSED: &str = "VIP_REFUSED";
-    pub const ALL: [&str; 6] = [
+    pub const VIP_FILTER: &str = "VIP_FILTER";
+    pub const VIP_CONFLICTS: &str = "VIP_CONFLICTS";
+    pub const ALL: [&str; 8] = [
         VIPS_V4,
         VIPS_V6,
         VIP_ANSWERED,
         REASONS,
         WATCHDOG,
         VIP_REFUSED,
+        VIP_FILTER,
+        VIP_CONFLICTS,
     ];
 }
 
@@ -35,6 +39,34 @@ pub mod program_names {
 /// How many (VIP, interface) pairs the maps hold; also the size of the per-VIP
 /// counter array, whose slots the VIP entries point into.
 pub const MAX_VIPS: u32 = 4096;
+
+/// Bits in `VIP_FILTER`, a one-sided filter in front of the VIP hash maps:
+/// a clear bit proves that no VIP hashes there, so the program skips the
+/// hash lookup (the costliest step for requests about other hosts'
+/// addresses, and for the conflict check on every ARP sender). A set bit
+/// only means "look up". `2^FILTER_BITS_LOG2` bits in `u64` words.
+pub const FILTER_BITS_LOG2: u32 = 12;
+pub const FILTER_WORDS: u32 = (1 << FILTER_BITS_LOG2) / 64;
+
+/// The filter bit of an address, from its last four bytes (the whole IPv4
+/// address; for IPv6 the bytes that also pick its solicited-node group)
+/// read as a native-endian word, exactly as the program loads them.
+/// Multiply-shift hashing: one multiplication and one shift in BPF.
+#[inline(always)]
+pub const fn filter_bit(last_four: u32) -> u32 {
+    last_four.wrapping_mul(0x9e37_79b1) >> (32 - FILTER_BITS_LOG2)
+}
+
+/// The filter bit of an address given as its bytes (the speaker's side).
+pub const fn filter_bit_of(addr: &[u8]) -> u32 {
+    let n = addr.len();
+    filter_bit(u32::from_ne_bytes([
+        addr[n - 4],
+        addr[n - 3],
+        addr[n - 2],
+        addr[n - 1],
+    ]))
+}
 
 /// Key of the IPv4 VIP map: an owned address on one interface.
 #[repr(C)]
@@ -66,6 +98,21 @@ pub struct VipEntry {
     pub slot: u32,
 }
 
+/// Another host claiming a VIP (RFC 5227 §2.4, and the NA equivalent), per
+/// (VIP, interface): `VIP_CONFLICTS` is indexed by the entry's slot, like the
+/// per-VIP counters, and reset when the slot is handed out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConflictRecord {
+    /// Frames claiming the VIP from another MAC.
+    pub count: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds of the last one (`bpf_ktime_get_ns`).
+    pub last_ns: u64,
+    /// The link-layer address the last one claimed the VIP for.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
 /// The dead-man switch. Times are `CLOCK_MONOTONIC` nanoseconds, the clock of
 /// `bpf_ktime_get_ns`.
 #[repr(C)]
@@ -87,7 +134,9 @@ pub enum Reason {
     ArpAnswered = 0,
     /// Neighbor Solicitation for an owned VIP answered with a Neighbor Advertisement.
     NsAnswered = 1,
-    /// Neither ARP nor an ICMPv6 Neighbor Solicitation: passed.
+    /// ICMPv6 that is neither a Neighbor Solicitation nor an advertisement
+    /// for one of our VIPs: passed. Traffic that is neither ARP nor ICMPv6
+    /// is passed uncounted (the interface's own counters carry its volume).
     OtherTraffic = 2,
     /// 802.1Q/802.1ad tagged frame: passed (VLANs are not handled yet).
     VlanTagged = 3,
@@ -103,18 +152,24 @@ pub enum Reason {
     NotOwned = 8,
     /// Request for an owned VIP sent to a unicast MAC other than ours.
     WrongEthDestination = 9,
-    /// Another MAC claims one of our VIPs (gratuitous ARP): not answered.
+    /// Another MAC claims one of our VIPs (an ARP whose sender IP is the VIP,
+    /// or a Neighbor Advertisement for it): recorded in `VIP_CONFLICTS`.
     Conflict = 10,
     /// The control plane's heartbeat is older than the limit: not answered.
     HeartbeatStale = 11,
     /// The frame could not be resized for the answer (`bpf_xdp_adjust_tail`).
     ResizeFailed = 12,
-    /// A gratuitous ARP for one of our VIPs from our own MAC came back: passed.
+    /// An ARP or Neighbor Advertisement claiming one of our VIPs for our own
+    /// MAC came back (our own announcement, looped): passed.
     Looped = 13,
+    /// A frame deliberately not parsed (IPv6 fragment, routing header, ESP,
+    /// AH, an extension-header chain longer than walked, a multi-buffer
+    /// request): passed.
+    Unsupported = 14,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::ArpAnswered,
         Reason::NsAnswered,
@@ -130,6 +185,7 @@ impl Reason {
         Reason::HeartbeatStale,
         Reason::ResizeFailed,
         Reason::Looped,
+        Reason::Unsupported,
     ];
 
     /// The stable name used in `speaker maps`, metrics and the docs.
@@ -149,6 +205,7 @@ impl Reason {
             Reason::HeartbeatStale => "heartbeat_stale",
             Reason::ResizeFailed => "resize_failed",
             Reason::Looped => "looped",
+            Reason::Unsupported => "unsupported",
         }
     }
 }
@@ -161,10 +218,13 @@ mod pod {
     unsafe impl aya::Pod for super::VipKeyV6 {}
     unsafe impl aya::Pod for super::VipEntry {}
     unsafe impl aya::Pod for super::Watchdog {}
+    unsafe impl aya::Pod for super::ConflictRecord {}
 }
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
 
     #[test]
@@ -180,5 +240,17 @@ mod tests {
         assert_eq!(core::mem::size_of::<VipKeyV6>(), 20);
         assert_eq!(core::mem::size_of::<VipEntry>(), 12);
         assert_eq!(core::mem::size_of::<Watchdog>(), 16);
+        assert_eq!(core::mem::size_of::<ConflictRecord>(), 24);
+    }
+
+    #[test]
+    fn filter_bits_stay_in_range_and_spread() {
+        let bits: std::collections::BTreeSet<u32> = (0u32..256)
+            .map(|i| filter_bit_of(&[192, 0, 2, i as u8]))
+            .collect();
+        assert!(bits.iter().all(|&b| b < 1 << FILTER_BITS_LOG2));
+        assert!(bits.len() > 200, "a /24 should spread: {} bits", bits.len());
+        let v6 = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a];
+        assert_eq!(filter_bit_of(&v6), filter_bit_of(&[0, 0, 0, 0x0a]));
     }
 }

@@ -13,7 +13,10 @@ use aya::{
     util::nr_cpus,
     Ebpf,
 };
-use speaker_common::{map_names, Reason, VipEntry, VipKeyV4, VipKeyV6, Watchdog, MAX_VIPS};
+use speaker_common::{
+    filter_bit_of, map_names, ConflictRecord, Reason, VipEntry, VipKeyV4, VipKeyV6, Watchdog,
+    MAX_VIPS,
+};
 
 use super::{clock::monotonic_now, pins::PinDir};
 use crate::error::{Error, Result};
@@ -29,6 +32,18 @@ pub struct VipRecord {
     /// Requests for it received since the entry was added (answered or
     /// refused after the lookup), summed over CPUs.
     pub requests: u64,
+    /// Frames from other hosts claiming the VIP on this interface.
+    pub conflicts: u64,
+    /// The last of them, when there was one.
+    pub last_conflict: Option<Conflict>,
+}
+
+/// The last claim of a VIP by another MAC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    pub mac: [u8; 6],
+    /// How long ago, against the program's clock.
+    pub age: Duration,
 }
 
 /// The dead-man switch as stored, with its age read against the same clock.
@@ -60,6 +75,8 @@ pub struct DataplaneMaps {
     watchdog: Array<MapData, Watchdog>,
     /// A second descriptor of `WATCHDOG`, for [`HeartbeatWriter`]s.
     watchdog_fd: OwnedFd,
+    vip_filter: Array<MapData, u64>,
+    vip_conflicts: Array<MapData, ConflictRecord>,
 }
 
 /// Writes the heartbeat from another thread than the one holding the
@@ -143,6 +160,8 @@ impl DataplaneMaps {
             reasons: typed(map_names::REASONS, take(map_names::REASONS)?)?,
             watchdog,
             watchdog_fd,
+            vip_filter: typed(map_names::VIP_FILTER, take(map_names::VIP_FILTER)?)?,
+            vip_conflicts: typed(map_names::VIP_CONFLICTS, take(map_names::VIP_CONFLICTS)?)?,
         })
     }
 
@@ -173,6 +192,14 @@ impl DataplaneMaps {
             )?,
             watchdog,
             watchdog_fd,
+            vip_filter: typed(
+                map_names::VIP_FILTER,
+                Map::Array(open(map_names::VIP_FILTER)?),
+            )?,
+            vip_conflicts: typed(
+                map_names::VIP_CONFLICTS,
+                Map::Array(open(map_names::VIP_CONFLICTS)?),
+            )?,
         })
     }
 
@@ -180,6 +207,9 @@ impl DataplaneMaps {
     /// answered counter starts at zero for a new entry and is kept for an
     /// existing one, so re-adding is harmless.
     pub fn add_vip(&mut self, address: IpAddr, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+        // Before the entry exists: the program must never see an entry
+        // whose filter bit is clear (it would not be answered).
+        self.set_filter_bit(filter_bit_of(&octets(address)))?;
         let existing = self.entry(address, ifindex)?;
         let slot = match existing {
             Some(entry) if entry.mac == mac => return Ok(()),
@@ -197,6 +227,9 @@ impl DataplaneMaps {
                 self.vip_refused
                     .set(slot, zeros()?, 0)
                     .map_err(|e| Error::bpf("resetting the VIP refusal counter", e))?;
+                self.vip_conflicts
+                    .set(slot, ConflictRecord::default(), 0)
+                    .map_err(|e| Error::bpf("resetting the VIP conflict record", e))?;
                 slot
             }
         };
@@ -238,11 +271,56 @@ impl DataplaneMaps {
                 ifindex,
             }),
         };
-        match result {
-            Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(e) => Err(Error::bpf(format!("removing {address}"), e)),
+        let removed = match result {
+            Ok(()) => true,
+            Err(MapError::KeyNotFound) => false,
+            Err(e) => return Err(Error::bpf(format!("removing {address}"), e)),
+        };
+        // Clear the filter bit only when no remaining VIP shares it; a
+        // stale set bit merely costs the program a hash lookup.
+        let bit = filter_bit_of(&octets(address));
+        let shared = self
+            .entries()?
+            .iter()
+            .any(|(a, _, _)| filter_bit_of(&octets(*a)) == bit);
+        if !shared {
+            self.clear_filter_bit(bit)?;
         }
+        Ok(removed)
+    }
+
+    /// Sets the filter bit of every VIP in the maps: maps pinned by a
+    /// speaker that had no filter, or an interrupted update, leave VIPs
+    /// the program would otherwise skip. Never clears a bit.
+    pub fn ensure_filter(&mut self) -> Result<()> {
+        for (address, _, _) in self.entries()? {
+            self.set_filter_bit(filter_bit_of(&octets(address)))?;
+        }
+        Ok(())
+    }
+
+    fn filter_word(&self, bit: u32) -> Result<u64> {
+        self.vip_filter
+            .get(&(bit / 64), 0)
+            .map_err(|e| Error::bpf("reading VIP_FILTER", e))
+    }
+
+    fn set_filter_bit(&mut self, bit: u32) -> Result<()> {
+        let word = self.filter_word(bit)?;
+        let set = word | 1 << (bit % 64);
+        if set != word {
+            self.vip_filter
+                .set(bit / 64, set, 0)
+                .map_err(|e| Error::bpf("writing VIP_FILTER", e))?;
+        }
+        Ok(())
+    }
+
+    fn clear_filter_bit(&mut self, bit: u32) -> Result<()> {
+        let word = self.filter_word(bit)?;
+        self.vip_filter
+            .set(bit / 64, word & !(1 << (bit % 64)), 0)
+            .map_err(|e| Error::bpf("writing VIP_FILTER", e))
     }
 
     fn entry(&self, address: IpAddr, ifindex: u32) -> Result<Option<VipEntry>> {
@@ -303,12 +381,22 @@ impl DataplaneMaps {
                     .vip_refused
                     .get(&entry.slot, 0)
                     .map_err(|e| Error::bpf("reading VIP_REFUSED", e))?);
+            let conflict = self
+                .vip_conflicts
+                .get(&entry.slot, 0)
+                .map_err(|e| Error::bpf("reading VIP_CONFLICTS", e))?;
+            let now = monotonic_now().as_nanos() as u64;
             records.push(VipRecord {
                 address,
                 ifindex,
                 mac: entry.mac,
                 answered,
                 requests,
+                conflicts: conflict.count,
+                last_conflict: (conflict.count != 0).then(|| Conflict {
+                    mac: conflict.mac,
+                    age: Duration::from_nanos(now.saturating_sub(conflict.last_ns)),
+                }),
             });
         }
         records.sort_by_key(|r| (r.address, r.ifindex));
@@ -319,22 +407,18 @@ impl DataplaneMaps {
     pub fn reasons(&self) -> Result<Vec<(Reason, u64)>> {
         Reason::ALL
             .iter()
-            .map(|&reason| {
-                let values = self
-                    .reasons
-                    .get(&(reason as u32), 0)
-                    .map_err(|e| Error::bpf("reading REASONS", e))?;
-                Ok((reason, sum(&values)))
-            })
+            .map(|&reason| Ok((reason, self.reason(reason)?)))
             .collect()
     }
 
+    /// A reason appended after the pinned `REASONS` was created has no
+    /// slot there: it reads as zero, so `speaker maps` keeps working.
     pub fn reason(&self, reason: Reason) -> Result<u64> {
-        let values = self
-            .reasons
-            .get(&(reason as u32), 0)
-            .map_err(|e| Error::bpf("reading REASONS", e))?;
-        Ok(sum(&values))
+        match self.reasons.get(&(reason as u32), 0) {
+            Ok(values) => Ok(sum(&values)),
+            Err(MapError::OutOfBounds { .. }) => Ok(0),
+            Err(e) => Err(Error::bpf("reading REASONS", e)),
+        }
     }
 
     /// Refreshes the heartbeat now; `max_age` replaces the limit when given
@@ -370,6 +454,13 @@ impl DataplaneMaps {
     }
 }
 
+fn octets(address: IpAddr) -> Vec<u8> {
+    match address {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
 fn sum(values: &PerCpuValues<u64>) -> u64 {
     values.iter().copied().fold(0u64, u64::wrapping_add)
 }
@@ -387,7 +478,11 @@ fn check_layout(name: &'static str, data: &MapData, pins: &PinDir) -> Result<()>
     let expected: (usize, usize) = match name {
         map_names::VIPS_V4 => (size_of::<VipKeyV4>(), size_of::<VipEntry>()),
         map_names::VIPS_V6 => (size_of::<VipKeyV6>(), size_of::<VipEntry>()),
-        map_names::VIP_ANSWERED | map_names::VIP_REFUSED | map_names::REASONS => (4, 8),
+        map_names::VIP_ANSWERED
+        | map_names::VIP_REFUSED
+        | map_names::REASONS
+        | map_names::VIP_FILTER => (4, 8),
+        map_names::VIP_CONFLICTS => (4, size_of::<ConflictRecord>()),
         _ => (4, size_of::<Watchdog>()),
     };
     if (info.key_size() as usize, info.value_size() as usize) != expected {

@@ -4,6 +4,7 @@
 
 pub mod capabilities;
 pub mod clock;
+pub mod conflicts;
 pub mod ebpf_log;
 mod maps;
 pub mod operator;
@@ -21,7 +22,7 @@ use speaker_common::map_names;
 use tracing::{debug, warn};
 
 pub use self::{
-    maps::{DataplaneMaps, HeartbeatWriter, VipRecord, WatchdogState},
+    maps::{Conflict, DataplaneMaps, HeartbeatWriter, VipRecord, WatchdogState},
     ownership::{Ownership, Repair, RepairCounters, SharedOwnership},
     pins::{clear_foreign, PinDir, PinKind, DEFAULT_PIN_DIR},
 };
@@ -99,6 +100,11 @@ impl Object {
         let ebpf = loader
             .load(OBJECT)
             .map_err(|e| Error::bpf("loading the eBPF object", e))?;
+        if let Some(pins) = pins {
+            // VIPs pinned by a speaker without the filter must not be
+            // skipped by this program.
+            DataplaneMaps::from_pins(pins)?.ensure_filter()?;
+        }
         Ok(Object { ebpf })
     }
 

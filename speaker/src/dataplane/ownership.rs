@@ -22,8 +22,8 @@ use speaker_common::map_names;
 use tracing::{info, warn};
 
 use super::{
-    attach_from, clear_foreign, pins::is_transient_link_error, AttachMode, Object, PinDir, PinKind,
-    RESPONDER,
+    attach_from, clear_foreign, conflicts::ConflictWatch, pins::is_transient_link_error,
+    AttachMode, DataplaneMaps, Object, PinDir, PinKind, RESPONDER,
 };
 use crate::{
     error::{Error, Result},
@@ -119,6 +119,7 @@ pub struct Ownership {
     /// What the last check failed at: the same failures again (descriptors
     /// exhausted for minutes) are not logged every second.
     last_failures: Vec<String>,
+    conflicts: ConflictWatch,
 }
 
 impl Ownership {
@@ -138,6 +139,7 @@ impl Ownership {
             links: BTreeMap::new(),
             repairs,
             last_failures: Vec::new(),
+            conflicts: ConflictWatch::default(),
         })
     }
 
@@ -239,6 +241,10 @@ impl Ownership {
                     Err(e) => failures.push(format!("re-pinning link {interface}: {e}")),
                 },
             }
+        }
+        match DataplaneMaps::from_pins(&self.pins).and_then(|maps| maps.vips()) {
+            Ok(records) => self.conflicts.log(&records),
+            Err(e) => failures.push(format!("reading VIP conflicts: {e}")),
         }
         self.report(&repaired, failures);
         repaired

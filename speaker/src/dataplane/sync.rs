@@ -300,6 +300,8 @@ mod tests {
             mac,
             answered: 5,
             requests: 6,
+            conflicts: 0,
+            last_conflict: None,
         }
     }
 

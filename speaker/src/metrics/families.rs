@@ -174,6 +174,15 @@ impl Collector for PerScrape {
         )?;
         family(
             &mut encoder,
+            "xdp_speaker_ip_conflicts",
+            "ARP and Neighbor Advertisement frames from other MACs claiming the IP (RFC 5227 \
+             section 2.4); `speaker maps` names the last MAC.",
+            None,
+            untyped,
+            per_ip(&sample.conflicts),
+        )?;
+        family(
+            &mut encoder,
             "xdp_speaker_gratuitous_failures",
             "Gratuitous frames that could not be sent.",
             None,

@@ -223,6 +223,9 @@ pub struct Sample {
     /// after the lookup), per IP.
     pub requests: BTreeMap<IpAddr, u64>,
     pub gratuitous: BTreeMap<IpAddr, u64>,
+    /// Frames from other hosts claiming the VIP, per IP (summed over
+    /// interfaces), from the program's `VIP_CONFLICTS`.
+    pub conflicts: BTreeMap<IpAddr, u64>,
     pub gratuitous_failures: BTreeMap<IpAddr, u64>,
     /// Every verdict reason of the data plane with its count.
     pub verdicts: Vec<(&'static str, u64)>,
@@ -254,6 +257,7 @@ impl MetricsState {
                 for vip in maps.vips().unwrap_or_default() {
                     *sample.responses.entry(vip.address).or_default() += vip.answered;
                     *sample.requests.entry(vip.address).or_default() += vip.requests;
+                    *sample.conflicts.entry(vip.address).or_default() += vip.conflicts;
                 }
                 sample.verdicts = maps
                     .reasons()
