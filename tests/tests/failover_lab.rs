@@ -13,7 +13,7 @@
 //!   client's entry must follow both moves.
 //! - `graceful_stop_hands_over_with_at_most_100ms_of_double_answers`
 //!   (`fast`) and `graceful_stop_with_the_lan_profile`: SIGTERM of the owner
-//!   (`--on-stop handover`, the default with gossip): no request is lost,
+//!   (`--on-stop handover`): no request is lost,
 //!   the successor answers within 0.2 s, requests answered by two MACs span
 //!   at most 100 ms, the idle client ends on the successor.
 //! - `lan_stall_of_a_non_owner_for_2s_changes_nothing` and
@@ -136,7 +136,7 @@ fn graceful_stop_with_the_lan_profile() {
 
 /// The graceful-stop scenario (see the module docs) with `profile`.
 fn graceful_stop(profile: Profile) {
-    let lab = lab(profile, &[]);
+    let lab = lab(profile, &["--on-stop", "handover"]);
     let owner = lab.settled_owner();
     let survivors = others(&owner);
     let successor = lab.successor_of(&owner);

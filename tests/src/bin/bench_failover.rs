@@ -26,7 +26,8 @@
 //! - rolling restart of every speaker in turn (stop, start, settle):
 //!   ownership changes and lost requests. The stop mode is a parameter:
 //!   `--on-stop restart` when the speaker has it, else the speaker's default
-//!   (`handover` with gossip); the speakers are restarted once with it,
+//!   (`handover` with gossip); the speakers (started with `--on-stop
+//!   handover` for the graceful stops) are restarted once with it,
 //!   unmeasured, before the first trial.
 //!
 //! After every trial the idle client's neighbour entry must hold the MAC
@@ -363,12 +364,12 @@ impl Bench<'_> {
         Ok(done)
     }
 
-    fn rolling_restart(&self, mode: StopMode) -> Result<Trial> {
+    fn rolling_restart(&self) -> Result<Trial> {
         let probing = self.probing();
         let t0 = Instant::now();
         for node in NODES {
             self.lab.stop(node);
-            self.lab.restart(node, &mode.args());
+            self.lab.restart(node, &[]);
             self.lab.wait_members(&NODES, 3, SETTLE_LIMIT);
         }
         thread::sleep(self.watch());
@@ -448,10 +449,13 @@ fn run_profile(
     log: &(dyn Fn(String) + Sync),
 ) -> Result<ProfileRun> {
     let started = Instant::now();
+    // The graceful stop is the handover, whatever the speaker's default.
     let lab = Trio::start(TrioSpec {
         exclusive: false,
         logs_env: "BENCH_FAILOVER_LOGS",
-        ..TrioSpec::default().profile(profile)
+        ..TrioSpec::default()
+            .profile(profile)
+            .args(&StopMode::Handover.args())
     });
     let owner = lab.settled_owner();
     lab.idle_resolves(&owner);
@@ -474,10 +478,11 @@ fn run_profile(
             results.insert(scenario, bench.loss(trials)?);
             continue;
         }
-        if scenario == Scenario::RollingRestart && !stop_mode.args().is_empty() {
+        if scenario == Scenario::RollingRestart && stop_mode != StopMode::Handover {
+            lab.set_speaker_args(&stop_mode.args());
             for node in NODES {
                 lab.stop(node);
-                lab.restart(node, &stop_mode.args());
+                lab.restart(node, &[]);
                 lab.wait_members(&NODES, 3, SETTLE_LIMIT);
             }
             bench.owner = lab.settled_owner();
@@ -487,7 +492,7 @@ fn run_profile(
                 Scenario::Kill | Scenario::Graceful => bench.crash_or_stop(scenario)?,
                 Scenario::OwnerStall => bench.stall(&bench.owner, OWNER_STALL)?,
                 Scenario::BystanderStall => bench.stall(bystander, BYSTANDER_STALL)?,
-                Scenario::RollingRestart => bench.rolling_restart(stop_mode)?,
+                Scenario::RollingRestart => bench.rolling_restart()?,
                 Scenario::Loss => unreachable!("handled above"),
             };
             bench.report_trial(scenario, i, &trial.outcome, trial.idle_left_behind);

@@ -146,6 +146,9 @@ pub struct Trio {
     /// The gossip key every speaker gets (in `keys/` of the lab's directory).
     pub key: PathBuf,
     spec: TrioSpec,
+    /// The arguments every speaker started from now on gets (from
+    /// [`TrioSpec::speaker_args`], replaced by [`Trio::set_speaker_args`]).
+    speaker_args: RefCell<Vec<String>>,
     speakers: RefCell<BTreeMap<String, Speaker>>,
     // Last: released after the fabric is gone.
     _exclusive: Option<MutexGuard<'static, ()>>,
@@ -170,6 +173,7 @@ impl Trio {
         let trio = Trio {
             fabric,
             key,
+            speaker_args: RefCell::new(spec.speaker_args.clone()),
             spec,
             speakers: RefCell::new(BTreeMap::new()),
             _exclusive: exclusive,
@@ -204,9 +208,17 @@ impl Trio {
                     .extend(["--memberlist-profile".to_owned(), profile.flag().to_owned()]);
             }
         }
-        options.args.extend(self.spec.speaker_args.iter().cloned());
+        options
+            .args
+            .extend(self.speaker_args.borrow().iter().cloned());
         options.args.extend(extra.iter().map(|s| s.to_string()));
         options
+    }
+
+    /// Replaces the arguments every speaker started from now on gets (e.g.
+    /// another `--on-stop` before a rolling restart).
+    pub fn set_speaker_args(&self, args: &[&str]) {
+        *self.speaker_args.borrow_mut() = args.iter().map(|a| a.to_string()).collect();
     }
 
     /// Starts a speaker on `node` (not waiting for it) with the lab's
