@@ -44,9 +44,14 @@ enum Task {
         #[arg(long, value_parser = ["lan", "fast"])]
         profile: Option<String>,
         /// How the rolling restart stops each speaker (failover only;
-        /// default: `restart` when the speaker offers it).
+        /// default: `restart`).
         #[arg(long, value_parser = ["restart", "keep", "handover", "default"])]
         restart_stop_mode: Option<String>,
+        /// Only this scenario (failover only): kill, graceful_stop,
+        /// owner_sigstop_1s, non_owner_sigstop_2s, loss_10_percent_30s,
+        /// rolling_restart.
+        #[arg(long)]
+        scenario: Option<String>,
     },
     /// cargo fmt --check and clippy for both halves of the workspace.
     Lint,
@@ -122,6 +127,7 @@ fn run(task: Task) -> Result<()> {
             trials,
             profile,
             restart_stop_mode,
+            scenario,
         } => {
             tools::ensure(&[tools::Purpose::Test])?;
             ebpf::build()?;
@@ -142,6 +148,7 @@ fn run(task: Task) -> Result<()> {
                 ("--trials", trials.map(|n| n.to_string())),
                 ("--profile", profile),
                 ("--restart-stop-mode", restart_stop_mode),
+                ("--scenario", scenario),
             ];
             for (flag, value) in failover_only {
                 if let Some(value) = value {

@@ -24,9 +24,10 @@
 //!   back to back in one lab: ownership changes (the watch after the loss
 //!   ends counts in the last window).
 //! - rolling restart of every speaker in turn (stop, start, settle):
-//!   ownership changes and lost requests. The stop mode is a parameter:
-//!   `--on-stop restart` when the speaker has it, else the speaker's default
-//!   (`handover` with gossip); the speakers (started with `--on-stop
+//!   ownership changes and lost requests. The stop mode is a parameter
+//!   (`--restart-stop-mode`), by default `--on-stop restart`: in file mode
+//!   that is how a restart is declared (in Kubernetes `--on-stop auto` asks
+//!   the API server; `restart_lab` covers that decision); the speakers (started with `--on-stop
 //!   handover` for the graceful stops) are restarted once with it,
 //!   unmeasured, before the first trial.
 //!
@@ -446,6 +447,7 @@ fn run_profile(
     profile: Profile,
     trials: usize,
     stop_mode: StopMode,
+    scenarios: &[Scenario],
     log: &(dyn Fn(String) + Sync),
 ) -> Result<ProfileRun> {
     let started = Instant::now();
@@ -474,6 +476,9 @@ fn run_profile(
     let mut results: BTreeMap<Scenario, Vec<Trial>> = BTreeMap::new();
     let bystander = others(&bench.owner)[0];
     for scenario in Scenario::ALL {
+        if !scenarios.contains(&scenario) {
+            continue;
+        }
         if scenario == Scenario::Loss {
             results.insert(scenario, bench.loss(trials)?);
             continue;
@@ -552,6 +557,7 @@ struct Row {
 fn rows(run: &ProfileRun) -> Vec<Row> {
     Scenario::ALL
         .iter()
+        .filter(|scenario| run.trials.contains_key(scenario))
         .map(|&scenario| {
             let trials = run.trials.get(&scenario).map(Vec::as_slice).unwrap_or(&[]);
             let outcomes = || trials.iter().map(|t| &t.outcome);
@@ -698,6 +704,8 @@ struct Options {
     trials: usize,
     profiles: Vec<Profile>,
     stop_mode: Option<StopMode>,
+    /// `--scenario KEY`, repeatable: only these (all by default).
+    scenarios: Vec<Scenario>,
 }
 
 fn options() -> Result<Options> {
@@ -707,6 +715,7 @@ fn options() -> Result<Options> {
         trials: DEFAULT_TRIALS,
         profiles: vec![Profile::Lan, Profile::Fast],
         stop_mode: None,
+        scenarios: Vec::new(),
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| anyhow!("{name} takes a value"));
@@ -728,28 +737,24 @@ fn options() -> Result<Options> {
             "--restart-stop-mode" => {
                 options.stop_mode = Some(StopMode::parse(&value("--restart-stop-mode")?)?)
             }
+            "--scenario" => {
+                let key = value("--scenario")?;
+                let scenario = Scenario::ALL
+                    .into_iter()
+                    .find(|s| s.key() == key)
+                    .ok_or_else(|| {
+                        let keys: Vec<_> = Scenario::ALL.iter().map(|s| s.key()).collect();
+                        anyhow!("--scenario: unknown {key:?} ({})", keys.join(", "))
+                    })?;
+                options.scenarios.push(scenario);
+            }
             other => bail!(
                 "unknown argument {other:?} (--json, --trials N, --profile lan|fast, \
-                 --restart-stop-mode restart|keep|handover|default)"
+                 --restart-stop-mode restart|keep|handover|default, --scenario KEY)"
             ),
         }
     }
     Ok(options)
-}
-
-/// `restart` when `speaker run --on-stop` accepts it (the zero-handover
-/// restart of issue 10, item 3), else the speaker's default. Asked with
-/// `--help` after the value: the value is checked first, so the command
-/// fails only when it is refused.
-fn detect_stop_mode() -> StopMode {
-    let out = speaker_tests::lab::Spawn::speaker()
-        .args(["run", "--on-stop", "restart", "--help"])
-        .run(Duration::from_secs(30));
-    if out.success() {
-        StopMode::Restart
-    } else {
-        StopMode::Default
-    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -766,9 +771,11 @@ fn run() -> Result<()> {
     let options = options()?;
     let started = Instant::now();
     speaker_tests::lab::require_root();
-    let stop_mode = match options.stop_mode {
-        Some(mode) => mode,
-        None => detect_stop_mode(),
+    let stop_mode = options.stop_mode.unwrap_or(StopMode::Restart);
+    let scenarios = if options.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        options.scenarios.clone()
     };
     let json_output = options.json;
     let log = move |text: String| {
@@ -784,7 +791,8 @@ fn run() -> Result<()> {
             .iter()
             .map(|&profile| {
                 let log = &log;
-                scope.spawn(move || run_profile(profile, options.trials, stop_mode, log))
+                let scenarios = &scenarios;
+                scope.spawn(move || run_profile(profile, options.trials, stop_mode, scenarios, log))
             })
             .collect();
         handles
