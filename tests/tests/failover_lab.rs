@@ -26,6 +26,12 @@
 //!   for 30 s, then the same watch: no ownership change, the idle client on
 //!   the owner.
 //!
+//! - `lan_kill_of_the_owner_fails_over_within_2s`: kill -9 of the owner,
+//!   8 times at different phases of the probe cycle (the new owner is
+//!   restarted each time): the successor's first answer comes after at
+//!   most 2 s median and 3 s at worst (issue 10's `lan` targets; the
+//!   20-trial figures are `cargo xtask bench failover`'s).
+//!
 //! Measured figures are printed (`--nocapture`); `FAILOVER_LAB_LOGS=1`
 //! prints every speaker's log at the end of each test. Needs root,
 //! iproute2, ping and nft; fails, not skips, without them. Run:
@@ -52,6 +58,10 @@ const ENTRY_LIMIT: Duration = Duration::from_secs(3);
 const BURST_WINDOW: Duration = Duration::from_secs(6);
 /// The prober's pace.
 const FAST_PROBES: Duration = Duration::from_millis(50);
+/// Issue 10's `lan` targets for kill -9 of the owner.
+const LAN_KILL_MEDIAN: Duration = Duration::from_secs(2);
+const LAN_KILL_WORST: Duration = Duration::from_secs(3);
+const KILL_TRIALS: u64 = 8;
 /// Issue 10's targets for a graceful stop.
 const DOUBLE_ANSWER_LIMIT: Duration = Duration::from_millis(100);
 const GRACEFUL_LIMIT: Duration = Duration::from_millis(200);
@@ -306,4 +316,45 @@ fn lan_ten_percent_loss_for_30s_changes_no_ownership() {
             "the loss rule dropped nothing ({dropped:?})"
         );
     });
+}
+
+#[test]
+fn lan_kill_of_the_owner_fails_over_within_2s() {
+    let lab = lab(Profile::Lan, &[]);
+    let mut failovers = Vec::new();
+    for trial in 0..KILL_TRIALS {
+        let owner = lab.settled_owner();
+        let successor = lab.successor_of(&owner);
+        let successor_mac = lab.mac(&successor);
+        let probing = lab.probing(FAST_PROBES);
+        // A different phase of the 400 ms probe cycle each time.
+        thread::sleep(Duration::from_millis(700 + 137 * trial));
+        let killed = Instant::now();
+        lab.kill(&owner);
+        let answer = probing.wait_answer_from(&successor_mac, killed, TAKEOVER_LIMIT);
+        let probes = probing.stop().probes;
+        let Some((_, at)) = answer else {
+            panic!(
+                "{successor} never answered after kill -9 of {owner}:\n{}\n{}",
+                lab.timeline(&probes, killed),
+                lab.fabric.all_logs()
+            );
+        };
+        eprintln!(
+            "lan kill -9 of {owner}, trial {trial}: {successor} answered after {:?}",
+            at - killed
+        );
+        failovers.push(at - killed);
+        lab.restart(&owner, &[]);
+        lab.wait_members(&NODES, 3, SETTLE_LIMIT);
+    }
+    failovers.sort();
+    let median = failovers[failovers.len() / 2];
+    let worst = failovers[failovers.len() - 1];
+    eprintln!("lan kill -9: median {median:?}, worst {worst:?}, all {failovers:?}");
+    assert!(
+        median <= LAN_KILL_MEDIAN && worst <= LAN_KILL_WORST,
+        "lan kill -9 failover: median {median:?} (target {LAN_KILL_MEDIAN:?}), worst \
+         {worst:?} (target {LAN_KILL_WORST:?}); all {failovers:?}"
+    );
 }

@@ -131,10 +131,9 @@ impl Timers {
     /// The default: a crash moves IPs in under 2 s, a speaker stopped for
     /// up to 1 s keeps them, and random loss does not make anyone flap.
     /// Simulated with three speakers (80 crashes): crash → dropped by both
-    /// others median 1.58 s, p95 2.33 s, worst 2.49 s. Measured in the
-    /// namespace lab (`lifeguard_lab`, 17 kills on a shared 2-core machine):
-    /// kill -9 → the successor answers median 1.87 s, worst 2.09 s; the
-    /// lab adds ≈ 50 ms (the prober's pace and the successor's map update).
+    /// others median 1.58 s, p95 2.33 s, worst 2.49 s. Measured from
+    /// outside (`cargo xtask bench failover`, 20 kills): kill -9 → the
+    /// successor answers median 1.63 s, p95 1.75 s, worst 1.95 s.
     ///
     /// How the numbers follow from the targets (kill -9 of the owner: median
     /// ≤ 2 s, p95 ≤ 3 s; owner stopped 1 s: no change). A crash is detected
