@@ -222,7 +222,7 @@ fn signals_and_tampered_pins_never_silence_the_owner() {
     speaker.signal(Signal::SIGHUP);
     lab.wait_log(&owner, mark, "received SIGHUP", REPAIR_LIMIT);
     lab.wait_log(&owner, mark, "cluster.yaml on request", REPAIR_LIMIT);
-    lab.wait_log(&owner, mark, "gossip key re-read", REPAIR_LIMIT);
+    lab.wait_log(&owner, mark, "gossip keyring re-read", REPAIR_LIMIT);
     lab.assert_alive(&owner, "SIGHUP");
 
     // Signals with no action: logged (or ignored by design: SIGPIPE).
