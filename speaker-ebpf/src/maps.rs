@@ -8,8 +8,8 @@ use aya_ebpf::{
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use speaker_common::{
-    filter_bit, ConflictRecord, Reason, VipEntry, VipKeyV4, VipKeyV6, Watchdog, FILTER_WORDS,
-    MAX_VIPS,
+    filter_bit, ConflictRecord, Reason, VipEntry, VipKeyV4, VipKeyV6, VlanPath, Watchdog,
+    FILTER_WORDS, MAX_VIPS,
 };
 
 use crate::frame::{Ipv4, Ipv6, Mac};
@@ -48,6 +48,12 @@ pub static VIP_FILTER: Array<u64, { FILTER_WORDS as usize }> = Array::new();
 /// Claims of our VIPs by other MACs, per (VIP, interface) slot.
 #[btf_map]
 pub static VIP_CONFLICTS: Array<ConflictRecord, { MAX_VIPS as usize }> = Array::new();
+
+/// Bond slaves of announce interfaces: slave ifindex to master ifindex. In
+/// native mode the program runs on each slave with the slave's
+/// `ingress_ifindex`, while VIPs are keyed by the master.
+#[btf_map]
+pub static BOND_SLAVES: HashMap<u32, u32, { MAX_VIPS as usize }> = HashMap::new();
 
 /// False only when no VIP's address hashes like `last_four` (its last four
 /// bytes as loaded from the frame): the hash lookup can be skipped.
@@ -111,7 +117,15 @@ pub fn vip_v4(addr: Ipv4, ifindex: u32) -> Option<VipEntry> {
     }
     // SAFETY: the entry is copied out at once; a concurrent update can at worst
     // give a mix of old and new MAC for this one frame.
-    unsafe { VIPS_V4.get(VipKeyV4 { addr, ifindex }).copied() }
+    unsafe {
+        VIPS_V4
+            .get(VipKeyV4 {
+                addr,
+                ifindex,
+                vlan: VlanPath::UNTAGGED,
+            })
+            .copied()
+    }
 }
 
 #[inline(always)]
@@ -122,7 +136,15 @@ pub fn vip_v6(addr: Ipv6, ifindex: u32) -> Option<VipEntry> {
     // SAFETY: [u32; 4] and [u8; 16] have the same size and any bit pattern.
     let addr: [u8; 16] = unsafe { core::mem::transmute(addr) };
     // SAFETY: as in `vip_v4`.
-    unsafe { VIPS_V6.get(VipKeyV6 { addr, ifindex }).copied() }
+    unsafe {
+        VIPS_V6
+            .get(VipKeyV6 {
+                addr,
+                ifindex,
+                vlan: VlanPath::UNTAGGED,
+            })
+            .copied()
+    }
 }
 
 /// False when the dead-man switch has tripped: the control plane has not

@@ -45,7 +45,7 @@ use speaker::{
         ExcludeList, Interface, LinkWatcher,
     },
 };
-use speaker_common::{map_names, VipEntry, VipKeyV4, VipKeyV6};
+use speaker_common::{map_names, VipEntry, VipKeyV4, VipKeyV6, VlanPath};
 use speaker_tests::lab::{
     command::must, netns, reap_stale, require_root, run, CmdOutput, COMMAND_TIMEOUT, NETNS_PREFIX,
     RUN_ROOT,
@@ -402,6 +402,7 @@ fn want(address: &str, interface: &Interface) -> DesiredVip {
     DesiredVip {
         address: ip(address),
         interface: interface.clone(),
+        vlan: VlanPath::UNTAGGED,
     }
 }
 

@@ -23,7 +23,7 @@ use aya::{
     sys::SyscallError,
 };
 use speaker::dataplane::{DataplaneMaps, Object, RESPONDER};
-use speaker_common::Reason;
+use speaker_common::{Reason, VlanPath};
 use speaker_tests::frames::{self, offset, Mac, Ns, BROADCAST, OTHER_MAC, OUR_MAC, PEER_MAC};
 
 const XDP_PASS: u32 = 2;
@@ -160,11 +160,21 @@ impl Harness {
             .program(RESPONDER)
             .context("verifying the responder")?;
         let mut maps = object.take_maps()?;
-        maps.add_vip(VIP4.into(), IFINDEX, OUR_MAC)?;
-        maps.add_vip(VIP4_B.into(), IFINDEX, OUR_MAC_B)?;
-        maps.add_vip(VIP4_ELSEWHERE.into(), OTHER_IFINDEX, OTHER_MAC)?;
-        maps.add_vip(VIP6.into(), IFINDEX, OUR_MAC)?;
-        maps.add_vip(VIP6_ELSEWHERE.into(), OTHER_IFINDEX, OTHER_MAC)?;
+        maps.add_vip(VIP4.into(), IFINDEX, VlanPath::UNTAGGED, OUR_MAC)?;
+        maps.add_vip(VIP4_B.into(), IFINDEX, VlanPath::UNTAGGED, OUR_MAC_B)?;
+        maps.add_vip(
+            VIP4_ELSEWHERE.into(),
+            OTHER_IFINDEX,
+            VlanPath::UNTAGGED,
+            OTHER_MAC,
+        )?;
+        maps.add_vip(VIP6.into(), IFINDEX, VlanPath::UNTAGGED, OUR_MAC)?;
+        maps.add_vip(
+            VIP6_ELSEWHERE.into(),
+            OTHER_IFINDEX,
+            VlanPath::UNTAGGED,
+            OTHER_MAC,
+        )?;
         Ok(Harness { object, maps })
     }
 
@@ -1418,8 +1428,14 @@ fn vip_removal_and_mac_change() {
     let mut harness = Harness::new().expect("harness");
     let arp = frames::arp_request(PEER_MAC, PEER4, VIP4);
     let ns = frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6, Some(PEER_MAC));
-    assert!(harness.maps.remove_vip(VIP4.into(), IFINDEX).unwrap());
-    assert!(harness.maps.remove_vip(VIP6.into(), IFINDEX).unwrap());
+    assert!(harness
+        .maps
+        .remove_vip(VIP4.into(), IFINDEX, VlanPath::UNTAGGED)
+        .unwrap());
+    assert!(harness
+        .maps
+        .remove_vip(VIP6.into(), IFINDEX, VlanPath::UNTAGGED)
+        .unwrap());
     harness.run_table(&[
         pass("removed_arp", arp.clone(), Reason::NotOwned),
         pass("removed_ns", ns.clone(), Reason::NotOwned),
@@ -1432,8 +1448,14 @@ fn vip_removal_and_mac_change() {
         ),
     ]);
     let new_mac: Mac = [0x02, 0x5e, 0x00, 0x00, 0x00, 0x21];
-    harness.maps.add_vip(VIP4.into(), IFINDEX, new_mac).unwrap();
-    harness.maps.add_vip(VIP6.into(), IFINDEX, new_mac).unwrap();
+    harness
+        .maps
+        .add_vip(VIP4.into(), IFINDEX, VlanPath::UNTAGGED, new_mac)
+        .unwrap();
+    harness
+        .maps
+        .add_vip(VIP6.into(), IFINDEX, VlanPath::UNTAGGED, new_mac)
+        .unwrap();
     harness.run_table(&[
         arp_answer("readded_arp", arp, VIP4, new_mac),
         ns_answer("readded_ns", ns, VIP6, new_mac),

@@ -15,7 +15,8 @@ pub mod map_names {
     pub const VIP_REFUSED: &str = "VIP_REFUSED";
     pub const VIP_FILTER: &str = "VIP_FILTER";
     pub const VIP_CONFLICTS: &str = "VIP_CONFLICTS";
-    pub const ALL: [&str; 8] = [
+    pub const BOND_SLAVES: &str = "BOND_SLAVES";
+    pub const ALL: [&str; 9] = [
         VIPS_V4,
         VIPS_V6,
         VIP_ANSWERED,
@@ -24,6 +25,7 @@ pub mod map_names {
         VIP_REFUSED,
         VIP_FILTER,
         VIP_CONFLICTS,
+        BOND_SLAVES,
     ];
 }
 
@@ -68,13 +70,59 @@ pub const fn filter_bit_of(addr: &[u8]) -> u32 {
     ]))
 }
 
-/// Key of the IPv4 VIP map: an owned address on one interface.
+/// The VLAN tags a request must carry to be answered for a VIP, outermost
+/// first. Each is a VID (1..=4094), with [`VlanPath::AD`] set when the tag's
+/// TPID is 802.1ad (0x88a8) rather than 802.1Q (0x8100); 0 means no tag.
+/// Host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VlanPath {
+    pub outer: u16,
+    pub inner: u16,
+}
+
+impl VlanPath {
+    /// Set on a tag whose TPID is 0x88a8 (802.1ad service tag). A VID has
+    /// 12 bits, so the bit never collides with one.
+    pub const AD: u16 = 0x1000;
+    pub const VID_MASK: u16 = 0x0fff;
+    /// An untagged request on the interface itself.
+    pub const UNTAGGED: VlanPath = VlanPath { outer: 0, inner: 0 };
+
+    /// One tag: 802.1Q, or 802.1ad when `ad`.
+    pub const fn single(vid: u16, ad: bool) -> VlanPath {
+        VlanPath {
+            outer: Self::tag(vid, ad),
+            inner: 0,
+        }
+    }
+
+    /// An outer tag (802.1ad when `outer_ad`) around an 802.1Q tag (QinQ).
+    pub const fn stacked(outer_vid: u16, outer_ad: bool, inner_vid: u16) -> VlanPath {
+        VlanPath {
+            outer: Self::tag(outer_vid, outer_ad),
+            inner: Self::tag(inner_vid, false),
+        }
+    }
+
+    const fn tag(vid: u16, ad: bool) -> u16 {
+        (vid & Self::VID_MASK) | if ad { Self::AD } else { 0 }
+    }
+
+    pub const fn is_untagged(&self) -> bool {
+        self.outer == 0 && self.inner == 0
+    }
+}
+
+/// Key of the IPv4 VIP map: an owned address on one interface (the one the
+/// program is attached to: a VLAN's parent, a bond's master), behind `vlan`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VipKeyV4 {
     /// The address in network byte order.
     pub addr: [u8; 4],
     pub ifindex: u32,
+    pub vlan: VlanPath,
 }
 
 /// Key of the IPv6 VIP map.
@@ -83,6 +131,7 @@ pub struct VipKeyV4 {
 pub struct VipKeyV6 {
     pub addr: [u8; 16],
     pub ifindex: u32,
+    pub vlan: VlanPath,
 }
 
 /// What the responder needs to answer for a VIP on an interface.
@@ -216,6 +265,7 @@ mod pod {
     // and explicit padding, so every bit pattern is valid.
     unsafe impl aya::Pod for super::VipKeyV4 {}
     unsafe impl aya::Pod for super::VipKeyV6 {}
+    unsafe impl aya::Pod for super::VlanPath {}
     unsafe impl aya::Pod for super::VipEntry {}
     unsafe impl aya::Pod for super::Watchdog {}
     unsafe impl aya::Pod for super::ConflictRecord {}
@@ -236,8 +286,9 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<VipKeyV4>(), 8);
-        assert_eq!(core::mem::size_of::<VipKeyV6>(), 20);
+        assert_eq!(core::mem::size_of::<VlanPath>(), 4);
+        assert_eq!(core::mem::size_of::<VipKeyV4>(), 12);
+        assert_eq!(core::mem::size_of::<VipKeyV6>(), 24);
         assert_eq!(core::mem::size_of::<VipEntry>(), 12);
         assert_eq!(core::mem::size_of::<Watchdog>(), 16);
         assert_eq!(core::mem::size_of::<ConflictRecord>(), 24);

@@ -147,6 +147,7 @@ fn withdraw_all_but(ctx: &mut Context, kept: &[(IpAddr, Interface)]) {
         .map(|(address, interface)| DesiredVip {
             address: *address,
             interface: interface.clone(),
+            vlan: speaker_common::VlanPath::UNTAGGED,
         })
         .collect();
     if let Err(e) = sync::apply(&mut ctx.maps, &desired) {

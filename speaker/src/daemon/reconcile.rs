@@ -339,6 +339,7 @@ fn desired(node: &NodeState) -> (Vec<sync::DesiredVip>, Vec<(IpAddr, OwnedIp)>) 
         desired.extend(chosen.into_iter().map(|interface| sync::DesiredVip {
             address: *ip,
             interface,
+            vlan: speaker_common::VlanPath::UNTAGGED,
         }));
     }
     (desired, unplaceable)

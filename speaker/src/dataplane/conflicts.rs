@@ -83,6 +83,7 @@ mod tests {
         VipRecord {
             address: "192.0.2.10".parse().unwrap(),
             ifindex: 3,
+            vlan: speaker_common::VlanPath::UNTAGGED,
             mac: [2, 0x5e, 0, 0, 0, 0x10],
             answered: 0,
             requests: 0,

@@ -14,8 +14,8 @@ use aya::{
     Ebpf,
 };
 use speaker_common::{
-    filter_bit_of, map_names, ConflictRecord, Reason, VipEntry, VipKeyV4, VipKeyV6, Watchdog,
-    MAX_VIPS,
+    filter_bit_of, map_names, ConflictRecord, Reason, VipEntry, VipKeyV4, VipKeyV6, VlanPath,
+    Watchdog, MAX_VIPS,
 };
 
 use super::{clock::monotonic_now, pins::PinDir};
@@ -26,6 +26,8 @@ use crate::error::{Error, Result};
 pub struct VipRecord {
     pub address: IpAddr,
     pub ifindex: u32,
+    /// The VLAN tags requests carry on `ifindex`.
+    pub vlan: VlanPath,
     pub mac: [u8; 6],
     /// Requests answered since the entry was added, summed over CPUs.
     pub answered: u64,
@@ -77,6 +79,7 @@ pub struct DataplaneMaps {
     watchdog_fd: OwnedFd,
     vip_filter: Array<MapData, u64>,
     vip_conflicts: Array<MapData, ConflictRecord>,
+    bond_slaves: HashMap<MapData, u32, u32>,
 }
 
 /// Writes the heartbeat from another thread than the one holding the
@@ -162,6 +165,7 @@ impl DataplaneMaps {
             watchdog_fd,
             vip_filter: typed(map_names::VIP_FILTER, take(map_names::VIP_FILTER)?)?,
             vip_conflicts: typed(map_names::VIP_CONFLICTS, take(map_names::VIP_CONFLICTS)?)?,
+            bond_slaves: typed(map_names::BOND_SLAVES, take(map_names::BOND_SLAVES)?)?,
         })
     }
 
@@ -200,17 +204,28 @@ impl DataplaneMaps {
                 map_names::VIP_CONFLICTS,
                 Map::Array(open(map_names::VIP_CONFLICTS)?),
             )?,
+            bond_slaves: typed(
+                map_names::BOND_SLAVES,
+                Map::HashMap(open(map_names::BOND_SLAVES)?),
+            )?,
         })
     }
 
-    /// Adds (or refreshes the MAC of) `address` on interface `ifindex`. The
+    /// Adds (or refreshes the MAC of) `address` on interface `ifindex` behind
+    /// `vlan`. The
     /// answered counter starts at zero for a new entry and is kept for an
     /// existing one, so re-adding is harmless.
-    pub fn add_vip(&mut self, address: IpAddr, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+    pub fn add_vip(
+        &mut self,
+        address: IpAddr,
+        ifindex: u32,
+        vlan: VlanPath,
+        mac: [u8; 6],
+    ) -> Result<()> {
         // Before the entry exists: the program must never see an entry
         // whose filter bit is clear (it would not be answered).
         self.set_filter_bit(filter_bit_of(&octets(address)))?;
-        let existing = self.entry(address, ifindex)?;
+        let existing = self.entry(address, ifindex, vlan)?;
         let slot = match existing {
             Some(entry) if entry.mac == mac => return Ok(()),
             Some(entry) => entry.slot,
@@ -243,6 +258,7 @@ impl DataplaneMaps {
                 VipKeyV4 {
                     addr: a.octets(),
                     ifindex,
+                    vlan,
                 },
                 entry,
                 0,
@@ -251,6 +267,7 @@ impl DataplaneMaps {
                 VipKeyV6 {
                     addr: a.octets(),
                     ifindex,
+                    vlan,
                 },
                 entry,
                 0,
@@ -259,16 +276,19 @@ impl DataplaneMaps {
         result.map_err(|e| Error::bpf(format!("adding {address}"), e))
     }
 
-    /// Removes `address` from interface `ifindex`; false when it was not there.
-    pub fn remove_vip(&mut self, address: IpAddr, ifindex: u32) -> Result<bool> {
+    /// Removes `address` from interface `ifindex` behind `vlan`; false when
+    /// it was not there.
+    pub fn remove_vip(&mut self, address: IpAddr, ifindex: u32, vlan: VlanPath) -> Result<bool> {
         let result = match address {
             IpAddr::V4(a) => self.vips_v4.remove(&VipKeyV4 {
                 addr: a.octets(),
                 ifindex,
+                vlan,
             }),
             IpAddr::V6(a) => self.vips_v6.remove(&VipKeyV6 {
                 addr: a.octets(),
                 ifindex,
+                vlan,
             }),
         };
         let removed = match result {
@@ -282,7 +302,7 @@ impl DataplaneMaps {
         let shared = self
             .entries()?
             .iter()
-            .any(|(a, _, _)| filter_bit_of(&octets(*a)) == bit);
+            .any(|(a, _, _, _)| filter_bit_of(&octets(*a)) == bit);
         if !shared {
             self.clear_filter_bit(bit)?;
         }
@@ -293,7 +313,7 @@ impl DataplaneMaps {
     /// speaker that had no filter, or an interrupted update, leave VIPs
     /// the program would otherwise skip. Never clears a bit.
     pub fn ensure_filter(&mut self) -> Result<()> {
-        for (address, _, _) in self.entries()? {
+        for (address, _, _, _) in self.entries()? {
             self.set_filter_bit(filter_bit_of(&octets(address)))?;
         }
         Ok(())
@@ -323,12 +343,13 @@ impl DataplaneMaps {
             .map_err(|e| Error::bpf("writing VIP_FILTER", e))
     }
 
-    fn entry(&self, address: IpAddr, ifindex: u32) -> Result<Option<VipEntry>> {
+    fn entry(&self, address: IpAddr, ifindex: u32, vlan: VlanPath) -> Result<Option<VipEntry>> {
         let result = match address {
             IpAddr::V4(a) => self.vips_v4.get(
                 &VipKeyV4 {
                     addr: a.octets(),
                     ifindex,
+                    vlan,
                 },
                 0,
             ),
@@ -336,6 +357,7 @@ impl DataplaneMaps {
                 &VipKeyV6 {
                     addr: a.octets(),
                     ifindex,
+                    vlan,
                 },
                 0,
             ),
@@ -347,21 +369,21 @@ impl DataplaneMaps {
         }
     }
 
-    fn entries(&self) -> Result<Vec<(IpAddr, u32, VipEntry)>> {
+    fn entries(&self) -> Result<Vec<(IpAddr, u32, VlanPath, VipEntry)>> {
         let mut out = Vec::new();
         for item in self.vips_v4.iter() {
             let (k, v) = item.map_err(|e| Error::bpf("reading VIPS_V4", e))?;
-            out.push((IpAddr::V4(Ipv4Addr::from(k.addr)), k.ifindex, v));
+            out.push((IpAddr::V4(Ipv4Addr::from(k.addr)), k.ifindex, k.vlan, v));
         }
         for item in self.vips_v6.iter() {
             let (k, v) = item.map_err(|e| Error::bpf("reading VIPS_V6", e))?;
-            out.push((IpAddr::V6(Ipv6Addr::from(k.addr)), k.ifindex, v));
+            out.push((IpAddr::V6(Ipv6Addr::from(k.addr)), k.ifindex, k.vlan, v));
         }
         Ok(out)
     }
 
     fn free_slot(&self) -> Result<u32> {
-        let used: BTreeSet<u32> = self.entries()?.iter().map(|(_, _, e)| e.slot).collect();
+        let used: BTreeSet<u32> = self.entries()?.iter().map(|(_, _, _, e)| e.slot).collect();
         (0..MAX_VIPS)
             .find(|s| !used.contains(s))
             .ok_or(Error::TableFull(MAX_VIPS))
@@ -370,7 +392,7 @@ impl DataplaneMaps {
     /// Every (VIP, interface) with its answered count, sorted by address.
     pub fn vips(&self) -> Result<Vec<VipRecord>> {
         let mut records = Vec::new();
-        for (address, ifindex, entry) in self.entries()? {
+        for (address, ifindex, vlan, entry) in self.entries()? {
             let answered = sum(&self
                 .vip_answered
                 .get(&entry.slot, 0)
@@ -389,6 +411,7 @@ impl DataplaneMaps {
             records.push(VipRecord {
                 address,
                 ifindex,
+                vlan,
                 mac: entry.mac,
                 answered,
                 requests,
@@ -399,8 +422,36 @@ impl DataplaneMaps {
                 }),
             });
         }
-        records.sort_by_key(|r| (r.address, r.ifindex));
+        records.sort_by_key(|r| (r.address, r.ifindex, r.vlan));
         Ok(records)
+    }
+
+    /// Declares `slave` a bond slave of `master`: requests arriving on the
+    /// slave are looked up as if they came in on the master.
+    pub fn set_bond_slave(&mut self, slave: u32, master: u32) -> Result<()> {
+        self.bond_slaves
+            .insert(slave, master, 0)
+            .map_err(|e| Error::bpf(format!("adding bond slave {slave}"), e))
+    }
+
+    /// Forgets `slave`; false when it was not declared.
+    pub fn remove_bond_slave(&mut self, slave: u32) -> Result<bool> {
+        match self.bond_slaves.remove(&slave) {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(Error::bpf(format!("removing bond slave {slave}"), e)),
+        }
+    }
+
+    /// Every declared (slave, master) pair, sorted.
+    pub fn bond_slaves(&self) -> Result<Vec<(u32, u32)>> {
+        let mut pairs = self
+            .bond_slaves
+            .iter()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::bpf("reading BOND_SLAVES", e))?;
+        pairs.sort();
+        Ok(pairs)
     }
 
     /// The global verdict counters, summed over CPUs, in `Reason` order.
@@ -483,6 +534,7 @@ fn check_layout(name: &'static str, data: &MapData, pins: &PinDir) -> Result<()>
         | map_names::REASONS
         | map_names::VIP_FILTER => (4, 8),
         map_names::VIP_CONFLICTS => (4, size_of::<ConflictRecord>()),
+        map_names::BOND_SLAVES => (4, 4),
         _ => (4, size_of::<Watchdog>()),
     };
     if (info.key_size() as usize, info.value_size() as usize) != expected {
@@ -563,7 +615,8 @@ mod tests {
     fn requests_count_every_request_for_the_vip_answered_or_refused() {
         let mut object = Object::load(None).expect("loading the XDP object (needs root)");
         let mut maps = object.take_maps().unwrap();
-        maps.add_vip(IpAddr::V4(VIP), IFINDEX, OUR_MAC).unwrap();
+        maps.add_vip(IpAddr::V4(VIP), IFINDEX, VlanPath::UNTAGGED, OUR_MAC)
+            .unwrap();
         assert_eq!(counts(&maps), (0, 0));
 
         let broadcast = [0xff; 6];
@@ -603,8 +656,10 @@ mod tests {
         assert_eq!(counts(&maps), (3, 1));
 
         // A new entry in a reused slot starts from zero.
-        maps.remove_vip(IpAddr::V4(VIP), IFINDEX).unwrap();
-        maps.add_vip(IpAddr::V4(VIP), IFINDEX, OUR_MAC).unwrap();
+        maps.remove_vip(IpAddr::V4(VIP), IFINDEX, VlanPath::UNTAGGED)
+            .unwrap();
+        maps.add_vip(IpAddr::V4(VIP), IFINDEX, VlanPath::UNTAGGED, OUR_MAC)
+            .unwrap();
         assert_eq!(counts(&maps), (0, 0));
     }
 }

@@ -4,6 +4,8 @@
 
 use std::{fmt, net::IpAddr};
 
+use speaker_common::VlanPath;
+
 use super::{attach, detach, sync, AttachMode, Attached, DataplaneMaps, PinDir, PASS, RESPONDER};
 use crate::{
     error::{Error, Result},
@@ -65,7 +67,7 @@ pub fn detach_program(pins: &PinDir, interface: &str) -> Result<String> {
 pub fn add_vip(pins: &PinDir, address: IpAddr, interface: &str) -> Result<String> {
     let mut maps = DataplaneMaps::from_pins(pins)?;
     let interface = Interface::by_name(interface)?;
-    maps.add_vip(address, interface.index, interface.mac)?;
+    maps.add_vip(address, interface.index, VlanPath::UNTAGGED, interface.mac)?;
     if let IpAddr::V6(v6) = address {
         let group = interfaces::solicited_node_mac(&v6);
         interfaces::set_multicast_mac(&interface.name, group, true)?;
@@ -82,7 +84,7 @@ pub fn add_vip(pins: &PinDir, address: IpAddr, interface: &str) -> Result<String
 pub fn remove_vip(pins: &PinDir, address: IpAddr, interface: &str) -> Result<String> {
     let mut maps = DataplaneMaps::from_pins(pins)?;
     let ifindex = interfaces::index_of(interface)?;
-    if !maps.remove_vip(address, ifindex)? {
+    if !maps.remove_vip(address, ifindex, VlanPath::UNTAGGED)? {
         return Err(Error::NoSuchVip(address, interface.to_owned()));
     }
     if let IpAddr::V6(v6) = address {

@@ -15,17 +15,21 @@ use std::{
 
 use tracing::{debug, info, warn};
 
+use speaker_common::VlanPath;
+
 use super::{DataplaneMaps, VipRecord};
 use crate::{
     error::Result,
     interfaces::{self, Interface},
 };
 
-/// One address to answer for on one interface.
+/// One address to answer for on one interface, behind `vlan`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredVip {
     pub address: IpAddr,
+    /// Where the program runs (a VLAN's parent) and the MAC it answers with.
     pub interface: Interface,
+    pub vlan: VlanPath,
 }
 
 /// What [`apply`] changed. An entry whose map change succeeded but whose
@@ -60,7 +64,7 @@ impl SyncReport {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Plan<'a> {
     /// Map entries nobody wants, including every entry whose interface is gone.
-    remove: Vec<(IpAddr, u32)>,
+    remove: Vec<(IpAddr, u32, VlanPath)>,
     update_mac: Vec<&'a DesiredVip>,
     add: Vec<&'a DesiredVip>,
     unchanged: Vec<&'a DesiredVip>,
@@ -76,19 +80,19 @@ fn plan<'a>(
     exists: impl Fn(u32) -> bool,
 ) -> Plan<'a> {
     let mut plan = Plan::default();
-    let mut wanted: BTreeMap<(IpAddr, u32), &DesiredVip> = BTreeMap::new();
+    let mut wanted: BTreeMap<(IpAddr, u32, VlanPath), &DesiredVip> = BTreeMap::new();
     for vip in desired {
         if !exists(vip.interface.index) {
             plan.vanished.push(vip);
             continue;
         }
         wanted
-            .entry((vip.address, vip.interface.index))
+            .entry((vip.address, vip.interface.index, vip.vlan))
             .or_insert(vip);
     }
-    let in_maps: BTreeMap<(IpAddr, u32), [u8; 6]> = current
+    let in_maps: BTreeMap<(IpAddr, u32, VlanPath), [u8; 6]> = current
         .iter()
-        .map(|record| ((record.address, record.ifindex), record.mac))
+        .map(|record| ((record.address, record.ifindex, record.vlan), record.mac))
         .collect();
     plan.remove = in_maps
         .keys()
@@ -123,15 +127,15 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
         fail(&mut report, vip.address, why);
     }
     // What the maps hold as we go, for deciding which groups are still needed.
-    let mut present: BTreeSet<(IpAddr, u32)> = current
+    let mut present: BTreeSet<(IpAddr, u32, VlanPath)> = current
         .iter()
-        .map(|record| (record.address, record.ifindex))
+        .map(|record| (record.address, record.ifindex, record.vlan))
         .collect();
 
     // Removals first: they free slots for the additions.
     let mut removed_v6 = Vec::new();
-    for &(address, ifindex) in &plan.remove {
-        match maps.remove_vip(address, ifindex) {
+    for &(address, ifindex, vlan) in &plan.remove {
+        match maps.remove_vip(address, ifindex, vlan) {
             Ok(_) => {
                 let name = crate::interfaces::name_of(ifindex)
                     .unwrap_or_else(|| format!("interface index {ifindex} (gone)"));
@@ -141,7 +145,7 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
                     interface = name,
                     "VIP {address}: no longer answering on {name}"
                 );
-                present.remove(&(address, ifindex));
+                present.remove(&(address, ifindex, vlan));
                 report.removed.push((address, ifindex));
                 if let IpAddr::V6(v6) = address {
                     removed_v6.push((v6, ifindex));
@@ -153,7 +157,7 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
 
     for vip in &plan.update_mac {
         let interface = &vip.interface;
-        match maps.add_vip(vip.address, interface.index, interface.mac) {
+        match maps.add_vip(vip.address, interface.index, vip.vlan, interface.mac) {
             Ok(()) => {
                 info!(
                     event = "vipMacUpdated",
@@ -171,7 +175,7 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
     }
     for vip in &plan.add {
         let interface = &vip.interface;
-        match maps.add_vip(vip.address, interface.index, interface.mac) {
+        match maps.add_vip(vip.address, interface.index, vip.vlan, interface.mac) {
             Ok(()) => {
                 info!(
                     event = "vipAdded",
@@ -181,7 +185,7 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
                     vip.address,
                     interface.name
                 );
-                present.insert((vip.address, interface.index));
+                present.insert((vip.address, interface.index, vip.vlan));
                 report.added.push((vip.address, interface.clone()));
             }
             Err(e) => fail(&mut report, vip.address, format!("adding it: {e}")),
@@ -207,7 +211,7 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
         let IpAddr::V6(v6) = vip.address else {
             continue;
         };
-        if !present.contains(&(vip.address, vip.interface.index)) {
+        if !present.contains(&(vip.address, vip.interface.index, vip.vlan)) {
             continue;
         }
         // The current name: ioctls go by name, and a rename keeps the index.
@@ -226,7 +230,9 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
         let Some(name) = interfaces::name_of(ifindex) else {
             continue;
         };
-        let others = present.iter().copied();
+        let others = present
+            .iter()
+            .map(|&(address, ifindex, _)| (address, ifindex));
         if let Err(e) = leave_group_unless_shared(&name, ifindex, &v6, others) {
             fail(&mut report, IpAddr::V6(v6), e.to_string());
         }
@@ -297,6 +303,7 @@ mod tests {
         VipRecord {
             address: ip(address),
             ifindex,
+            vlan: VlanPath::UNTAGGED,
             mac,
             answered: 5,
             requests: 6,
@@ -313,6 +320,7 @@ mod tests {
                 index,
                 mac,
             },
+            vlan: VlanPath::UNTAGGED,
         }
     }
 
@@ -352,7 +360,7 @@ mod tests {
             desired("192.0.2.100", 3, MAC_B),
         ];
         let plan = plan(&current, &wanted, |_| true);
-        assert_eq!(plan.remove, [(ip("192.0.2.101"), 2)]);
+        assert_eq!(plan.remove, [(ip("192.0.2.101"), 2, VlanPath::UNTAGGED)]);
         assert_eq!(keys(&plan.update_mac), [(ip("192.0.2.102"), 3)]);
         assert_eq!(
             keys(&plan.add),
@@ -373,7 +381,7 @@ mod tests {
             desired("192.0.2.104", 9, MAC_A),
         ];
         let plan = plan(&current, &wanted, |index| index != 9);
-        assert_eq!(plan.remove, [(ip("192.0.2.100"), 9)]);
+        assert_eq!(plan.remove, [(ip("192.0.2.100"), 9, VlanPath::UNTAGGED)]);
         assert!(plan.add.is_empty());
         assert_eq!(
             keys(&plan.vanished),

@@ -41,7 +41,7 @@ use anyhow::{bail, ensure, Result};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use serde_json::json;
 use speaker::dataplane::{DataplaneMaps, Object, PASS, RESPONDER};
-use speaker_common::Reason;
+use speaker_common::{Reason, VlanPath};
 use speaker_tests::frames;
 
 const XDP_PASS: u32 = 2;
@@ -232,8 +232,18 @@ fn main() -> Result<()> {
     let json_output = std::env::args().any(|a| a == "--json");
     let mut object = Object::load(None)?;
     let mut maps = object.take_maps()?;
-    maps.add_vip("192.0.2.100".parse()?, LOOPBACK, frames::OUR_MAC)?;
-    maps.add_vip("2001:db8::100".parse()?, LOOPBACK, frames::OUR_MAC)?;
+    maps.add_vip(
+        "192.0.2.100".parse()?,
+        LOOPBACK,
+        VlanPath::UNTAGGED,
+        frames::OUR_MAC,
+    )?;
+    maps.add_vip(
+        "2001:db8::100".parse()?,
+        LOOPBACK,
+        VlanPath::UNTAGGED,
+        frames::OUR_MAC,
+    )?;
     object.program(PASS)?;
     object.program(RESPONDER)?;
     let mut cases = cases();

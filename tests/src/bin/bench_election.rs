@@ -184,6 +184,7 @@ fn main() -> Result<()> {
             .map(|ip| sync::DesiredVip {
                 address: *ip,
                 interface: interface.clone(),
+                vlan: speaker_common::VlanPath::UNTAGGED,
             })
             .collect()
     };
