@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use speaker::{
     cluster::ServiceKey,
     kube::status::{
-        AnnouncedServices, SpeakerPod, StatusConfig, StatusWriter, LABEL_NODE, LABEL_SERVICE_NAME,
-        LABEL_SERVICE_NAMESPACE,
+        AnnouncedServices, SpeakerPod, StatusConfig, StatusReconciler, StatusWriter, LABEL_NODE,
+        LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE,
     },
 };
 use speaker_tests::kube_emulator::KubeEmulator;
@@ -34,7 +34,14 @@ fn web() -> ServiceKey {
     ServiceKey::new("default", "web")
 }
 
+/// A writer with its reconciler running, as the daemon's supervisor runs it.
 fn writer(emulator: &KubeEmulator, node: &str) -> StatusWriter {
+    let (writer, reconciler) = unsupervised_writer(emulator, node);
+    tokio::spawn(async move { reconciler.run().await });
+    writer
+}
+
+fn unsupervised_writer(emulator: &KubeEmulator, node: &str) -> (StatusWriter, StatusReconciler) {
     StatusWriter::new(
         emulator.client(),
         StatusConfig {
@@ -186,6 +193,41 @@ async fn an_announced_service_gets_its_status_with_owner_labels_and_an_event() {
     assert_eq!(regarding["uid"], service["metadata"]["uid"]);
     assert_eq!(event["reportingController"], "metallb-speaker");
     assert_eq!(event["reportingInstance"], "iris1");
+}
+
+/// The supervisor starts a run again when one ends: the new run lists
+/// afresh and catches up with what was published while none ran. A run
+/// started after the writer is gone ends at once.
+#[tokio::test]
+async fn a_restarted_reconciler_catches_up_and_ends_with_the_writer() {
+    let emulator = KubeEmulator::start(&[&iris()]);
+    let (status, reconciler) = unsupervised_writer(&emulator, "iris1");
+    let first = tokio::spawn({
+        let reconciler = reconciler.clone();
+        async move { reconciler.run().await }
+    });
+    status.publish(announced(&[(web(), &[])]));
+    one_status(&emulator, "iris1", status_for("iris1", &[])).await;
+
+    first.abort(); // as a run whose watch ended
+    let _ = first.await;
+    status.publish(announced(&[(web(), &["eth0"])]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        statuses_of(&emulator, "iris1")[0]["status"],
+        status_for("iris1", &[]),
+        "no run, no write"
+    );
+
+    let second = tokio::spawn({
+        let reconciler = reconciler.clone();
+        async move { reconciler.run().await }
+    });
+    one_status(&emulator, "iris1", status_for("iris1", &["eth0"])).await;
+
+    drop(status);
+    quietly(second).await.expect("the run ends with its writer");
+    quietly(reconciler.run()).await;
 }
 
 #[tokio::test]

@@ -351,14 +351,22 @@ async fn spawn_source(
                 );
                 async move { run.await.map_err(Error::kubernetes) }
             });
-            Ok(Some(StatusWriter::new(
+            let (writer, reconciler) = StatusWriter::new(
                 client,
                 StatusConfig {
                     node: config.node_name.clone(),
                     namespace: config.options.metallb_namespace.clone(),
                     pod: config.speaker_pod.clone(),
                 },
-            )))
+            );
+            tasks.spawn(Task::StatusWriter, move || {
+                let reconciler = reconciler.clone();
+                async move {
+                    reconciler.run().await;
+                    Ok(())
+                }
+            });
+            Ok(Some(writer))
         }
     }
 }

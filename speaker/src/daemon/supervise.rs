@@ -21,8 +21,8 @@ pub enum Task {
     KubeWatches,
     /// The speaker-pod lister that finds gossip peers.
     SpeakerPods,
-    /// The ServiceL2Status writer, for a status reconciler that runs as a
-    /// task of its own (the `kube` work moves status writes there).
+    /// The ServiceL2Status reconciler (`kube::status`): restarted when its
+    /// watch ends, catching up from a fresh list.
     StatusWriter,
     /// The cluster-state file watcher.
     FileSource,

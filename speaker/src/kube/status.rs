@@ -163,18 +163,53 @@ pub struct StatusConfig {
 }
 
 /// Publishes this node's announcements to the status reconciler, and
-/// records Events. Cheap to clone; the tasks end when the last clone is
-/// dropped.
+/// records Events. Cheap to clone; the reconciler ends when the last clone
+/// is dropped.
 #[derive(Clone)]
 pub struct StatusWriter {
     announced: Arc<watch::Sender<Option<AnnouncedServices>>>,
     events: EventRecorder,
 }
 
+/// Starts runs of the status reconciler, for the daemon's supervisor: a run
+/// whose watch ends, or that panics, is started again, from a fresh list,
+/// against the writer's latest announcement.
+#[derive(Clone)]
+pub struct StatusReconciler {
+    /// Weak: a reconciler must not keep the writer's channel open, or it
+    /// would never learn that the writer is gone.
+    announced: std::sync::Weak<watch::Sender<Option<AnnouncedServices>>>,
+    statuses: Api<DynamicObject>,
+    node: String,
+    namespace: String,
+    owner: Option<OwnerReference>,
+}
+
+impl StatusReconciler {
+    /// One run: until its watch ends or the writer is dropped (at once when
+    /// it already is).
+    pub async fn run(&self) {
+        let Some(announced) = self.announced.upgrade().map(|sender| sender.subscribe()) else {
+            return;
+        };
+        let reconciler = Reconciler {
+            statuses: self.statuses.clone(),
+            node: self.node.clone(),
+            namespace: self.namespace.clone(),
+            owner: self.owner.clone(),
+            seen: BTreeMap::new(),
+            listing: None,
+            listed: false,
+        };
+        reconciler.run(announced).await;
+    }
+}
+
 impl StatusWriter {
-    /// Starts the reconciler and event tasks; must be called within a Tokio
-    /// runtime.
-    pub fn new(client: Client, config: StatusConfig) -> Self {
+    /// The writer, and the reconciler for the caller to run (supervised);
+    /// the Event recorder's task starts here, so this must be called within
+    /// a Tokio runtime.
+    pub fn new(client: Client, config: StatusConfig) -> (Self, StatusReconciler) {
         let events = EventRecorder::new(client.clone(), config.node.clone());
         let owner = match &config.pod {
             Some(pod) => {
@@ -193,21 +228,15 @@ impl StatusWriter {
                 None
             }
         };
-        let (announced, receiver) = watch::channel(None);
-        let reconciler = Reconciler {
+        let announced = Arc::new(watch::channel(None).0);
+        let reconciler = StatusReconciler {
+            announced: Arc::downgrade(&announced),
             statuses: calls::SERVICE_L2_STATUSES.dynamic_api(client, &config.namespace),
             node: config.node,
             namespace: config.namespace,
             owner,
-            seen: BTreeMap::new(),
-            listing: None,
-            listed: false,
         };
-        tokio::spawn(reconciler.run(receiver));
-        StatusWriter {
-            announced: Arc::new(announced),
-            events,
-        }
+        (StatusWriter { announced, events }, reconciler)
     }
 
     /// Everything this node announces now. The first call is taken as the
