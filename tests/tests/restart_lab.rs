@@ -33,11 +33,6 @@
 //! `cargo test -p speaker-tests --test restart_lab`.
 
 use std::{
-    cell::RefCell,
-    collections::BTreeMap,
-    fs,
-    net::Ipv4Addr,
-    path::PathBuf,
     sync::{Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
@@ -49,157 +44,35 @@ use speaker_tests::{
     kube_emulator::Part,
     lab::{
         kube::{iris_example, KubeLab, NODE},
-        probe::{self, ArpProbe, ArpProbing},
-        require_root, speaker_bin, Fabric, HostSpec, Speaker, SpeakerMode, SpeakerOptions,
+        probe::{self, ArpProbe},
+        require_root, speaker_bin,
+        trio::{Profile, Trio, TrioSpec, NODES, SETTLE_LIMIT, VIP_V4},
     },
 };
 
-const VIP_V4: &str = "192.0.2.100";
-const VIP_V6: &str = "2001:db8::100";
-const VIPS: [&str; 2] = [VIP_V4, VIP_V6];
-const SERVICE: &str = "default/web";
-const PROBER: &str = "client";
-const IDLE: &str = "idle";
-const NODES: [&str; 3] = ["iris1", "iris2", "iris3"];
-
-/// Start-up, gossip settling and map convergence.
-const SETTLE_LIMIT: Duration = Duration::from_secs(15);
-const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// A takeover after the window: the holds end, the election moves, the
 /// successor programs and announces; with slack for a loaded machine.
 const TAKEOVER_LIMIT: Duration = Duration::from_secs(4);
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 
-/// One lab at a time: the timings assume the cores are not shared.
+/// One lab at a time: the timings assume the cores are not shared (the
+/// trio labs also take the trio's own lock; the Kubernetes lab only this).
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct Lab {
-    fabric: Fabric,
-    key: PathBuf,
-    profile: &'static str,
-    extra: Vec<String>,
-    speakers: RefCell<BTreeMap<String, Speaker>>,
-}
-
-impl Lab {
-    fn start(profile: &'static str, extra: &[&str]) -> Lab {
-        let mut specs: Vec<HostSpec> = NODES
-            .iter()
-            .enumerate()
-            .map(|(i, n)| HostSpec::numbered(n, 11 + i as u8))
-            .collect();
-        specs.push(HostSpec::numbered(PROBER, 10));
-        specs.push(HostSpec::numbered(IDLE, 20));
-        let fabric = Fabric::new(&specs);
-        fabric.attach_pass_through_ports();
-        fabric.write_cluster_state(&speaker_tests::lab::cluster::lab_cluster_yaml(
-            &NODES, &VIPS, "Cluster", "iris1",
-        ));
-        let key = fabric.run_dir.join("gossip.key");
-        let hex = speaker_tests::lab::random_hex_key().expect("reading /dev/urandom");
-        fs::write(&key, hex).expect("writing the key");
-        let lab = Lab {
-            fabric,
-            key,
-            profile,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            speakers: Default::default(),
-        };
-        for node in NODES {
-            lab.start_speaker(node);
+/// The three-node lab with `profile` and `extra` for every speaker.
+fn trio(profile: Profile, extra: &[&str]) -> Trio {
+    Trio::start(
+        TrioSpec {
+            logs_env: "RESTART_LAB_LOGS",
+            ..TrioSpec::default()
         }
-        lab
-    }
-
-    fn start_speaker(&self, node: &str) -> Speaker {
-        let mut options = SpeakerOptions::file(SpeakerMode::Native);
-        options.memberlist = Some(true);
-        options.args.extend(
-            [
-                "--memberlist-key-file",
-                &self.key.display().to_string(),
-                "--memberlist-profile",
-                self.profile,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(self.extra.iter().cloned()),
-        );
-        let speaker = self.fabric.start_speaker(node, &options);
-        assert!(
-            speaker
-                .wait_log("speaker running as node", SETTLE_LIMIT)
-                .is_some(),
-            "the speaker on {node} did not start:\n{}",
-            self.fabric.all_logs()
-        );
-        self.speakers
-            .borrow_mut()
-            .insert(node.to_owned(), speaker.clone());
-        speaker
-    }
-
-    fn speaker(&self, node: &str) -> Speaker {
-        self.speakers.borrow()[node].clone()
-    }
-
-    fn mac(&self, node: &str) -> String {
-        self.fabric.host(node).mac.clone()
-    }
-
-    fn settled_owner(&self) -> String {
-        let owner = self.fabric.elected(SERVICE, Some(&NODES));
-        self.fabric.wait_gossip_members(&NODES, 3, SETTLE_LIMIT);
-        self.fabric.wait_owner(&NODES, &owner, &VIPS, SETTLE_LIMIT);
-        owner
-    }
-
-    fn idle_resolves(&self, node: &str) {
-        let ping = self.fabric.ping(IDLE, VIP_V4);
-        let mac = self.mac(node);
-        assert!(
-            self.fabric
-                .wait_neighbour_mac(IDLE, VIP_V4, &mac, Duration::from_secs(3))
-                .is_some(),
-            "the idle client did not resolve {VIP_V4} to {node} ({mac}):\n{ping}"
-        );
-    }
-
-    /// Which node's MAC the idle client's entry holds.
-    fn idle_entry(&self) -> Option<String> {
-        self.fabric
-            .neighbour(IDLE, VIP_V4)
-            .and_then(|n| n.lladdr)
-            .map(|m| self.fabric.name_of_mac(&m))
-    }
-
-    fn probing(&self) -> ArpProbing {
-        self.fabric
-            .arp_prober(PROBER, VIP_V4.parse::<Ipv4Addr>().expect("an IPv4 VIP"))
-            .spawn(PROBE_INTERVAL)
-    }
-
-    /// SIGTERM; the speaker must exit cleanly.
-    fn stop(&self, node: &str) {
-        let s = self.speaker(node);
-        let status = s.terminate(Duration::from_secs(10));
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "{node} did not stop cleanly on SIGTERM ({status:?}):\n{}",
-            s.log()
-        );
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if std::env::var_os("RESTART_LAB_LOGS").is_some() && !thread::panicking() {
-            eprintln!("{}", self.fabric.all_logs());
-        }
-    }
+        .profile(profile)
+        .args(extra),
+    )
 }
 
 /// Requests answered by anyone but `mac` alone.
@@ -214,7 +87,7 @@ fn not_answered_by_only<'a>(probes: &'a [ArpProbe], mac: &str) -> Vec<&'a ArpPro
 /// SIGUSR2 before each SIGTERM makes the stop a restart.
 #[test]
 fn rolling_restart_moves_no_ip() {
-    rolling_restart("lan", Duration::ZERO, StopAs::Sigusr2);
+    rolling_restart(Profile::Lan, Duration::ZERO, StopAs::Sigusr2);
 }
 
 /// Each new speaker starts 3 s after the old one stopped (a pod being
@@ -222,7 +95,7 @@ fn rolling_restart_moves_no_ip() {
 /// holds keep the stopped node elected.
 #[test]
 fn rolling_restart_moves_no_ip_with_the_fast_profile() {
-    rolling_restart("fast", Duration::from_secs(3), StopAs::OnStopRestart);
+    rolling_restart(Profile::Fast, Duration::from_secs(3), StopAs::OnStopRestart);
 }
 
 /// How the speakers are told that a stop is a restart.
@@ -234,13 +107,13 @@ enum StopAs {
 
 /// Restarts every speaker in turn, each new one `pause` after the old one
 /// exited.
-fn rolling_restart(profile: &'static str, pause: Duration, stop_as: StopAs) {
+fn rolling_restart(profile: Profile, pause: Duration, stop_as: StopAs) {
     let _serial = serial();
     let extra: &[&str] = match stop_as {
         StopAs::OnStopRestart => &["--on-stop", "restart"],
         StopAs::Sigusr2 => &[],
     };
-    let lab = Lab::start(profile, extra);
+    let lab = trio(profile, extra);
     let owner = lab.settled_owner();
     let owner_mac = lab.mac(&owner);
     lab.idle_resolves(&owner);
@@ -249,7 +122,7 @@ fn rolling_restart(profile: &'static str, pause: Duration, stop_as: StopAs) {
     thread::sleep(Duration::from_secs(5));
 
     let t0 = Instant::now();
-    let probing = lab.probing();
+    let probing = lab.probing(PROBE_INTERVAL);
     thread::sleep(Duration::from_millis(500));
     let mut timings = Vec::new();
     // Every process's log, the stopped ones included.
@@ -271,24 +144,17 @@ fn rolling_restart(profile: &'static str, pause: Duration, stop_as: StopAs) {
         lab.stop(node);
         let exited = stopped.elapsed();
         thread::sleep(pause);
-        let speaker = lab.start_speaker(node);
-        // Rejoined: it counts every member, and it has passed the settle
-        // gate (so it has synced its maps, adopting what was pinned).
-        lab.fabric.wait_gossip_members(&NODES, 3, SETTLE_LIMIT);
-        assert!(
-            speaker
-                .wait_log("membership settled", SETTLE_LIMIT)
-                .is_some(),
-            "the restarted {node} did not settle:\n{}",
-            lab.fabric.all_logs()
-        );
-        lab.fabric.wait_owner(&NODES, &owner, &VIPS, SETTLE_LIMIT);
+        // Rejoined: it has passed the settle gate (so it has synced its
+        // maps, adopting what was pinned) and counts every member.
+        lab.restart(node, &[]);
+        lab.wait_members(&NODES, 3, SETTLE_LIMIT);
+        lab.wait_owner(&owner, &NODES, SETTLE_LIMIT);
         timings.push((node, exited, stopped.elapsed()));
         thread::sleep(Duration::from_millis(500));
     }
     let probes = probing.stop().probes;
-    let timeline = lab.fabric.probe_timeline(&probes, t0);
-    eprintln!("rolling restart ({profile}): (node, exited after, back after) {timings:?}");
+    let timeline = lab.timeline(&probes, t0);
+    eprintln!("rolling restart ({profile:?}): (node, exited after, back after) {timings:?}");
 
     let lost = probe::unanswered(&probes);
     assert!(
@@ -305,8 +171,8 @@ fn rolling_restart(profile: &'static str, pause: Duration, stop_as: StopAs) {
     );
     assert!(probes.len() >= 40, "only {} requests sent", probes.len());
     assert_eq!(
-        lab.idle_entry().as_deref(),
-        Some(owner.as_str()),
+        lab.idle_entry(),
+        Some(owner_mac.clone()),
         "the idle client's entry left the owner {owner}:\n{}",
         lab.fabric.all_logs()
     );
@@ -353,22 +219,25 @@ fn rolling_restart(profile: &'static str, pause: Duration, stop_as: StopAs) {
 fn a_restart_without_a_new_speaker_fails_over_after_the_window() {
     let _serial = serial();
     let window = Duration::from_secs(5);
-    let lab = Lab::start("fast", &["--on-stop", "restart", "--restart-window", "5"]);
+    let lab = trio(
+        Profile::Fast,
+        &["--on-stop", "restart", "--restart-window", "5"],
+    );
     let owner = lab.settled_owner();
     let owner_mac = lab.mac(&owner);
     let survivors: Vec<&str> = NODES.iter().copied().filter(|n| *n != owner).collect();
-    let successor = lab.fabric.elected(SERVICE, Some(&survivors));
+    let successor = lab.elected(&survivors);
     let successor_mac = lab.mac(&successor);
     lab.idle_resolves(&owner);
 
-    let probing = lab.probing();
+    let probing = lab.probing(PROBE_INTERVAL);
     thread::sleep(Duration::from_millis(500));
     let stopped = Instant::now();
     lab.stop(&owner);
     let first = probing.wait_answer_from(&successor_mac, stopped, window + TAKEOVER_LIMIT);
     thread::sleep(Duration::from_secs(2));
     let probes = probing.stop().probes;
-    let timeline = lab.fabric.probe_timeline(&probes, stopped);
+    let timeline = lab.timeline(&probes, stopped);
     let Some((_, at)) = first else {
         panic!(
             "{successor} never took over after the window:\n{timeline}\n{}",
@@ -405,14 +274,7 @@ fn a_restart_without_a_new_speaker_fails_over_after_the_window() {
         after.len() >= 10 && not_answered_by_only(&after, &successor_mac).is_empty(),
         "after the takeover {successor} must answer alone:\n{timeline}"
     );
-    let mac = lab.mac(&successor);
-    assert!(
-        lab.fabric
-            .wait_neighbour_mac(IDLE, VIP_V4, &mac, Duration::from_secs(3))
-            .is_some(),
-        "the idle client did not follow {successor}: holds {:?}",
-        lab.idle_entry()
-    );
+    lab.idle_follows(&successor, at, Duration::from_secs(3), "after the window");
     for node in survivors {
         assert!(
             lab.speaker(node)
