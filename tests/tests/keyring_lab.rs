@@ -40,12 +40,11 @@
 //! `cargo test -p speaker-tests --test keyring_lab`.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     fs, io,
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     os::fd::{AsFd, AsRawFd},
     path::PathBuf,
-    sync::{Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
@@ -58,29 +57,22 @@ use nix::{
 use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket};
 use speaker::membership::{fingerprint, Key};
 use speaker_tests::lab::{
-    probe::ArpProbe, Fabric, HostSpec, Speaker, SpeakerMode, SpeakerOptions, HOST_IF,
+    probe::ArpProbe,
+    trio::{Trio, TrioSpec, NODES, PROBER as CLIENT, SETTLE_LIMIT, VIP_V4 as VIP},
+    Speaker, HOST_IF,
 };
 
-const VIP: &str = "192.0.2.100";
-const SERVICE: &str = "default/web";
-const CLIENT: &str = "client";
-const NODES: [&str; 3] = ["iris1", "iris2", "iris3"];
 const GOSSIP_PORT: u16 = 7946;
 const ETH_P_IP: u16 = 0x0800;
 /// The first byte of a datagram sealed in format 2.
 const SEALED_V2: u8 = 0x02;
 
-/// Start-up and settling of a speaker, member counts after a restart.
-const SETTLE_LIMIT: Duration = Duration::from_secs(15);
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// Replays sent per step.
 const REPLAYS: u32 = 3;
 /// The speaker reads its keyring files every 10 s; a changed file is in
 /// use within that, plus a gossip round or two to meet again.
 const REREAD_LIMIT: Duration = Duration::from_secs(25);
-
-/// One lab at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 // ---------------------------------------------------------------- keys
 
@@ -100,29 +92,23 @@ struct KeyringStep {
 
 // ---------------------------------------------------------------- the lab
 
+/// The trio lab (one Service, three speakers with gossip) with a keyring
+/// directory per node, laid out as the chart mounts the memberlist Secret.
 struct Lab {
-    fabric: Fabric,
+    trio: Trio,
     keys: Vec<(String, Key)>,
-    speakers: BTreeMap<String, Speaker>,
-    _serial: MutexGuard<'static, ()>,
 }
 
 impl Lab {
     fn start() -> Lab {
-        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        let fabric = Fabric::new(&HostSpec::nodes_and_client(&NODES, &[], CLIENT));
-        fabric.attach_pass_through_ports();
-        fabric.write_cluster_state(&speaker_tests::lab::cluster::lab_cluster_yaml(
-            &NODES,
-            &[VIP],
-            "Cluster",
-            "iris1",
-        ));
-        let mut lab = Lab {
-            fabric,
+        let trio = Trio::start(TrioSpec {
+            started: Vec::new(),
+            logs_env: "KEYRING_LAB_LOGS",
+            ..TrioSpec::default()
+        });
+        let lab = Lab {
+            trio,
             keys: vec![new_key(), new_key()],
-            speakers: BTreeMap::new(),
-            _serial: serial,
         };
         let only_a = KeyringStep {
             label: "start: A alone",
@@ -137,7 +123,7 @@ impl Lab {
     }
 
     fn keyring_dir(&self, node: &str) -> PathBuf {
-        self.fabric.run_dir.join("keyrings").join(node)
+        self.trio.fabric.run_dir.join("keyrings").join(node)
     }
 
     /// Replaces `node`'s keyring directory with `step`'s files.
@@ -164,32 +150,22 @@ impl Lab {
         text
     }
 
-    fn start_speaker(&mut self, node: &str) -> Speaker {
+    fn start_speaker(&self, node: &str) -> Speaker {
         let dir = self.keyring_dir(node);
-        let mut options = SpeakerOptions::file(SpeakerMode::Native);
-        options.memberlist = Some(true);
-        options.args.extend([
-            "--memberlist-key-file".to_owned(),
-            dir.join("secretkey").display().to_string(),
-            "--memberlist-keyring-dir".to_owned(),
-            dir.display().to_string(),
-        ]);
-        let speaker = self.fabric.start_speaker(node, &options);
-        assert!(
-            speaker
-                .wait_log("speaker running as node", SETTLE_LIMIT)
-                .is_some(),
-            "the speaker on {node} did not start:\n{}",
-            self.fabric.all_logs()
+        let dir_arg = dir.display().to_string();
+        let speaker = self.trio.start_speaker_keyed(
+            node,
+            &dir.join("secretkey"),
+            &["--memberlist-keyring-dir", &dir_arg],
         );
-        self.speakers.insert(node.to_owned(), speaker.clone());
+        self.trio.wait_started(node);
         speaker
     }
 
     /// kill -9, `step`'s keyring on disk, and a new speaker: no leave, so
     /// the others keep the node as a member and nothing moves.
-    fn restart(&mut self, node: &str, step: &KeyringStep) {
-        self.speakers[node].kill();
+    fn restart(&self, node: &str, step: &KeyringStep) {
+        self.trio.kill(node);
         self.write_keyring(node, step);
         let speaker = self.start_speaker(node);
         // The whole message: step 3's keyring is a prefix of step 2's.
@@ -206,16 +182,17 @@ impl Lab {
                 .is_some(),
             "{node} did not settle after its restart ({}):\n{}",
             step.label,
-            self.fabric.all_logs()
+            self.trio.fabric.all_logs()
         );
     }
 
     fn owner(&self) -> String {
-        self.fabric.elected(SERVICE, Some(&NODES))
+        self.trio.elected(&NODES)
     }
 
     fn metric(&self, node: &str, name: &str) -> f64 {
-        self.fabric
+        self.trio
+            .fabric
             .metric(node, name)
             .unwrap_or_else(|| panic!("{node} does not export {name}"))
     }
@@ -226,16 +203,17 @@ impl Lab {
                 self.metric(node, "xdp_speaker_gossip_auth_failures"),
                 0.0,
                 "{when}: {node} refused a datagram, so some speaker lacked a key:\n{}",
-                self.fabric.all_logs()
+                self.trio.fabric.all_logs()
             );
         }
     }
 
     /// 2 s of requests, each answered once by `owner` alone.
     fn assert_only_owner_answers(&self, owner: &str, when: &str) {
-        let mac = self.fabric.host(owner).mac.clone();
+        let mac = self.trio.fabric.host(owner).mac.clone();
         let t0 = Instant::now();
         let probes = self
+            .trio
             .fabric
             .arp_prober(CLIENT, VIP.parse().expect("an IPv4 VIP"))
             .series(20, PROBE_INTERVAL)
@@ -248,8 +226,8 @@ impl Lab {
             bad,
             0,
             "{when}: every request must be answered once, by {owner} ({mac}) alone:\n{}\n{}",
-            self.fabric.probe_timeline(&probes, t0),
-            self.fabric.all_logs()
+            self.trio.fabric.probe_timeline(&probes, t0),
+            self.trio.fabric.all_logs()
         );
     }
 
@@ -258,16 +236,18 @@ impl Lab {
     /// copy was counted as a replay, not as an authentication failure.
     fn assert_replay_refused(&self, node: &str, when: &str) {
         let (from, datagram) = self
+            .trio
             .fabric
             .in_host(node, || capture_sealed_datagram(Duration::from_secs(10)))
             .unwrap_or_else(|e| panic!("{when}: capturing gossip on {node}: {e}"));
         let target = SocketAddrV4::new(
-            self.fabric.host(node).v4.expect("an IPv4 node"),
+            self.trio.fabric.host(node).v4.expect("an IPv4 node"),
             GOSSIP_PORT,
         );
         let before = self.metric(node, "xdp_speaker_gossip_replayed");
         let failures_before = self.metric(node, "xdp_speaker_gossip_auth_failures");
-        self.fabric
+        self.trio
+            .fabric
             .in_host(CLIENT, || -> io::Result<()> {
                 let socket = UdpSocket::bind("0.0.0.0:0")?;
                 for _ in 0..REPLAYS {
@@ -290,7 +270,7 @@ impl Lab {
             "{when}: {node} should count the {REPLAYS} copies of a {}-byte datagram from {from} \
              as replays:\n{}",
             datagram.len(),
-            self.speakers[node].log()
+            self.trio.speaker(node).log()
         );
         assert_eq!(
             self.metric(node, "xdp_speaker_gossip_auth_failures"),
@@ -298,14 +278,6 @@ impl Lab {
             "{when}: a replay is not an authentication failure"
         );
         eprintln!("{when}: {REPLAYS} replays of a datagram from {from} to {node} refused");
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if std::env::var_os("KEYRING_LAB_LOGS").is_some() && !thread::panicking() {
-            eprintln!("{}", self.fabric.all_logs());
-        }
     }
 }
 
@@ -358,10 +330,12 @@ fn sealed_gossip(frame: &[u8]) -> Option<(Ipv4Addr, Vec<u8>)> {
 
 #[test]
 fn rotation_through_every_step_never_splits() {
-    let mut lab = Lab::start();
+    let lab = Lab::start();
     let owner = lab.owner();
-    lab.fabric.wait_gossip_members(&NODES, 3, SETTLE_LIMIT);
-    lab.fabric.wait_owner(&NODES, &owner, &[VIP], SETTLE_LIMIT);
+    lab.trio.fabric.wait_gossip_members(&NODES, 3, SETTLE_LIMIT);
+    lab.trio
+        .fabric
+        .wait_owner(&NODES, &owner, &[VIP], SETTLE_LIMIT);
     lab.assert_only_owner_answers(&owner, "before the rotation");
     lab.assert_replay_refused("iris2", "before the rotation");
     eprintln!("owner by hash: {owner}");
@@ -384,6 +358,7 @@ fn rotation_through_every_step_never_splits() {
         },
     ];
     let prober = lab
+        .trio
         .fabric
         .arp_prober(CLIENT, VIP.parse().expect("an IPv4 VIP"))
         .spawn(PROBE_INTERVAL);
@@ -392,10 +367,12 @@ fn rotation_through_every_step_never_splits() {
         for node in NODES {
             lab.restart(node, step);
             // No split: everyone still counts everyone.
-            lab.fabric.wait_gossip_members(&NODES, 3, SETTLE_LIMIT);
+            lab.trio.fabric.wait_gossip_members(&NODES, 3, SETTLE_LIMIT);
             eprintln!("{}: {node} restarted, 3 members everywhere", step.label);
         }
-        lab.fabric.wait_owner(&NODES, &owner, &[VIP], SETTLE_LIMIT);
+        lab.trio
+            .fabric
+            .wait_owner(&NODES, &owner, &[VIP], SETTLE_LIMIT);
         lab.assert_no_auth_failures(step.label);
         lab.assert_only_owner_answers(&owner, step.label);
         lab.assert_replay_refused("iris2", step.label);
@@ -403,7 +380,7 @@ fn rotation_through_every_step_never_splits() {
     let series = prober.stop();
 
     // Over the whole rotation: never two MACs, never anyone but the owner.
-    let owner_mac = lab.fabric.host(&owner).mac.clone();
+    let owner_mac = lab.trio.fabric.host(&owner).mac.clone();
     let double: Vec<&ArpProbe> = series
         .probes
         .iter()
@@ -430,12 +407,12 @@ fn rotation_through_every_step_never_splits() {
     assert!(
         double.is_empty() && foreign.is_empty(),
         "during the rotation the VIP must be answered by {owner} ({owner_mac}) alone:\n{}\n{}",
-        lab.fabric.probe_timeline(&series.probes, t0),
-        lab.fabric.all_logs()
+        lab.trio.fabric.probe_timeline(&series.probes, t0),
+        lab.trio.fabric.all_logs()
     );
     // The old key is gone everywhere: what is sent now opens with the primary.
     for node in NODES {
-        let log = lab.speakers[node].log();
+        let log = lab.trio.speaker(node).log();
         assert!(
             !log.contains("keyring replaced"),
             "{node}: the keyring changed without a restart (the files were written only \
@@ -446,31 +423,34 @@ fn rotation_through_every_step_never_splits() {
 
 #[test]
 fn skipping_the_overlap_splits_and_reread_keyrings_heal_it() {
-    let mut lab = Lab::start();
-    lab.fabric.wait_gossip_members(&NODES, 3, SETTLE_LIMIT);
+    let lab = Lab::start();
+    lab.trio.fabric.wait_gossip_members(&NODES, 3, SETTLE_LIMIT);
     let only_b = KeyringStep {
         label: "iris1 skips to B alone",
         primary: 1,
         accepted: vec![],
     };
-    lab.speakers["iris1"].kill();
+    lab.trio.speaker("iris1").kill();
     lab.write_keyring("iris1", &only_b);
     let iris1 = lab.start_speaker("iris1");
     // Alone: for 5 s it never counts the others.
     let watched = Instant::now();
     while watched.elapsed() < Duration::from_secs(5) {
-        let members = lab.fabric.metric("iris1", "xdp_speaker_gossip_members");
+        let members = lab
+            .trio
+            .fabric
+            .metric("iris1", "xdp_speaker_gossip_members");
         assert!(
             members.is_none_or(|m| m < 2.0),
             "iris1 with B alone counts {members:?} members:\n{}",
-            lab.fabric.all_logs()
+            lab.trio.fabric.all_logs()
         );
         thread::sleep(Duration::from_millis(200));
     }
     assert!(
         lab.metric("iris2", "xdp_speaker_gossip_auth_failures") > 0.0,
         "iris2 refused nothing from iris1:\n{}",
-        lab.fabric.all_logs()
+        lab.trio.fabric.all_logs()
     );
 
     // Heal by files alone: the overlap the rotation should have had.
@@ -487,7 +467,7 @@ fn skipping_the_overlap_splits_and_reread_keyrings_heal_it() {
     lab.write_keyring("iris2", &overlap_old);
     lab.write_keyring("iris3", &overlap_old);
     lab.write_keyring("iris1", &overlap_new);
-    let healed = lab.fabric.wait_gossip_members(&NODES, 3, REREAD_LIMIT);
+    let healed = lab.trio.fabric.wait_gossip_members(&NODES, 3, REREAD_LIMIT);
     eprintln!("re-read keyrings: 3 members everywhere after {healed:?}");
     for node in NODES {
         let step = if node == "iris1" {
@@ -500,10 +480,13 @@ fn skipping_the_overlap_splits_and_reread_keyrings_heal_it() {
             lab.expected_keyring_log(step)
         );
         assert!(
-            lab.speakers[node].wait_log(&want, Duration::ZERO).is_some(),
+            lab.trio
+                .speaker(node)
+                .wait_log(&want, Duration::ZERO)
+                .is_some(),
             "{node} should log {want:?}:\n{}",
-            lab.speakers[node].log()
+            lab.trio.speaker(node).log()
         );
     }
-    assert_eq!(iris1.pid(), lab.speakers["iris1"].pid(), "no restart");
+    assert_eq!(iris1.pid(), lab.trio.speaker("iris1").pid(), "no restart");
 }

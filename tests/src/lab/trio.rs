@@ -224,9 +224,20 @@ impl Trio {
     /// Starts a speaker on `node` (not waiting for it) with the lab's
     /// arguments and `extra`.
     pub fn start_speaker(&self, node: &str, extra: &[&str]) -> Speaker {
+        self.start_speaker_keyed(node, &self.key.clone(), extra)
+    }
+
+    /// [`Trio::start_speaker`] with its own gossip key file (keyrings per
+    /// node: the key rotation lab).
+    pub fn start_speaker_keyed(
+        &self,
+        node: &str,
+        key: &std::path::Path,
+        extra: &[&str],
+    ) -> Speaker {
         let speaker = self
             .fabric
-            .start_speaker(node, &self.options_with_key(&self.key, extra));
+            .start_speaker(node, &self.options_with_key(key, extra));
         self.speakers
             .borrow_mut()
             .insert(node.to_owned(), speaker.clone());
