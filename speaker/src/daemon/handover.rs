@@ -149,8 +149,9 @@ fn withdraw_all_but(ctx: &mut Context, kept: &[(IpAddr, Interface)]) {
             interface: interface.clone(),
         })
         .collect();
-    if let Err(e) = sync::apply(&mut ctx.maps, &desired) {
-        ctx.report_error("removing handed-over VIPs", &e);
+    match sync::apply(&mut ctx.maps, &desired) {
+        Ok(report) => ctx.sync_groups(&report),
+        Err(e) => ctx.report_error("removing handed-over VIPs", &e),
     }
 }
 

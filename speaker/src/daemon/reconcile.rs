@@ -292,6 +292,7 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
             return;
         }
     };
+    ctx.sync_groups(&report);
     match attach_failed {
         Some(e) => ctx.metrics.diagnostics.raise(MAPS, &e),
         None => ctx.recovered(MAPS),

@@ -154,6 +154,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         changes: changes_tx,
         ownership,
         reload_cluster,
+        groups: Default::default(),
     };
     reconcile::rescan_interfaces(&ctx, &mut node);
     if let Some(ip) = ctx.config.gossip.as_ref().and_then(|g| g.advertise) {
