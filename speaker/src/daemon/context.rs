@@ -12,7 +12,7 @@ use super::{config::RunConfig, heartbeat::Health};
 use crate::{
     announce::Announcer,
     cluster::Change,
-    dataplane::{sync::SyncReport, groups::GroupMemberships, DataplaneMaps, SharedOwnership},
+    dataplane::{groups::GroupMemberships, sync::SyncReport, DataplaneMaps, SharedOwnership},
     error::Error,
     kube::status::StatusWriter,
     metrics::MetricsState,

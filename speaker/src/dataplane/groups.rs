@@ -54,10 +54,7 @@ struct GroupPlan {
 
 /// Compares the joined memberships with those the `vips` (address,
 /// interface index) need; VIPs sharing their low 24 bits share a group.
-fn plan(
-    joined: &BTreeSet<Membership>,
-    vips: impl IntoIterator<Item = (IpAddr, u32)>,
-) -> GroupPlan {
+fn plan(joined: &BTreeSet<Membership>, vips: impl IntoIterator<Item = (IpAddr, u32)>) -> GroupPlan {
     let needed: BTreeSet<Membership> = vips
         .into_iter()
         .filter_map(|(address, ifindex)| match address {
@@ -193,7 +190,10 @@ mod tests {
         let plan = plan(&BTreeSet::new(), vips);
         assert_eq!(
             plan.join,
-            [(2, group("ff02::1:ff01:100")), (3, group("ff02::1:ff01:100"))]
+            [
+                (2, group("ff02::1:ff01:100")),
+                (3, group("ff02::1:ff01:100"))
+            ]
         );
         assert!(plan.leave.is_empty());
     }
@@ -206,7 +206,10 @@ mod tests {
         ]
         .into();
         // 2001:db8::1:100 went, a VIP with the same low 24 bits stays.
-        let plan_kept = plan(&joined, [(ip("2001:db8:1::1:100"), 2), (ip("2001:db8::1:101"), 2)]);
+        let plan_kept = plan(
+            &joined,
+            [(ip("2001:db8:1::1:100"), 2), (ip("2001:db8::1:101"), 2)],
+        );
         assert_eq!(plan_kept, GroupPlan::default());
         let plan_left = plan(&joined, [(ip("2001:db8::1:101"), 2)]);
         assert_eq!(plan_left.leave, [(2, group("ff02::1:ff01:100"))]);
