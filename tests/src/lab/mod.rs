@@ -14,7 +14,8 @@
 //! - [`speaker`]: the speaker binary and [`Speaker`], one `speaker run`
 //!   process (logs, waiting for log lines, SIGTERM/SIGKILL, exit status).
 //! - [`probe`]: an ARP prober on an AF_PACKET socket inside a host;
-//!   [`capture`]: tcpdump captures read back as frames.
+//!   [`capture`]: tcpdump captures read back as frames; [`flood`]: frames
+//!   sent as fast as one thread can (the in-situ benchmark).
 //! - [`trio`]: the three-node scenario of the membership labs and the
 //!   failover benchmark (probing and idle clients, stalls, loss, outcomes).
 //! - [`http`]: metrics and health scraping inside a host.
@@ -30,6 +31,7 @@ pub mod capture;
 pub mod cluster;
 pub mod command;
 pub mod fabric;
+pub mod flood;
 pub mod host;
 pub mod http;
 pub mod kube;
