@@ -137,15 +137,20 @@ fn start_speakers(fabric: &Fabric, yaml: &str, mode: SpeakerMode) -> Vec<Speaker
         .map(|node| fabric.start_speaker(node, &SpeakerOptions::file(mode)))
         .collect();
     for s in &speakers {
-        assert!(
-            s.wait_log("speaker running as node", SETTLE_LIMIT)
-                .is_some(),
-            "the speaker on {} did not start:\n{}",
-            s.host(),
-            fabric.all_logs()
-        );
+        wait_started(fabric, s);
     }
     speakers
+}
+
+fn wait_started(fabric: &Fabric, speaker: &Speaker) {
+    assert!(
+        speaker
+            .wait_log("speaker running as node", SETTLE_LIMIT)
+            .is_some(),
+        "the speaker on {} did not start:\n{}",
+        speaker.host(),
+        fabric.all_logs()
+    );
 }
 
 fn speaker<'a>(speakers: &'a [Speaker], node: &str) -> &'a Speaker {
@@ -520,13 +525,7 @@ fn an_owned_ipv6_vip_is_reported_with_mld_and_left_when_it_goes() {
     let yaml = iris_yaml();
     fabric.write_cluster_state(&yaml);
     let speaker = fabric.start_speaker("iris1", &SpeakerOptions::file(SpeakerMode::Generic));
-    assert!(
-        speaker
-            .wait_log("speaker running as node", SETTLE_LIMIT)
-            .is_some(),
-        "the speaker did not start:\n{}",
-        fabric.all_logs()
-    );
+    wait_started(&fabric, &speaker);
     fabric.wait_owner(&["iris1"], "iris1", &VIPS, SETTLE_LIMIT);
     // The kernel sends the state-change report at once and repeats it
     // (robustness 2, within 1 s): 5 s is ample on a loaded machine.

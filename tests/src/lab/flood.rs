@@ -46,7 +46,7 @@ pub fn flood(
         let mut sent = 0u64;
         let mut rounds = 0u64;
         // The clock is read every 32 rounds, out of the hot loop.
-        while rounds % 32 != 0 || started.elapsed() < duration {
+        while !rounds.is_multiple_of(32) || started.elapsed() < duration {
             rounds += 1;
             for frame in frames {
                 match send(fd.as_raw_fd(), frame, MsgFlags::empty()) {
