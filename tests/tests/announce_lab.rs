@@ -28,14 +28,10 @@
 
 use std::{
     collections::BTreeMap,
-    fs::File,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::PathBuf,
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
-
-use nix::sys::signal::Signal;
 
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, EthernetRepr,
@@ -47,10 +43,10 @@ use speaker::{
 use speaker_tests::{
     frames::{parse_neighbor_advertisement, Advertisement, ALL_NODES, ALL_NODES_MAC, BROADCAST},
     lab::{
-        command::{Process, Sink, Spawn},
+        capture::{Capture, Captured},
         mac,
         netns::in_namespace,
-        require_root, tools, Lab, Side,
+        require_root, Lab, Side,
     },
 };
 
@@ -119,116 +115,6 @@ fn node_announcer(lab: &Lab, config: AnnounceConfig) -> AnnouncerThread {
 }
 
 // ---------------------------------------------------------------- capture
-
-/// `tcpdump -w` of what arrives at the client's veth. Stopped with SIGINT
-/// (tcpdump then flushes and exits); killed in `Drop` if still running.
-struct Capture {
-    process: Process,
-    pcap: PathBuf,
-    log: PathBuf,
-}
-
-impl Capture {
-    fn start(lab: &Lab) -> Capture {
-        let dir = std::env::temp_dir();
-        let stem = format!("announce-lab-{}-{}", std::process::id(), lab.client_if);
-        let pcap = dir.join(format!("{stem}.pcap"));
-        let log = dir.join(format!("{stem}.log"));
-        tools::require("tcpdump");
-        let log_file = File::create(&log).expect("creating the tcpdump log");
-        let pcap_arg = pcap.to_string_lossy().into_owned();
-        let process = Spawn::tool("tcpdump")
-            .in_netns(&lab.client_ns)
-            .args(["-i", &lab.client_if, "-Q", "in", "-n", "-U"])
-            .args(["--immediate-mode", "-s", "0", "-w", &pcap_arg])
-            .arg("arp or icmp6")
-            .stdout(Sink::Null)
-            .stderr(Sink::File(log_file))
-            .process();
-        let capture = Capture { process, pcap, log };
-        // tcpdump says "listening on" once its socket is receiving.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = std::fs::read_to_string(&capture.log).unwrap_or_default();
-            if log.contains("listening on") {
-                break;
-            }
-            if let Some(status) = capture.process.exit_status() {
-                panic!("tcpdump exited ({status}) before capturing:\n{log}");
-            }
-            assert!(Instant::now() < deadline, "tcpdump did not start:\n{log}");
-            thread::sleep(Duration::from_millis(20));
-        }
-        capture
-    }
-
-    /// Stops tcpdump and returns every frame it recorded.
-    fn stop(self) -> Vec<Captured> {
-        // Only our own child, by its id; `ip netns exec` exec'd tcpdump.
-        self.process.signal(Signal::SIGINT);
-        assert!(
-            self.process.wait(Duration::from_secs(10)).is_some(),
-            "tcpdump ignored SIGINT"
-        );
-        let bytes = std::fs::read(&self.pcap).expect("reading the capture");
-        read_pcap(&bytes)
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        if self.process.is_running() {
-            self.process.signal(Signal::SIGKILL);
-            let _ = self.process.wait(Duration::from_secs(10));
-        }
-        let _ = std::fs::remove_file(&self.pcap);
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-struct Captured {
-    at: SystemTime,
-    frame: Vec<u8>,
-}
-
-/// The records of a classic pcap file (either byte order, µs or ns).
-fn read_pcap(bytes: &[u8]) -> Vec<Captured> {
-    assert!(bytes.len() >= 24, "pcap shorter than its header");
-    let magic = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
-    let (swapped, nanos_per_unit) = match magic {
-        0xa1b2_c3d4 => (false, 1000),
-        0xa1b2_3c4d => (false, 1),
-        0xd4c3_b2a1 => (true, 1000),
-        0x4d3c_b2a1 => (true, 1),
-        other => panic!("not a pcap file (magic {other:#x})"),
-    };
-    let u32_at = |at: usize| {
-        let word: [u8; 4] = bytes[at..at + 4].try_into().unwrap();
-        if swapped {
-            u32::from_be_bytes(word)
-        } else {
-            u32::from_le_bytes(word)
-        }
-    };
-    assert_eq!(u32_at(20), 1, "link type is not Ethernet");
-    let mut records = Vec::new();
-    let mut at = 24;
-    while at + 16 <= bytes.len() {
-        let (seconds, fraction, length) = (u32_at(at), u32_at(at + 4), u32_at(at + 8) as usize);
-        let start = at + 16;
-        let Some(frame) = bytes.get(start..start + length) else {
-            break; // a record cut short by the stop
-        };
-        records.push(Captured {
-            at: UNIX_EPOCH
-                + Duration::from_secs(seconds.into())
-                + Duration::from_nanos(u64::from(fraction) * nanos_per_unit),
-            frame: frame.to_vec(),
-        });
-        at = start + length;
-    }
-    records
-}
 
 // ---------------------------------------------------------------- frames
 
@@ -346,7 +232,7 @@ fn burst_reaches_the_client_and_corrects_its_neighbour_cache() {
     for ip in [IpAddr::V4(PINNED_V4), IpAddr::V6(PINNED_V6)] {
         seed_client_neighbour(&lab, ip, WRONG_MAC, None);
     }
-    let capture = Capture::start(&lab);
+    let capture = Capture::start(&lab.client_ns, &lab.client_if, "arp or icmp6");
     let announcer = node_announcer(&lab, AnnounceConfig::default());
 
     let announced: [IpAddr; 6] = [
@@ -470,7 +356,7 @@ fn lost_stops_sending_at_once() {
     lab.exec(Side::Client, "sysctl", &["-q", "-w", &arp_accept])
         .assert_success();
     let node = node_interface(&lab, &lab.node_if);
-    let capture = Capture::start(&lab);
+    let capture = Capture::start(&lab.client_ns, &lab.client_if, "arp or icmp6");
     let announcer = node_announcer(&lab, AnnounceConfig::default());
 
     let (started_wall, started) = (SystemTime::now(), Instant::now());
@@ -533,23 +419,4 @@ fn interface_deleted_mid_burst_is_counted_not_fatal() {
         "rounds 1.1 to 4.4 failed"
     );
     assert_eq!(announcer.sent()[&IpAddr::V4(VIP_V4)], 10);
-}
-
-#[test]
-fn pcap_reader_reads_both_resolutions() {
-    let mut file = Vec::new();
-    for word in [0xa1b2_3c4du32, 0x0004_0002, 0, 0, 65535, 1] {
-        file.extend_from_slice(&word.to_le_bytes());
-    }
-    for word in [10u32, 500, 3, 3] {
-        file.extend_from_slice(&word.to_le_bytes());
-    }
-    file.extend_from_slice(&[1, 2, 3]);
-    let records = read_pcap(&file);
-    assert_eq!(records.len(), 1);
-    assert_eq!(records[0].frame, [1, 2, 3]);
-    assert_eq!(
-        records[0].at,
-        UNIX_EPOCH + Duration::from_secs(10) + Duration::from_nanos(500)
-    );
 }

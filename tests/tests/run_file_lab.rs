@@ -26,11 +26,15 @@
 //!   YAML written in place is logged and ignored by both speakers; iris1
 //!   keeps its VIPs, withdraws nothing and keeps answering; a later valid
 //!   edit (atomic rename) moves the VIPs to iris2. Generic XDP mode.
+//! - `an_owned_ipv6_vip_is_reported_with_mld_and_left_when_it_goes`: the
+//!   daemon's MLD membership for the IPv6 VIP's solicited-node group: an
+//!   MLDv2 report joining it when iris1 comes to own the VIP, a leave when
+//!   the VIP goes (tcpdump on the client).
 //! - `a_task_that_fails_ends_the_process_with_one_line`: a metrics server
 //!   that cannot bind ends the daemon with exit status 1 and one error line
 //!   (supervision), where a speaker with a usable address keeps running.
 //!
-//! Needs root, iproute2, arping (either package), ndisc6, ping; fails, not
+//! Needs root, iproute2, arping (either package), ndisc6, ping, tcpdump; fails, not
 //! skips, without them. Run: `cargo test -p speaker-tests --test run_file_lab`.
 
 use std::{
@@ -40,9 +44,16 @@ use std::{
 };
 
 use serde_json::Value;
-use speaker_tests::lab::{
-    vip_answered, workspace_root, Arping, CmdOutput, Fabric, HostSpec, Speaker, SpeakerMode,
-    SpeakerOptions, HOST_IF,
+use speaker_tests::{
+    frames::{
+        parse_mld, solicited_node, MldMessage, ICMPV6_MLD_V1_DONE, ICMPV6_MLD_V2_REPORT,
+        MLD_BLOCK_OLD_SOURCES, MLD_CHANGE_TO_EXCLUDE, MLD_CHANGE_TO_INCLUDE,
+    },
+    lab::{
+        capture::{Capture, Captured},
+        mac, vip_answered, wait_for, workspace_root, Arping, CmdOutput, Fabric, HostSpec, Speaker,
+        SpeakerMode, SpeakerOptions, HOST_IF,
+    },
 };
 
 const VIP_V4: &str = "192.0.2.100";
@@ -126,15 +137,20 @@ fn start_speakers(fabric: &Fabric, yaml: &str, mode: SpeakerMode) -> Vec<Speaker
         .map(|node| fabric.start_speaker(node, &SpeakerOptions::file(mode)))
         .collect();
     for s in &speakers {
-        assert!(
-            s.wait_log("speaker running as node", SETTLE_LIMIT)
-                .is_some(),
-            "the speaker on {} did not start:\n{}",
-            s.host(),
-            fabric.all_logs()
-        );
+        wait_started(fabric, s);
     }
     speakers
+}
+
+fn wait_started(fabric: &Fabric, speaker: &Speaker) {
+    assert!(
+        speaker
+            .wait_log("speaker running as node", SETTLE_LIMIT)
+            .is_some(),
+        "the speaker on {} did not start:\n{}",
+        speaker.host(),
+        fabric.all_logs()
+    );
 }
 
 fn speaker<'a>(speakers: &'a [Speaker], node: &str) -> &'a Speaker {
@@ -475,4 +491,105 @@ fn a_task_that_fails_ends_the_process_with_one_line() {
         fabric.all_logs()
     );
     assert!(fine.is_running(), "{}", fabric.all_logs());
+}
+
+/// MLD: when iris1 comes to own the IPv6 VIP the daemon joins its
+/// solicited-node group, so the kernel sends an MLDv2 report for it (what
+/// an MLD-snooping switch needs to forward the solicitations); when the
+/// VIP goes, the kernel reports the leave. Seen by a capture on the
+/// client's side of the (non-snooping) bridge, which floods reports.
+/// `SIOCADDMULTI` alone, which the speaker also uses, sends no report: the
+/// group is not reported before the daemon owns the VIP.
+#[test]
+fn an_owned_ipv6_vip_is_reported_with_mld_and_left_when_it_goes() {
+    let fabric = Fabric::new(&[
+        HostSpec::numbered("iris1", 11),
+        HostSpec::numbered(CLIENT, 10),
+    ]);
+    let iris1_mac = fabric.host("iris1").mac.clone();
+    let iris1_bytes = mac::parse(&iris1_mac).expect("iris1's MAC");
+    let group = solicited_node(VIP_V6.parse().unwrap());
+    let client = fabric.host(CLIENT).clone();
+    // MLD travels behind a Hop-by-Hop header (Router Alert), which pcap's
+    // `icmp6` (next header 58 in the IPv6 header) does not match.
+    let capture = Capture::start(&client.ns, HOST_IF, "ip6 and ip6[6] == 0");
+    let mld_for_group = |captured: &[Captured]| -> Vec<MldMessage> {
+        captured
+            .iter()
+            .filter(|c| c.frame.get(6..12) == Some(&iris1_bytes[..]))
+            .filter_map(|c| parse_mld(&c.frame))
+            .filter(|m| m.records.iter().any(|r| r.group == group))
+            .collect()
+    };
+
+    let yaml = iris_yaml();
+    fabric.write_cluster_state(&yaml);
+    let speaker = fabric.start_speaker("iris1", &SpeakerOptions::file(SpeakerMode::Generic));
+    wait_started(&fabric, &speaker);
+    fabric.wait_owner(&["iris1"], "iris1", &VIPS, SETTLE_LIMIT);
+    // The kernel sends the state-change report at once and repeats it
+    // (robustness 2, within 1 s): 5 s is ample on a loaded machine.
+    let joined = wait_for(Duration::from_secs(5), || {
+        let reports: Vec<MldMessage> = mld_for_group(&capture.so_far())
+            .into_iter()
+            .filter(|m| {
+                m.icmp_type == ICMPV6_MLD_V2_REPORT
+                    && m.records.iter().any(|r| {
+                        r.group == group && r.record_type == MLD_CHANGE_TO_EXCLUDE && r.sources == 0
+                    })
+            })
+            .collect();
+        (!reports.is_empty()).then_some(reports)
+    });
+    assert!(
+        joined.is_some(),
+        "no MLDv2 report joining {group} from iris1 ({iris1_mac}) within 5 s of owning {VIP_V6}; \
+         MLD seen for it: {:?}\n{}",
+        mld_for_group(&capture.so_far()),
+        fabric.all_logs()
+    );
+    assert!(
+        speaker
+            .log()
+            .contains(&format!("joined the multicast group {group}")),
+        "{}",
+        speaker.log()
+    );
+
+    // The IPv6 ingress IP leaves the Service: the VIP leaves the maps and
+    // the group is left.
+    let without_v6 = replace_once(&yaml, &format!("      - ip: {VIP_V6}\n"), "");
+    let joins_before = mld_for_group(&capture.so_far()).len();
+    fabric.write_cluster_state(&without_v6);
+    let gone = wait_for(MOVE_LIMIT, || {
+        (!fabric.has_vip("iris1", VIP_V6)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "{VIP_V6} stayed in iris1's maps\n{}",
+        fabric.all_logs()
+    );
+    let left = wait_for(Duration::from_secs(5), || {
+        let leaves: Vec<MldMessage> = mld_for_group(&capture.so_far())
+            .into_iter()
+            .skip(joins_before)
+            .filter(|m| {
+                m.icmp_type == ICMPV6_MLD_V1_DONE
+                    || m.records.iter().any(|r| {
+                        r.group == group
+                            && ((r.record_type == MLD_CHANGE_TO_INCLUDE && r.sources == 0)
+                                || r.record_type == MLD_BLOCK_OLD_SOURCES)
+                    })
+            })
+            .collect();
+        (!leaves.is_empty()).then_some(leaves)
+    });
+    let all = mld_for_group(&capture.stop());
+    assert!(
+        left.is_some(),
+        "no MLD leave for {group} from iris1 within 5 s of {VIP_V6} leaving its maps; MLD seen \
+         for it: {all:?}\n{}",
+        fabric.all_logs()
+    );
+    eprintln!("MLD for {group} from iris1: {all:?}");
 }

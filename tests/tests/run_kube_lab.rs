@@ -6,7 +6,8 @@
 //! that `speaker run --node-name iris1` (started there with `ip netns exec`)
 //! reaches it on that namespace's loopback; the test drives it over HTTP from
 //! a thread that joined the same namespace. A client namespace on the other
-//! end of the node's veth runs arping.
+//! end of the node's veth runs arping. The second test has the client claim
+//! the VIP (`arping -U`) and checks the `IPConflict` Event.
 //!
 //! Needs root (namespaces, bpffs, XDP) and fails, not skips, without it.
 //! Run: `cargo test -p speaker-tests --test run_kube_lab`.
@@ -21,8 +22,8 @@ use speaker_tests::{
     kube_emulator::Part,
     lab::{
         kube::{iris_example, KubeLab, EVENTS, METALLB, METALLB_NAMESPACE, NODE, OTHER_NODE},
-        linked_interfaces, require_root, speaker_bin, vip_answered, vips_on, Arping, ArpingRun,
-        Side,
+        linked_interfaces, require_root, speaker_bin, vip_answered, vips_on, wait_for, Arping,
+        ArpingRun, Side,
     },
 };
 
@@ -472,4 +473,89 @@ fn speaker_run_against_the_kubernetes_api() {
     eprintln!("{}", k.diagnostics());
     drop(k);
     phases.done("torn down");
+}
+
+/// RFC 5227 §2.4 made visible in Kubernetes: the client takes web's VIP as
+/// an address of its own and announces it (`arping -U`, a gratuitous ARP
+/// request with the VIP as sender). The node's responder counts the claim
+/// for the VIP with the client's MAC, and the daemon raises one `IPConflict`
+/// Warning Event on default/web naming that MAC and the node's interface. A
+/// second claim soon after is logged but raises no second Event (one per
+/// burst).
+#[test]
+fn a_host_claiming_the_vip_raises_an_ip_conflict_event_once_per_burst() {
+    require_root();
+    let mut k = KubeLab::new(&[iris_example()]);
+    k.start_speaker(NODE, &[]);
+    assert_vip(&k, WEB_VIP, true);
+    let client_if = k.lab.client_if.clone();
+    k.lab
+        .exec(
+            Side::Client,
+            "ip",
+            &["addr", "add", &format!("{WEB_VIP}/32"), "dev", &client_if],
+        )
+        .assert_success();
+    let claim = || {
+        // iputils-arping (tools.toml): -U sends the VIP as sender and
+        // target, from the client's MAC, and expects no reply.
+        k.lab
+            .exec(
+                Side::Client,
+                "arping",
+                &["-U", "-c", "1", "-w", "1", "-I", &client_if, WEB_VIP],
+            )
+            .assert_success();
+    };
+    let conflict_events = || -> Vec<Value> {
+        k.kube()
+            .list(EVENTS, "Event", Some("default"))
+            .into_iter()
+            .filter(|e| e["reason"] == "IPConflict" && e["regarding"]["name"] == WEB)
+            .collect()
+    };
+    assert!(
+        conflict_events().is_empty(),
+        "an IPConflict before any claim"
+    );
+
+    claim();
+    let event = wait_api(&k, "IPConflict Event for default/web", || {
+        conflict_events().into_iter().next()
+    });
+    assert_eq!(event["type"], "Warning", "{event:#}");
+    assert_eq!(event["regarding"]["kind"], "Service", "{event:#}");
+    let note = event["note"].as_str().unwrap_or_default();
+    let expected = format!(
+        "IP {WEB_VIP} is also claimed by {} on {} (",
+        k.lab.client_mac, k.lab.node_if
+    );
+    assert!(
+        note.starts_with(&expected),
+        "note {note:?} should start with {expected:?}"
+    );
+    let maps = k.lab.maps_json();
+    assert!(
+        maps.to_string().contains(&k.lab.client_mac),
+        "speaker maps does not name the claiming MAC {}: {maps:#}",
+        k.lab.client_mac
+    );
+
+    // The same burst: logged again, no second Event.
+    let logged = |k: &KubeLab| k.speaker().log_lines_with("\"event\":\"IPConflict\"").len();
+    let logged_before = logged(&k);
+    claim();
+    assert!(
+        wait_for(REACT, || (logged(&k) > logged_before).then_some(())).is_some(),
+        "the second claim was not logged:\n{}",
+        k.diagnostics()
+    );
+    // The event writer is asynchronous: give a second Event time to show.
+    thread::sleep(Duration::from_secs(2));
+    let events = conflict_events();
+    assert_eq!(
+        events.len(),
+        1,
+        "one IPConflict Event per burst, got: {events:#?}"
+    );
 }

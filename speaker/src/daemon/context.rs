@@ -12,7 +12,7 @@ use super::{config::RunConfig, heartbeat::Health};
 use crate::{
     announce::Announcer,
     cluster::Change,
-    dataplane::{DataplaneMaps, SharedOwnership},
+    dataplane::{groups::GroupMemberships, sync::SyncReport, DataplaneMaps, SharedOwnership},
     error::Error,
     kube::status::StatusWriter,
     metrics::MetricsState,
@@ -35,6 +35,9 @@ pub struct Context {
     pub ownership: SharedOwnership,
     /// Wakes the file source to re-read its file (SIGHUP).
     pub reload_cluster: Arc<Notify>,
+    /// The solicited-node groups joined for the IPv6 VIPs in the maps
+    /// (MLD), held for as long as this process answers for them.
+    pub groups: GroupMemberships,
 }
 
 impl Context {
@@ -54,5 +57,19 @@ impl Context {
 
     pub fn recovered(&self, what: &'static str) {
         self.metrics.diagnostics.clear(what);
+    }
+
+    /// Brings the MLD memberships to the VIPs `report` says are in the
+    /// maps; failures are reported and tried again at the next sync.
+    pub fn sync_groups(&mut self, report: &SyncReport) {
+        let in_maps = report
+            .added
+            .iter()
+            .chain(&report.updated_mac)
+            .chain(&report.kept)
+            .map(|(ip, interface)| (*ip, interface.index));
+        for e in self.groups.sync(in_maps) {
+            self.report_error("MLD membership", &e);
+        }
     }
 }

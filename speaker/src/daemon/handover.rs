@@ -23,7 +23,10 @@ use tracing::{info, warn};
 use super::{context::Context, reconcile::NodeState};
 use crate::{
     announce::listen::{AnnouncementListener, Heard},
-    dataplane::sync::{self, DesiredVip},
+    dataplane::{
+        conflicts::RELEASE_QUIET,
+        sync::{self, DesiredVip},
+    },
     interfaces::{self, Interface},
 };
 
@@ -73,6 +76,10 @@ pub async fn hand_over(ctx: &mut Context, node: &mut NodeState) {
         ctx.announcer.lost(*ip, interface.index);
     }
     let limit = handover_limit(ctx.config.gossip.as_ref().map(|g| g.timers.probe_period));
+    // The successors' announcements reach our entries before we remove
+    // them: counted in the map (a true observation), not reported as
+    // conflicts.
+    expect_successors(ctx, &held, limit);
     let ifindexes: BTreeSet<u32> = held.iter().map(|(_, i)| i.index).collect();
     let own_macs: Vec<[u8; 6]> = node
         .interfaces
@@ -140,6 +147,16 @@ pub async fn hand_over(ctx: &mut Context, node: &mut NodeState) {
     info!("handover done: pinned maps and links stay, without VIPs");
 }
 
+/// Claims of the `held` IPs are expected for the handover's `limit` and
+/// [`RELEASE_QUIET`] after it.
+fn expect_successors(ctx: &Context, held: &[(IpAddr, Interface)], limit: Duration) {
+    let until = std::time::Instant::now() + limit + RELEASE_QUIET;
+    let mut ownership = ctx.ownership.lock().unwrap_or_else(|p| p.into_inner());
+    for (ip, _) in held {
+        ownership.expect_claims(*ip, until);
+    }
+}
+
 /// Brings the maps to just `kept` (removals only).
 fn withdraw_all_but(ctx: &mut Context, kept: &[(IpAddr, Interface)]) {
     let desired: Vec<DesiredVip> = kept
@@ -150,8 +167,9 @@ fn withdraw_all_but(ctx: &mut Context, kept: &[(IpAddr, Interface)]) {
             vlan: speaker_common::VlanPath::UNTAGGED,
         })
         .collect();
-    if let Err(e) = sync::apply(&mut ctx.maps, &desired) {
-        ctx.report_error("removing handed-over VIPs", &e);
+    match sync::apply(&mut ctx.maps, &desired) {
+        Ok(report) => ctx.sync_groups(&report),
+        Err(e) => ctx.report_error("removing handed-over VIPs", &e),
     }
 }
 

@@ -17,7 +17,10 @@ use super::{
 use crate::{
     cluster::config::StaleCause,
     cluster::{Change, ServiceKey},
-    dataplane::sync,
+    dataplane::{
+        conflicts::{NewConflict, RELEASE_QUIET},
+        sync,
+    },
     election::{Decision, Membership},
     error::Error,
     interfaces::{self, announce_interfaces, Interface},
@@ -292,6 +295,16 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
             return;
         }
     };
+    ctx.sync_groups(&report);
+    if !report.removed.is_empty() {
+        // The node that takes a released IP over announces it, and our
+        // entry may have seen that before it went.
+        let until = std::time::Instant::now() + RELEASE_QUIET;
+        let mut ownership = ctx.ownership.lock().unwrap_or_else(|p| p.into_inner());
+        for (ip, _) in &report.removed {
+            ownership.expect_claims(*ip, until);
+        }
+    }
     match attach_failed {
         Some(e) => ctx.metrics.diagnostics.raise(MAPS, &e),
         None => ctx.recovered(MAPS),
@@ -368,5 +381,28 @@ async fn announce_failed(ctx: &Context, node: &mut NodeState, ip: IpAddr, entry:
         if let Some(status) = &ctx.status {
             status.announce_failed(service, ip);
         }
+    }
+}
+
+/// A new burst of claims of an IP this node answers for: an `IPConflict`
+/// Event on every Service owning it (the log line is the data path
+/// check's). An IP no longer owned by the time it arrives gets none.
+pub fn ip_conflict(ctx: &Context, node: &NodeState, conflict: &NewConflict) {
+    let Some(status) = &ctx.status else {
+        return;
+    };
+    let Some(owned) = node.reconciler.owned().get(&conflict.address) else {
+        return;
+    };
+    let interface = interfaces::name_of(conflict.ifindex)
+        .unwrap_or_else(|| format!("interface index {}", conflict.ifindex));
+    let note = crate::kube::events::ip_conflict_message(
+        conflict.address,
+        &interfaces::format_mac(&conflict.mac),
+        &interface,
+        conflict.claims,
+    );
+    for service in &owned.services {
+        status.ip_conflict(service, note.clone());
     }
 }

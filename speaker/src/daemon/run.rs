@@ -22,7 +22,7 @@ use super::{
 use crate::{
     announce::Announcer,
     cluster::Change,
-    dataplane::{self, ownership, DataplaneMaps, Ownership},
+    dataplane::{self, conflicts::NewConflict, ownership, DataplaneMaps, Ownership},
     election::Membership,
     error::{Error, Result},
     interfaces::LinkWatcher,
@@ -59,6 +59,8 @@ struct Inputs {
     links: LinkWatcher,
     tasks: Supervisor,
     signals: Signals,
+    /// The first conflict of each burst, from the data path check.
+    conflicts: mpsc::UnboundedReceiver<NewConflict>,
     /// SIGUSR2 was received: the next stop is a restart.
     restart_next: bool,
 }
@@ -71,6 +73,11 @@ pub async fn run(config: RunConfig) -> Result<()> {
     // stays loaded, with every link this process attaches, so that removed
     // pins can be restored (see `dataplane::ownership`).
     let ownership = Ownership::shared(config.pins.clone(), config.xdp_mode)?;
+    let (conflict_bursts, conflicts) = mpsc::unbounded_channel();
+    ownership
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .report_conflict_bursts(conflict_bursts);
     ownership::spawn_checks(ownership.clone(), ownership::CHECK_INTERVAL);
     let reload_cluster = Arc::new(Notify::new());
     let mut maps = DataplaneMaps::from_pins(&config.pins)?;
@@ -138,6 +145,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         links: LinkWatcher::new()?,
         tasks,
         signals,
+        conflicts,
         restart_next: false,
     };
     let mut node = NodeState::new(&config);
@@ -154,6 +162,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         changes: changes_tx,
         ownership,
         reload_cluster,
+        groups: Default::default(),
     };
     reconcile::rescan_interfaces(&ctx, &mut node);
     if let Some(ip) = ctx.config.gossip.as_ref().and_then(|g| g.advertise) {
@@ -234,6 +243,9 @@ async fn event_loop(ctx: &mut Context, node: &mut NodeState, inputs: &mut Inputs
                 }
                 reconcile::rescan_interfaces(ctx, node);
                 reconcile::sync(ctx, node).await;
+            }
+            Some(conflict) = inputs.conflicts.recv() => {
+                reconcile::ip_conflict(ctx, node, &conflict);
             }
             _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {
                 reconcile::settle_deadline(ctx, node).await;

@@ -6,6 +6,7 @@ pub mod capabilities;
 pub mod clock;
 pub mod conflicts;
 pub mod ebpf_log;
+pub mod groups;
 mod maps;
 pub mod operator;
 pub mod ownership;

@@ -62,8 +62,13 @@ pub fn detach_program(pins: &PinDir, interface: &str) -> Result<String> {
 }
 
 /// `speaker vip add`: the responder answers for `address` on `interface`,
-/// which for IPv6 also joins the address's solicited-node group (the NIC
-/// must accept the multicast NS frames for XDP to see them).
+/// which for IPv6 also joins the address's solicited-node group on the
+/// NIC's filter (the NIC must accept the multicast NS frames for XDP to
+/// see them). No MLD membership: this command exits at once, and a
+/// membership lives only as long as its socket (the kernel would report
+/// the join and the leave a moment apart). Behind an MLD-snooping switch a
+/// VIP added by hand is therefore reached by unicast and flooded
+/// solicitations only; the daemon holds memberships ([`super::groups`]).
 pub fn add_vip(pins: &PinDir, address: IpAddr, interface: &str) -> Result<String> {
     let mut maps = DataplaneMaps::from_pins(pins)?;
     let interface = Interface::by_name(interface)?;

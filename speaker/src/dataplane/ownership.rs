@@ -14,7 +14,9 @@
 use std::{
     collections::BTreeMap,
     fs,
+    net::IpAddr,
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use aya::programs::links::{FdLink, PinnedLink};
@@ -22,7 +24,9 @@ use speaker_common::map_names;
 use tracing::{info, warn};
 
 use super::{
-    attach_from, clear_foreign, conflicts::ConflictWatch, pins::is_transient_link_error,
+    attach_from, clear_foreign,
+    conflicts::{ConflictWatch, NewConflict},
+    pins::is_transient_link_error,
     AttachMode, DataplaneMaps, Object, PinDir, PinKind, RESPONDER,
 };
 use crate::{
@@ -120,6 +124,9 @@ pub struct Ownership {
     /// exhausted for minutes) are not logged every second.
     last_failures: Vec<String>,
     conflicts: ConflictWatch,
+    /// Where the first conflict of each burst goes (the daemon raises the
+    /// Kubernetes event); `None`: logged only.
+    conflict_bursts: Option<tokio::sync::mpsc::UnboundedSender<NewConflict>>,
 }
 
 impl Ownership {
@@ -140,6 +147,7 @@ impl Ownership {
             repairs,
             last_failures: Vec::new(),
             conflicts: ConflictWatch::default(),
+            conflict_bursts: None,
         })
     }
 
@@ -154,6 +162,20 @@ impl Ownership {
 
     pub fn repairs(&self) -> &RepairCounters {
         &self.repairs
+    }
+
+    /// Sends the first conflict of each burst to `bursts` from now on.
+    pub fn report_conflict_bursts(
+        &mut self,
+        bursts: tokio::sync::mpsc::UnboundedSender<NewConflict>,
+    ) {
+        self.conflict_bursts = Some(bursts);
+    }
+
+    /// Claims of `address` by others are expected until `until` (this node
+    /// hands it over or just released it): not reported.
+    pub fn expect_claims(&mut self, address: IpAddr, until: Instant) {
+        self.conflicts.quiet(address, until);
     }
 
     /// Whether this process holds a link on `interface`.
@@ -243,7 +265,15 @@ impl Ownership {
             }
         }
         match DataplaneMaps::from_pins(&self.pins).and_then(|maps| maps.vips()) {
-            Ok(records) => self.conflicts.log(&records),
+            Ok(records) => {
+                let due = self.conflicts.log(&records, Instant::now());
+                if let Some(bursts) = &self.conflict_bursts {
+                    for conflict in due.into_iter().filter(|c| c.new_burst) {
+                        // The receiver is gone only while the process stops.
+                        let _ = bursts.send(conflict);
+                    }
+                }
+            }
             Err(e) => failures.push(format!("reading VIP conflicts: {e}")),
         }
         self.report(&repaired, failures);

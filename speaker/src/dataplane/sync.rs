@@ -6,7 +6,9 @@
 //! IPv6 VIPs also need the solicited-node group of the address joined on the
 //! interface's receive filter (see [`interfaces::set_multicast_mac`]). The
 //! group is left when the last VIP on that interface needing it goes: VIPs
-//! whose low 24 bits agree share one group (RFC 4291 §2.7.1).
+//! whose low 24 bits agree share one group (RFC 4291 §2.7.1). The MLD
+//! membership that makes snooping switches forward the group is the
+//! daemon's, held in [`super::groups`] (why both: see there).
 
 use std::{
     collections::{BTreeMap, BTreeSet},

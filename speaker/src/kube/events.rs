@@ -29,6 +29,9 @@ pub const REPORTING_CONTROLLER: &str = "metallb-speaker";
 /// The protocol MetalLB names in its messages for layer 2.
 const PROTOCOL: &str = "layer2";
 
+/// The action of the events about announcing (MetalLB's).
+const ANNOUNCE: &str = "Announce";
+
 /// One Event write is given up after this; the next one is tried.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -46,11 +49,19 @@ pub fn announce_failed_message(ip: IpAddr, node: &str) -> String {
     )
 }
 
+/// The `IPConflict` message: the IP, the other host's MAC, where, how
+/// many frames made up the claim.
+pub fn ip_conflict_message(ip: IpAddr, other_mac: &str, interface: &str, frames: u64) -> String {
+    let plural = if frames == 1 { "" } else { "s" };
+    format!("IP {ip} is also claimed by {other_mac} on {interface} ({frames} frame{plural})")
+}
+
 struct Job {
     service: ServiceKey,
     type_: EventType,
     reason: &'static str,
     note: String,
+    action: &'static str,
 }
 
 /// Records this node's Events. Cheap to clone; the writer task ends when
@@ -84,6 +95,7 @@ impl EventRecorder {
             type_: EventType::Normal,
             reason: "nodeAssigned",
             note: node_assigned_message(&self.node),
+            action: ANNOUNCE,
         });
     }
 
@@ -94,6 +106,18 @@ impl EventRecorder {
             type_: EventType::Warning,
             reason: "announceFailed",
             note: announce_failed_message(ip, &self.node),
+            action: ANNOUNCE,
+        });
+    }
+
+    /// `IPConflict` (Warning) on `service`: another host claims its IP.
+    pub fn ip_conflict(&self, service: &ServiceKey, note: String) {
+        self.send(Job {
+            service: service.clone(),
+            type_: EventType::Warning,
+            reason: "IPConflict",
+            note,
+            action: "Answer",
         });
     }
 
@@ -132,6 +156,7 @@ impl Writer {
             type_,
             reason,
             note,
+            action,
         } = job;
         let Some(regarding) = self.service_reference(&service).await else {
             debug!("{service}: gone, no {reason} event");
@@ -141,7 +166,7 @@ impl Writer {
             type_,
             reason: reason.to_owned(),
             note: Some(note),
-            action: "Announce".to_owned(),
+            action: action.to_owned(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, &regarding).await {
@@ -193,5 +218,15 @@ mod tests {
             announce_failed_message("192.0.2.1".parse().unwrap(), "iris1"),
             r#"the interfaces specified by LB IP "192.0.2.1" doesn't exist in assigned node "iris1" with protocol "layer2""#
         );
+    }
+
+    #[test]
+    fn the_conflict_message_names_the_other_mac_and_the_interface() {
+        let ip = "192.0.2.10".parse().unwrap();
+        assert_eq!(
+            ip_conflict_message(ip, "02:00:00:00:00:77", "eth0", 3),
+            "IP 192.0.2.10 is also claimed by 02:00:00:00:00:77 on eth0 (3 frames)"
+        );
+        assert!(ip_conflict_message(ip, "02:00:00:00:00:77", "eth0", 1).ends_with("(1 frame)"));
     }
 }

@@ -263,6 +263,12 @@ impl StatusWriter {
     pub fn announce_failed(&self, service: &ServiceKey, ip: IpAddr) {
         self.events.announce_failed(service, ip);
     }
+
+    /// Another host claims `ip` of `service`: an `IPConflict` Event with
+    /// `note` (see [`super::events::ip_conflict_message`]).
+    pub fn ip_conflict(&self, service: &ServiceKey, note: String) {
+        self.events.ip_conflict(service, note);
+    }
 }
 
 /// One of this node's objects, as last seen.

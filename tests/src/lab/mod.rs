@@ -13,7 +13,9 @@
 //!   namespace; [`cluster`]: the cluster file its speakers share.
 //! - [`speaker`]: the speaker binary and [`Speaker`], one `speaker run`
 //!   process (logs, waiting for log lines, SIGTERM/SIGKILL, exit status).
-//! - [`probe`]: an ARP prober on an AF_PACKET socket inside a host.
+//! - [`probe`]: an ARP prober on an AF_PACKET socket inside a host;
+//!   [`capture`]: tcpdump captures read back as frames; [`flood`]: frames
+//!   sent as fast as one thread can (the in-situ benchmark).
 //! - [`trio`]: the three-node scenario of the membership labs and the
 //!   failover benchmark (probing and idle clients, stalls, loss, outcomes).
 //! - [`http`]: metrics and health scraping inside a host.
@@ -25,9 +27,11 @@
 //! Only documentation addresses are used: 192.0.2.0/24 and 2001:db8::/64.
 
 pub mod arping;
+pub mod capture;
 pub mod cluster;
 pub mod command;
 pub mod fabric;
+pub mod flood;
 pub mod host;
 pub mod http;
 pub mod kube;
