@@ -23,7 +23,7 @@ use std::{collections::BTreeSet, fmt};
 use regex::RegexSet;
 use tracing::debug;
 
-pub use super::netlink::{Link, XdpAttachment};
+pub use super::netlink::{Link, VlanTag, XdpAttachment};
 use super::{netlink, Interface};
 use crate::error::{Error, Result};
 
@@ -242,8 +242,7 @@ mod tests {
             name: name.into(),
             flags,
             mac: Some(MAC),
-            master: None,
-            xdp: Default::default(),
+            ..Link::default()
         }
     }
 
