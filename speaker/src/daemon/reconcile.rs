@@ -3,9 +3,14 @@
 //! this node owns into the maps and announcements. Each step takes the
 //! shared [`Context`] and the node-local [`NodeState`].
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use tracing::{error, info, warn};
+
+use speaker_common::VlanPath;
 
 use super::{
     config::RunConfig,
@@ -17,10 +22,16 @@ use super::{
 use crate::{
     cluster::config::StaleCause,
     cluster::{Change, ServiceKey},
-    dataplane::sync,
+    dataplane::{bond_slaves, sync, AttachMode},
     election::{Decision, Membership},
     error::Error,
-    interfaces::{self, announce_interfaces, Interface},
+    interfaces::{
+        self, bonds,
+        discovery::{self, Link},
+        offload,
+        vlan::{self, Placement},
+        Interface,
+    },
     kube::status::announced_services,
     membership::Gossip,
 };
@@ -32,6 +43,11 @@ pub struct NodeState {
     /// written.
     pub gate: SettleGate,
     pub interfaces: Vec<Interface>,
+    /// The links of the last scan, the announce list's among them.
+    pub links: Vec<Link>,
+    /// Where each announce interface's VIPs are answered, by its index
+    /// (a VLAN device's on its parent); absent: on the interface itself.
+    pub placements: BTreeMap<u32, Placement>,
     /// Services whose listed interfaces are all missing here, already reported.
     pub failed: BTreeSet<ServiceKey>,
     /// Running gossip, once started (at start, or after the first cluster
@@ -69,6 +85,8 @@ impl NodeState {
                 SettleGate::without_gossip()
             },
             interfaces: Vec::new(),
+            links: Vec::new(),
+            placements: BTreeMap::new(),
             failed: BTreeSet::new(),
             gossip: None,
             pod_peers: Vec::new(),
@@ -222,17 +240,67 @@ async fn report(ctx: &Context, node: &mut NodeState, change: &DecisionChange) {
 }
 
 pub fn rescan_interfaces(ctx: &Context, node: &mut NodeState) {
-    match announce_interfaces(&ctx.config.exclude) {
-        Ok(found) => {
+    match discovery::links() {
+        Ok(links) => {
+            let found = discovery::announce_interfaces_of(&links, &ctx.config.exclude);
             if found != node.interfaces {
                 let names: Vec<&str> = found.iter().map(|i| i.name.as_str()).collect();
                 info!("announcing on interfaces: {}", names.join(", "));
             }
+            node.placements = placements(&found, &links, &node.placements);
             node.interfaces = found;
+            node.links = links;
         }
         // Keep the last good list: a failed scan must not withdraw anything.
         Err(e) => ctx.report_error("listing interfaces", &e),
     }
+}
+
+/// Where each of `interfaces` is answered, logging each placement that is
+/// new or changed since `before`: a VLAN device's parent once, each fallback
+/// to the VLAN device itself as a warning with its reason.
+fn placements(
+    interfaces: &[Interface],
+    links: &[Link],
+    before: &BTreeMap<u32, Placement>,
+) -> BTreeMap<u32, Placement> {
+    let strips_tags = |link: &Link| {
+        offload::strips_vlan_tags(&link.name).unwrap_or_else(|e| {
+            // Unknown counts as stripping: never answer a stripped-tag
+            // request untagged.
+            warn!(
+                "cannot tell whether {} strips VLAN tags ({e}); assuming it does",
+                link.name
+            );
+            true
+        })
+    };
+    let mut placed = BTreeMap::new();
+    for interface in interfaces {
+        let placement = vlan::place(interface, links, strips_tags);
+        if placement.attach == *interface && placement.fallback.is_none() {
+            continue;
+        }
+        if before.get(&interface.index) != Some(&placement) {
+            match &placement.fallback {
+                Some(reason) => warn!(
+                    interface = interface.name,
+                    "VLAN interface {}: answering on it in generic mode, untagged, not on its \
+                     parent: {reason}",
+                    interface.name
+                ),
+                None => info!(
+                    interface = interface.name,
+                    "VLAN interface {}: answering on {} for tags {:?}",
+                    interface.name,
+                    placement.attach.name,
+                    placement.vlan
+                ),
+            }
+        }
+        placed.insert(interface.index, placement);
+    }
+    placed
 }
 
 /// Brings the maps to exactly what this node owns, on the interfaces it
@@ -266,9 +334,16 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
     }
     let _busy = health.busy();
     let mut attach_failed = None;
-    for name in desired
+    // VLAN devices answering on themselves (a fallback) offer generic mode only.
+    let generic_only: BTreeSet<u32> = node
+        .placements
+        .values()
+        .filter(|p| p.fallback.is_some())
+        .map(|p| p.attach.index)
+        .collect();
+    for (name, index) in desired
         .iter()
-        .map(|d| d.interface.name.clone())
+        .map(|d| (d.interface.name.clone(), d.interface.index))
         .collect::<BTreeSet<_>>()
     {
         // Attached (or re-attached, which replaces an adopted program
@@ -277,7 +352,12 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
         if ownership.holds(&name) {
             continue;
         }
-        match ownership.attach(&name) {
+        let attached = if generic_only.contains(&index) {
+            ownership.attach_in(&name, AttachMode::Generic)
+        } else {
+            ownership.attach(&name)
+        };
+        match attached {
             Ok(()) => {}
             Err(e) => {
                 ctx.report_error(&format!("attaching XDP to {name}"), &e);
@@ -292,6 +372,11 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
             return;
         }
     };
+    let attached: BTreeSet<u32> = desired.iter().map(|d| d.interface.index).collect();
+    let slaves = bonds::slaves_of(&node.links, &attached);
+    if let Err(e) = bond_slaves::apply(&mut ctx.maps, &slaves) {
+        ctx.report_error("updating the bond slave map", &e);
+    }
     match attach_failed {
         Some(e) => ctx.metrics.diagnostics.raise(MAPS, &e),
         None => ctx.recovered(MAPS),
@@ -307,11 +392,18 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
         }
     }
     let transitions = node.answering.update(&report);
-    for (ip, interface) in &transitions.gained {
-        ctx.announcer.gained(*ip, interface);
+    for (ip, interface, vlan) in &transitions.gained {
+        ctx.announcer
+            .gained(*ip, &announce_device(node, interface, *vlan));
     }
-    for (ip, ifindex) in report.removed.iter().chain(&transitions.lost) {
-        ctx.announcer.lost(*ip, *ifindex);
+    for (ip, ifindex, vlan) in report.removed.iter().chain(&transitions.lost) {
+        let device = Interface {
+            name: String::new(),
+            index: *ifindex,
+            mac: [0; 6],
+        };
+        ctx.announcer
+            .lost(*ip, announce_device(node, &device, *vlan).index);
     }
     for (ip, why) in &report.failed {
         let e = Error::Bpf {
@@ -320,6 +412,21 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
         };
         ctx.report_error("updating the VIP maps", &e);
     }
+}
+
+/// Where gratuitous announcements for a VIP answered on `attached` behind
+/// `vlan` go out: the VLAN device it was announced on, so that the kernel
+/// tags them; the interface itself for an untagged VIP.
+fn announce_device(node: &NodeState, attached: &Interface, vlan: VlanPath) -> Interface {
+    if vlan.is_untagged() {
+        return attached.clone();
+    }
+    node.placements
+        .iter()
+        .find(|(_, p)| p.attach.index == attached.index && p.vlan == vlan)
+        .and_then(|(device, _)| node.interfaces.iter().find(|i| i.index == *device))
+        .cloned()
+        .unwrap_or_else(|| attached.clone())
 }
 
 /// The (VIP, interface) pairs to program, and the owned IPs none of
@@ -336,10 +443,19 @@ fn desired(node: &NodeState) -> (Vec<sync::DesiredVip>, Vec<(IpAddr, OwnedIp)>) 
         if chosen.is_empty() {
             unplaceable.push((*ip, entry.clone()));
         }
-        desired.extend(chosen.into_iter().map(|interface| sync::DesiredVip {
-            address: *ip,
-            interface,
-            vlan: speaker_common::VlanPath::UNTAGGED,
+        desired.extend(chosen.into_iter().map(|interface| {
+            match node.placements.get(&interface.index) {
+                Some(placement) => sync::DesiredVip {
+                    address: *ip,
+                    interface: placement.attach.clone(),
+                    vlan: placement.vlan,
+                },
+                None => sync::DesiredVip {
+                    address: *ip,
+                    interface,
+                    vlan: VlanPath::UNTAGGED,
+                },
+            }
         }));
     }
     (desired, unplaceable)

@@ -169,13 +169,13 @@ impl Ownership {
     /// Attaches the responder to `interface` (replacing the program of a
     /// pinned link, if any) and holds the link.
     pub fn attach(&mut self, interface: &str) -> Result<()> {
-        let (_, link) = attach_from(
-            &mut self.object,
-            &self.pins,
-            interface,
-            self.mode,
-            RESPONDER,
-        )?;
+        self.attach_in(interface, self.mode)
+    }
+
+    /// [`Self::attach`] in `mode` rather than the configured one: a VLAN
+    /// device offers generic mode only (`interfaces::vlan`).
+    pub fn attach_in(&mut self, interface: &str, mode: AttachMode) -> Result<()> {
+        let (_, link) = attach_from(&mut self.object, &self.pins, interface, mode, RESPONDER)?;
         let id = link_id(&link, interface)?;
         self.links
             .insert(interface.to_owned(), HeldLink { link, id });

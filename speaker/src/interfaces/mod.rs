@@ -7,8 +7,11 @@
 //! thread, never through /sys, whose view is that of the namespace it was
 //! mounted from.
 
+pub mod bonds;
 pub mod discovery;
 mod netlink;
+pub mod offload;
+pub mod vlan;
 pub mod watch;
 
 use std::ffi::CString;
