@@ -321,9 +321,11 @@ pub(crate) mod fixtures {
     use super::*;
 
     pub fn newlink(index: u32, flags: u32, attributes: Vec<LinkAttribute>) -> LinkMessage {
-        let mut header = LinkHeader::default();
-        header.index = index;
-        header.flags = LinkFlags::from_bits_retain(flags);
+        let header = LinkHeader {
+            index,
+            flags: LinkFlags::from_bits_retain(flags),
+            ..LinkHeader::default()
+        };
         let mut message = LinkMessage::default();
         message.header = header;
         message.attributes = attributes;
