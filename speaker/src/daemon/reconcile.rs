@@ -432,19 +432,30 @@ fn announce_device(node: &NodeState, attached: &Interface, vlan: VlanPath) -> In
 /// The (VIP, interface) pairs to program, and the owned IPs none of
 /// whose interfaces exist here.
 fn desired(node: &NodeState) -> (Vec<sync::DesiredVip>, Vec<(IpAddr, OwnedIp)>) {
+    place_owned(node.reconciler.owned(), &node.interfaces, &node.placements)
+}
+
+/// [`desired`] from its parts: each owned IP on each of its announce
+/// interfaces, moved to where that interface is answered (a VLAN device's
+/// parent, behind its tags).
+fn place_owned(
+    owned: &BTreeMap<IpAddr, OwnedIp>,
+    announce: &[Interface],
+    placements: &BTreeMap<u32, Placement>,
+) -> (Vec<sync::DesiredVip>, Vec<(IpAddr, OwnedIp)>) {
     let mut desired = Vec::new();
     let mut unplaceable = Vec::new();
-    for (ip, entry) in node.reconciler.owned() {
+    for (ip, entry) in owned {
         let named = match &entry.interfaces {
             InterfaceSelection::All => None,
             InterfaceSelection::Named(names) => Some(names),
         };
-        let chosen = interfaces::select(&node.interfaces, named);
+        let chosen = interfaces::select(announce, named);
         if chosen.is_empty() {
             unplaceable.push((*ip, entry.clone()));
         }
-        desired.extend(chosen.into_iter().map(|interface| {
-            match node.placements.get(&interface.index) {
+        desired.extend(chosen.into_iter().map(
+            |interface| match placements.get(&interface.index) {
                 Some(placement) => sync::DesiredVip {
                     address: *ip,
                     interface: placement.attach.clone(),
@@ -455,8 +466,8 @@ fn desired(node: &NodeState) -> (Vec<sync::DesiredVip>, Vec<(IpAddr, OwnedIp)>) 
                     interface,
                     vlan: VlanPath::UNTAGGED,
                 },
-            }
-        }));
+            },
+        ));
     }
     (desired, unplaceable)
 }
@@ -484,5 +495,89 @@ async fn announce_failed(ctx: &Context, node: &mut NodeState, ip: IpAddr, entry:
         if let Some(status) = &ctx.status {
             status.announce_failed(service, ip);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interface(name: &str, index: u32, mac_tail: u8) -> Interface {
+        Interface {
+            name: name.into(),
+            index,
+            mac: [0x02, 0, 0, 0, 0, mac_tail],
+        }
+    }
+
+    #[test]
+    fn a_vip_on_a_vlan_device_is_programmed_on_its_parent_behind_its_tag() {
+        let eth0 = interface("eth0", 2, 0x02);
+        let eth0_100 = interface("eth0.100", 5, 0x05);
+        let eth0_200 = interface("eth0.200", 6, 0x06);
+        let announce = [eth0.clone(), eth0_100.clone(), eth0_200.clone()];
+        let tag_100 = VlanPath::single(100, false);
+        let placements: BTreeMap<u32, Placement> = [
+            (
+                5,
+                Placement {
+                    attach: Interface {
+                        mac: eth0_100.mac,
+                        ..eth0.clone()
+                    },
+                    vlan: tag_100,
+                    fallback: None,
+                },
+            ),
+            (
+                6,
+                Placement {
+                    attach: eth0_200.clone(),
+                    vlan: VlanPath::UNTAGGED,
+                    fallback: Some(vlan::Fallback::ParentStripsTags {
+                        parent: "eth0".into(),
+                    }),
+                },
+            ),
+        ]
+        .into();
+        let ip: IpAddr = "192.0.2.100".parse().unwrap();
+        let listed = |names: &[&str]| OwnedIp {
+            services: BTreeSet::new(),
+            interfaces: InterfaceSelection::Named(names.iter().map(|n| n.to_string()).collect()),
+        };
+        let placed = |owned: OwnedIp| {
+            let (desired, unplaceable) = place_owned(&[(ip, owned)].into(), &announce, &placements);
+            assert!(unplaceable.is_empty());
+            desired
+                .into_iter()
+                .map(|d| {
+                    (
+                        d.interface.name,
+                        d.interface.index,
+                        d.interface.mac[5],
+                        d.vlan,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        // Parent's index and name, the VLAN device's MAC, the tag.
+        assert_eq!(
+            placed(listed(&["eth0.100"])),
+            [("eth0".to_owned(), 2, 0x05, tag_100)]
+        );
+        // All interfaces: untagged on eth0 and tagged on eth0 are two entries;
+        // the fallback answers on eth0.200 itself, untagged.
+        assert_eq!(
+            placed(OwnedIp {
+                services: BTreeSet::new(),
+                interfaces: InterfaceSelection::All,
+            }),
+            [
+                ("eth0".to_owned(), 2, 0x02, VlanPath::UNTAGGED),
+                ("eth0".to_owned(), 2, 0x05, tag_100),
+                ("eth0.200".to_owned(), 6, 0x06, VlanPath::UNTAGGED),
+            ]
+        );
     }
 }
