@@ -38,14 +38,7 @@ pub fn strips_vlan_tags(interface: &str) -> Result<bool> {
         cmd: ETHTOOL_GFLAGS,
         data: 0,
     };
-    // SAFETY: ifreq is plain data; all-zero is a valid value.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    if interface.len() >= request.ifr_name.len() {
-        return Err(Error::UnknownInterface(interface.to_owned()));
-    }
-    for (dst, src) in request.ifr_name.iter_mut().zip(interface.bytes()) {
-        *dst = src as libc::c_char;
-    }
+    let mut request = super::ifreq_named(interface)?;
     request.ifr_ifru.ifru_data = (&raw mut value).cast();
     // SAFETY: a valid socket; ifr_data points at an ethtool_value that
     // outlives the call, which is what ETHTOOL_GFLAGS reads and writes.
