@@ -291,10 +291,10 @@ fn placements(
                 ),
                 None => info!(
                     interface = interface.name,
-                    "VLAN interface {}: answering on {} for tags {:?}",
+                    "VLAN interface {}: answering on {} for requests tagged {}",
                     interface.name,
                     placement.attach.name,
-                    placement.vlan
+                    vlan::describe(placement.vlan)
                 ),
             }
         }

@@ -79,6 +79,28 @@ impl Placement {
     }
 }
 
+/// The tags of `vlan` as logs show them, outermost first:
+/// `802.1ad 200, 802.1Q 100`; `untagged` for none.
+pub fn describe(vlan: VlanPath) -> String {
+    let tags: Vec<String> = [vlan.outer, vlan.inner]
+        .into_iter()
+        .filter(|&tag| tag != 0)
+        .map(|tag| {
+            let tpid = if tag & VlanPath::AD != 0 {
+                "802.1ad"
+            } else {
+                "802.1Q"
+            };
+            format!("{tpid} {}", tag & VlanPath::VID_MASK)
+        })
+        .collect();
+    if tags.is_empty() {
+        "untagged".to_owned()
+    } else {
+        tags.join(", ")
+    }
+}
+
 /// Where `device`'s VIPs are answered, given every link of the namespace
 /// and whether a (physical) link strips VLAN tags in hardware. An interface
 /// that is not a VLAN device (or is not in `links`) is answered on itself.
@@ -182,6 +204,16 @@ mod tests {
             placement.vlan,
             placement.fallback.as_ref(),
         )
+    }
+
+    #[test]
+    fn tags_are_described_outermost_first() {
+        assert_eq!(describe(VlanPath::UNTAGGED), "untagged");
+        assert_eq!(describe(VlanPath::single(100, false)), "802.1Q 100");
+        assert_eq!(
+            describe(VlanPath::stacked(200, true, 100)),
+            "802.1ad 200, 802.1Q 100"
+        );
     }
 
     #[test]
