@@ -438,10 +438,13 @@ fn set_answered(pins: &PinDir, per_cpu: u64) {
 }
 
 /// (address, interface name), sorted.
-fn keys(report_entries: &[(IpAddr, Interface)]) -> Vec<(IpAddr, &str)> {
+fn keys(report_entries: &[(IpAddr, Interface, VlanPath)]) -> Vec<(IpAddr, &str)> {
     let mut keys: Vec<_> = report_entries
         .iter()
-        .map(|(a, i)| (*a, i.name.as_str()))
+        .map(|(a, i, vlan)| {
+            assert_eq!(*vlan, VlanPath::UNTAGGED);
+            (*a, i.name.as_str())
+        })
         .collect();
     keys.sort_unstable();
     keys
@@ -507,7 +510,10 @@ fn map_sync_changes_only_the_difference() {
         ];
         let report = sync::apply(&mut maps, &second).unwrap();
         assert_eq!(keys(&report.added), [(ip("192.0.2.101"), "s0")]);
-        assert_eq!(report.removed, [(ip("192.0.2.100"), s1.index)]);
+        assert_eq!(
+            report.removed,
+            [(ip("192.0.2.100"), s1.index, VlanPath::UNTAGGED)]
+        );
         assert!(report.updated_mac.is_empty() && report.failed.is_empty());
         assert_eq!(report.unchanged, 2);
         assert_eq!(
@@ -555,7 +561,10 @@ fn map_sync_joins_and_leaves_solicited_node_groups() {
         // One of the two sharing the group goes: the group stays.
         let one = [want("2001:db8:1::100", &m0)];
         let report = sync::apply(&mut maps, &one).unwrap();
-        assert_eq!(report.removed, [(ip("2001:db8::100"), m0.index)]);
+        assert_eq!(
+            report.removed,
+            [(ip("2001:db8::100"), m0.index, VlanPath::UNTAGGED)]
+        );
         assert!(joined(), "left a group another VIP still needs");
 
         // A join lost on the way (here: left behind our back) comes back on
@@ -567,7 +576,10 @@ fn map_sync_joins_and_leaves_solicited_node_groups() {
 
         // The last one goes: the group is left. IPv4 VIPs need no group.
         let report = sync::apply(&mut maps, &[want("192.0.2.100", &m0)]).unwrap();
-        assert_eq!(report.removed, [(ip("2001:db8:1::100"), m0.index)]);
+        assert_eq!(
+            report.removed,
+            [(ip("2001:db8:1::100"), m0.index, VlanPath::UNTAGGED)]
+        );
         assert!(!joined(), "the group stayed joined");
     });
 }
@@ -600,8 +612,8 @@ fn map_sync_removes_entries_of_vanished_interfaces() {
         assert_eq!(
             removed,
             [
-                (ip("192.0.2.100"), g0.index),
-                (ip("2001:db8::100"), g0.index)
+                (ip("192.0.2.100"), g0.index, VlanPath::UNTAGGED),
+                (ip("2001:db8::100"), g0.index, VlanPath::UNTAGGED)
             ]
             .into()
         );
@@ -619,5 +631,105 @@ fn map_sync_removes_entries_of_vanished_interfaces() {
         // Next pass, from a fresh scan: nothing left to do.
         let fresh = [want("192.0.2.100", &k0), want("192.0.2.101", &k0)];
         assert_noop(&sync::apply(&mut maps, &fresh).unwrap(), 2);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Bonds and VLAN devices
+//
+// Neither can be created on the machines this lab runs on: the kernel has no
+// `bonding` and no `8021q` module (`ip link add b0 type bond` and
+// `ip link add link X name X.5 type vlan id 5` both fail with "Unknown device
+// type", there is no modprobe and no /lib/modules for the running kernel).
+// So the bond and VLAN resolution rules are unit tests on parsed rtnetlink
+// messages (`speaker::interfaces::{bonds, vlan}`), and this lab covers the
+// kernel-facing parts that do exist: IFLA_MASTER and IFLA_INFO_KIND as the
+// kernel reports them, the BOND_SLAVES map kept in step with enslavement,
+// and the offload flag that decides the VLAN fallback.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn bridge_ports_are_not_bond_slaves_and_the_slave_map_follows_enslavement() {
+    use speaker::{dataplane::bond_slaves, interfaces::bonds};
+    use std::collections::BTreeMap;
+
+    let mut lab = NsLab::new();
+    let (_pins, mut maps) = lab.pinned_maps();
+    lab.inside(|| {
+        lab.ip(&["link", "add", "br0", "type", "bridge"]);
+        lab.ip(&["link", "add", "p0", "type", "veth", "peer", "name", "p1"]);
+        lab.ip(&["link", "set", "p0", "master", "br0"]);
+        let links = discovery::links().unwrap();
+        let link = |name: &str| links.iter().find(|l| l.name == name).unwrap().clone();
+        let (br0, p0, p1) = (link("br0"), link("p0"), link("p1"));
+        assert_eq!(br0.kind.as_deref(), Some("bridge"));
+        assert_eq!(p0.kind.as_deref(), Some("veth"));
+        assert_eq!(p0.master, Some(br0.index), "IFLA_MASTER of a port");
+        assert!(!br0.is_bond());
+        // XDP on a bridge never runs on its ports: nothing to map.
+        let attached: BTreeSet<u32> = [br0.index, p1.index].into();
+        assert!(bonds::slaves_of(&links, &attached).is_empty());
+
+        // The map I/O, with the bridge standing in for a bond (the pairs a
+        // bond's slaves would give): enslaved ports are set, released ones go.
+        let ports = |links: &[speaker::interfaces::discovery::Link]| -> BTreeMap<u32, u32> {
+            links
+                .iter()
+                .filter(|l| l.master == Some(br0.index))
+                .map(|l| (l.index, br0.index))
+                .collect()
+        };
+        let plan = bond_slaves::apply(&mut maps, &ports(&links)).unwrap();
+        assert_eq!(plan.set, [(p0.index, br0.index)]);
+        assert_eq!(maps.bond_slaves().unwrap(), [(p0.index, br0.index)]);
+        assert!(bond_slaves::apply(&mut maps, &ports(&links))
+            .unwrap()
+            .is_empty());
+
+        lab.ip(&["link", "set", "p1", "master", "br0"]);
+        let links = discovery::links().unwrap();
+        let plan = bond_slaves::apply(&mut maps, &ports(&links)).unwrap();
+        assert_eq!(plan.set, [(p1.index, br0.index)]);
+
+        lab.ip(&["link", "set", "p0", "nomaster"]);
+        let links = discovery::links().unwrap();
+        let plan = bond_slaves::apply(&mut maps, &ports(&links)).unwrap();
+        assert_eq!(plan.remove, [p0.index]);
+        assert_eq!(maps.bond_slaves().unwrap(), [(p1.index, br0.index)]);
+
+        // The bridge is deleted: its ports are released, the map empties.
+        lab.ip(&["link", "del", "br0"]);
+        let links = discovery::links().unwrap();
+        bond_slaves::apply(&mut maps, &ports(&links)).unwrap();
+        assert!(maps.bond_slaves().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn tag_stripping_follows_the_rx_vlan_offload_flag() {
+    use speaker::interfaces::offload;
+
+    let lab = NsLab::new();
+    lab.inside(|| {
+        lab.ip(&["link", "add", "t0", "type", "veth", "peer", "name", "t1"]);
+        // veth advertises rx-vlan-offload (the tag of a frame from a VLAN
+        // device on the peer travels as skb metadata, not in the frame), so
+        // a VLAN on a veth would fall back to the VLAN device.
+        assert!(offload::strips_vlan_tags("t0").unwrap());
+        let ethtool = run(
+            "ip",
+            &[
+                "netns", "exec", &lab.name, "ethtool", "-K", "t0", "rxvlan", "off",
+            ],
+            COMMAND_TIMEOUT,
+        );
+        assert!(ethtool.success(), "{ethtool}");
+        assert!(!offload::strips_vlan_tags("t0").unwrap());
+        assert!(
+            offload::strips_vlan_tags("t1").unwrap(),
+            "the peer keeps it"
+        );
+        let missing = offload::strips_vlan_tags("nosuch0").unwrap_err();
+        assert!(missing.to_string().contains("nosuch0"), "{missing}");
     });
 }

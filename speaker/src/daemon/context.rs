@@ -3,7 +3,7 @@
 //! announcer, metrics and diagnostics, the status sink, the daemon's health
 //! and the queue the cluster changes arrive on.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use tokio::sync::{mpsc, Notify};
 use tracing::error;
@@ -14,6 +14,7 @@ use crate::{
     cluster::Change,
     dataplane::{groups::GroupMemberships, sync::SyncReport, DataplaneMaps, SharedOwnership},
     error::Error,
+    interfaces::vlan::Placement,
     kube::status::StatusWriter,
     metrics::MetricsState,
 };
@@ -60,14 +61,27 @@ impl Context {
     }
 
     /// Brings the MLD memberships to the VIPs `report` says are in the
-    /// maps; failures are reported and tried again at the next sync.
-    pub fn sync_groups(&mut self, report: &SyncReport) {
+    /// maps; failures are reported and tried again at the next sync. A VIP
+    /// answered behind tags joins on its VLAN device (one of `placements`,
+    /// by announce interface index): the report must go out tagged, on the
+    /// VLAN the requests come from.
+    pub fn sync_groups(&mut self, report: &SyncReport, placements: &BTreeMap<u32, Placement>) {
         let in_maps = report
             .added
             .iter()
             .chain(&report.updated_mac)
             .chain(&report.kept)
-            .map(|(ip, interface)| (*ip, interface.index));
+            .map(|(ip, interface, vlan)| {
+                let device = if vlan.is_untagged() {
+                    interface.index
+                } else {
+                    placements
+                        .iter()
+                        .find(|(_, p)| p.attach.index == interface.index && p.vlan == *vlan)
+                        .map_or(interface.index, |(device, _)| *device)
+                };
+                (*ip, device)
+            });
         for e in self.groups.sync(in_maps) {
             self.report_error("MLD membership", &e);
         }

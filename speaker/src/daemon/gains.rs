@@ -13,20 +13,23 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
+use speaker_common::VlanPath;
+
 use crate::{dataplane::sync::SyncReport, interfaces::Interface};
 
-/// A (VIP, interface index) pair; the interface (and so the MAC) it was
-/// announced on.
-type Answering = BTreeMap<(IpAddr, u32), Interface>;
+/// A (VIP, interface index, tags) entry; the interface (and so the MAC) it
+/// was announced on. The same VIP untagged and on a VLAN of the same parent
+/// are two entries.
+type Answering = BTreeMap<(IpAddr, u32, VlanPath), Interface>;
 
 /// What changed in this process's view by one sync.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Transitions {
     /// Now answering and not announced before (or announced with another
     /// MAC): each needs a gratuitous burst.
-    pub gained: Vec<(IpAddr, Interface)>,
+    pub gained: Vec<(IpAddr, Interface, VlanPath)>,
     /// Announced before and no longer answered here: stop the schedule.
-    pub lost: Vec<(IpAddr, u32)>,
+    pub lost: Vec<(IpAddr, u32, VlanPath)>,
 }
 
 /// This process's view: the pairs it answers for and has announced. Starts
@@ -44,7 +47,7 @@ impl AnsweringView {
     /// entries; an entry whose multicast join failed is still in the maps
     /// and still answered for ARP) and returns the gains and losses.
     pub fn update(&mut self, report: &SyncReport) -> Transitions {
-        let now: Vec<&(IpAddr, Interface)> = report
+        let now: Vec<&(IpAddr, Interface, VlanPath)> = report
             .added
             .iter()
             .chain(&report.updated_mac)
@@ -53,15 +56,15 @@ impl AnsweringView {
         let mut next = Answering::new();
         let mut transitions = Transitions::default();
         if std::mem::take(&mut self.adopted_announced) {
-            for (ip, interface) in &report.kept {
+            for (ip, interface, vlan) in &report.kept {
                 self.answering
-                    .insert((*ip, interface.index), interface.clone());
+                    .insert((*ip, interface.index, *vlan), interface.clone());
             }
         }
-        for (ip, interface) in now {
-            let key = (*ip, interface.index);
+        for (ip, interface, vlan) in now {
+            let key = (*ip, interface.index, *vlan);
             if self.answering.get(&key).map(|i| i.mac) != Some(interface.mac) {
-                transitions.gained.push((*ip, interface.clone()));
+                transitions.gained.push((*ip, interface.clone(), *vlan));
             }
             next.insert(key, interface.clone());
         }
@@ -71,7 +74,9 @@ impl AnsweringView {
             .filter(|key| !next.contains_key(key))
             .copied()
             .collect();
-        transitions.gained.sort_by_key(|(ip, i)| (*ip, i.index));
+        transitions
+            .gained
+            .sort_by_key(|(ip, i, vlan)| (*ip, i.index, *vlan));
         self.answering = next;
         transitions
     }
@@ -94,10 +99,10 @@ impl AnsweringView {
     }
 
     /// Every pair answered for, in address order.
-    pub fn entries(&self) -> impl Iterator<Item = (IpAddr, &Interface)> {
+    pub fn entries(&self) -> impl Iterator<Item = (IpAddr, &Interface, VlanPath)> {
         self.answering
             .iter()
-            .map(|((ip, _), interface)| (*ip, interface))
+            .map(|((ip, _, vlan), interface)| (*ip, interface, *vlan))
     }
 
     pub fn len(&self) -> usize {
@@ -116,7 +121,7 @@ mod tests {
     const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
     const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 
-    fn entry(ip: &str, index: u32, mac: [u8; 6]) -> (IpAddr, Interface) {
+    fn entry(ip: &str, index: u32, mac: [u8; 6]) -> (IpAddr, Interface, VlanPath) {
         (
             ip.parse().unwrap(),
             Interface {
@@ -124,17 +129,18 @@ mod tests {
                 index,
                 mac,
             },
+            VlanPath::UNTAGGED,
         )
     }
 
-    fn keys(gained: &[(IpAddr, Interface)]) -> Vec<(String, u32)> {
+    fn keys(gained: &[(IpAddr, Interface, VlanPath)]) -> Vec<(String, u32)> {
         gained
             .iter()
-            .map(|(ip, i)| (ip.to_string(), i.index))
+            .map(|(ip, i, _)| (ip.to_string(), i.index))
             .collect()
     }
 
-    fn kept(entries: &[(IpAddr, Interface)]) -> SyncReport {
+    fn kept(entries: &[(IpAddr, Interface, VlanPath)]) -> SyncReport {
         SyncReport {
             unchanged: entries.len(),
             kept: entries.to_vec(),
@@ -200,12 +206,15 @@ mod tests {
         // The IP moved away (map entry removed), another one came.
         let second = SyncReport {
             added: vec![entry("192.0.2.101", 2, MAC_A)],
-            removed: vec![("192.0.2.100".parse().unwrap(), 2)],
+            removed: vec![("192.0.2.100".parse().unwrap(), 2, VlanPath::UNTAGGED)],
             ..SyncReport::default()
         };
         let t = view.update(&second);
         assert_eq!(keys(&t.gained), [("192.0.2.101".into(), 2)]);
-        assert_eq!(t.lost, [("192.0.2.100".parse().unwrap(), 2)]);
+        assert_eq!(
+            t.lost,
+            [("192.0.2.100".parse().unwrap(), 2, VlanPath::UNTAGGED)]
+        );
         // Fail-back: the first IP comes back; a gain again.
         let third = SyncReport {
             added: vec![entry("192.0.2.100", 2, MAC_A)],
@@ -257,5 +266,26 @@ mod tests {
             [("192.0.2.100".into(), 2), ("192.0.2.100".into(), 3)]
         );
         assert!(t.lost.is_empty());
+    }
+
+    #[test]
+    fn a_vip_untagged_and_on_a_vlan_of_one_parent_are_two_entries() {
+        let mut view = AnsweringView::default();
+        let untagged = entry("192.0.2.100", 2, MAC_A);
+        let tagged = (
+            untagged.0,
+            Interface {
+                mac: MAC_B,
+                ..untagged.1.clone()
+            },
+            VlanPath::single(100, false),
+        );
+        let t = view.update(&kept(&[untagged.clone(), tagged.clone()]));
+        assert_eq!(t.gained, [untagged.clone(), tagged.clone()]);
+        assert_eq!(view.len(), 2);
+        // The VLAN entry goes: only it is lost.
+        let t = view.update(&kept(std::slice::from_ref(&untagged)));
+        assert_eq!(t.lost, [(untagged.0, 2, VlanPath::single(100, false))]);
+        assert!(t.gained.is_empty());
     }
 }

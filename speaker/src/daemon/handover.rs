@@ -18,6 +18,7 @@
 
 use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
+use speaker_common::VlanPath;
 use tracing::{info, warn};
 
 use super::{context::Context, reconcile::NodeState};
@@ -57,35 +58,41 @@ pub fn handover_limit(probe_period: Option<Duration>) -> Duration {
 
 /// The held entries still to answer for after `heard`: those on the
 /// interface it was heard on, for its IP, are handed over.
-fn remaining_after(held: &mut Vec<(IpAddr, Interface)>, heard: &Heard) -> bool {
+fn remaining_after(held: &mut Vec<(IpAddr, Interface, VlanPath)>, heard: &Heard) -> bool {
     let before = held.len();
-    held.retain(|(ip, interface)| !(*ip == heard.ip && interface.index == heard.ifindex));
+    held.retain(|(ip, interface, _)| !(*ip == heard.ip && interface.index == heard.ifindex));
     held.len() != before
 }
 
 /// Leaves the gossip and stops answering each held IP as soon as another
 /// node announces it on the same interface, the rest after the limit.
 pub async fn hand_over(ctx: &mut Context, node: &mut NodeState) {
-    let mut held: Vec<(IpAddr, Interface)> = node
+    let mut held: Vec<(IpAddr, Interface, VlanPath)> = node
         .answering
         .entries()
-        .map(|(ip, interface)| (ip, interface.clone()))
+        .map(|(ip, interface, vlan)| (ip, interface.clone(), vlan))
         .collect();
     // Our own rounds must not flip clients back while the successor's go out.
-    for (ip, interface) in &held {
+    // Stopping every schedule of the IP also stops those on VLAN devices.
+    for (ip, interface, _) in &held {
         ctx.announcer.lost(*ip, interface.index);
+    }
+    for placement in node.placements.keys() {
+        for (ip, _, _) in &held {
+            ctx.announcer.lost(*ip, *placement);
+        }
     }
     let limit = handover_limit(ctx.config.gossip.as_ref().map(|g| g.timers.probe_period));
     // The successors' announcements reach our entries before we remove
     // them: counted in the map (a true observation), not reported as
     // conflicts.
     expect_successors(ctx, &held, limit);
-    let ifindexes: BTreeSet<u32> = held.iter().map(|(_, i)| i.index).collect();
+    let ifindexes: BTreeSet<u32> = held.iter().map(|(_, i, _)| i.index).collect();
     let own_macs: Vec<[u8; 6]> = node
         .interfaces
         .iter()
         .map(|i| i.mac)
-        .chain(held.iter().map(|(_, i)| i.mac))
+        .chain(held.iter().map(|(_, i, _)| i.mac))
         .collect();
     let listener = if held.is_empty() || limit.is_zero() {
         None
@@ -133,42 +140,42 @@ pub async fn hand_over(ctx: &mut Context, node: &mut NodeState) {
                 interfaces::format_mac(&heard.mac),
                 started.elapsed()
             );
-            withdraw_all_but(ctx, &held);
+            withdraw_all_but(ctx, node, &held);
         }
     }
     if !held.is_empty() {
-        let ips: Vec<String> = held.iter().map(|(ip, _)| ip.to_string()).collect();
+        let ips: Vec<String> = held.iter().map(|(ip, _, _)| ip.to_string()).collect();
         info!(
             "no successor announced {} within {limit:?}; stopped answering",
             ips.join(", ")
         );
-        withdraw_all_but(ctx, &[]);
+        withdraw_all_but(ctx, node, &[]);
     }
     info!("handover done: pinned maps and links stay, without VIPs");
 }
 
 /// Claims of the `held` IPs are expected for the handover's `limit` and
 /// [`RELEASE_QUIET`] after it.
-fn expect_successors(ctx: &Context, held: &[(IpAddr, Interface)], limit: Duration) {
+fn expect_successors(ctx: &Context, held: &[(IpAddr, Interface, VlanPath)], limit: Duration) {
     let until = std::time::Instant::now() + limit + RELEASE_QUIET;
     let mut ownership = ctx.ownership.lock().unwrap_or_else(|p| p.into_inner());
-    for (ip, _) in held {
+    for (ip, _, _) in held {
         ownership.expect_claims(*ip, until);
     }
 }
 
 /// Brings the maps to just `kept` (removals only).
-fn withdraw_all_but(ctx: &mut Context, kept: &[(IpAddr, Interface)]) {
+fn withdraw_all_but(ctx: &mut Context, node: &NodeState, kept: &[(IpAddr, Interface, VlanPath)]) {
     let desired: Vec<DesiredVip> = kept
         .iter()
-        .map(|(address, interface)| DesiredVip {
+        .map(|(address, interface, vlan)| DesiredVip {
             address: *address,
             interface: interface.clone(),
-            vlan: speaker_common::VlanPath::UNTAGGED,
+            vlan: *vlan,
         })
         .collect();
     match sync::apply(&mut ctx.maps, &desired) {
-        Ok(report) => ctx.sync_groups(&report),
+        Ok(report) => ctx.sync_groups(&report, &node.placements),
         Err(e) => ctx.report_error("removing handed-over VIPs", &e),
     }
 }
@@ -189,14 +196,25 @@ mod tests {
     fn a_heard_announcement_hands_over_that_ip_on_that_interface_only() {
         let v4: IpAddr = "192.0.2.100".parse().unwrap();
         let v6: IpAddr = "2001:db8::100".parse().unwrap();
-        let mut held = vec![(v4, interface(2)), (v4, interface(3)), (v6, interface(2))];
+        let vlan = VlanPath::single(100, false);
+        let mut held = vec![
+            (v4, interface(2), VlanPath::UNTAGGED),
+            (v4, interface(3), vlan),
+            (v6, interface(2), VlanPath::UNTAGGED),
+        ];
         let heard = |ip, ifindex| Heard {
             ip,
             ifindex,
             mac: [0x02, 0, 0, 0, 0, 0x0b],
         };
         assert!(remaining_after(&mut held, &heard(v4, 2)));
-        assert_eq!(held, [(v4, interface(3)), (v6, interface(2))]);
+        assert_eq!(
+            held,
+            [
+                (v4, interface(3), vlan),
+                (v6, interface(2), VlanPath::UNTAGGED)
+            ]
+        );
         // Another IP, or the same IP again: nothing more.
         assert!(!remaining_after(
             &mut held,

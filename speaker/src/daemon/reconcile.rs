@@ -3,9 +3,14 @@
 //! this node owns into the maps and announcements. Each step takes the
 //! shared [`Context`] and the node-local [`NodeState`].
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use tracing::{error, info, warn};
+
+use speaker_common::VlanPath;
 
 use super::{
     config::RunConfig,
@@ -18,12 +23,19 @@ use crate::{
     cluster::config::StaleCause,
     cluster::{Change, ServiceKey},
     dataplane::{
+        bond_slaves,
         conflicts::{NewConflict, RELEASE_QUIET},
-        sync,
+        sync, AttachMode,
     },
     election::{Decision, Membership},
     error::Error,
-    interfaces::{self, announce_interfaces, Interface},
+    interfaces::{
+        self, bonds,
+        discovery::{self, Link},
+        offload,
+        vlan::{self, Placement},
+        Interface,
+    },
     kube::status::announced_services,
     membership::Gossip,
 };
@@ -35,6 +47,11 @@ pub struct NodeState {
     /// written.
     pub gate: SettleGate,
     pub interfaces: Vec<Interface>,
+    /// The links of the last scan, the announce list's among them.
+    pub links: Vec<Link>,
+    /// Where each announce interface's VIPs are answered, by its index
+    /// (a VLAN device's on its parent); absent: on the interface itself.
+    pub placements: BTreeMap<u32, Placement>,
     /// Services whose listed interfaces are all missing here, already reported.
     pub failed: BTreeSet<ServiceKey>,
     /// Running gossip, once started (at start, or after the first cluster
@@ -72,6 +89,8 @@ impl NodeState {
                 SettleGate::without_gossip()
             },
             interfaces: Vec::new(),
+            links: Vec::new(),
+            placements: BTreeMap::new(),
             failed: BTreeSet::new(),
             gossip: None,
             pod_peers: Vec::new(),
@@ -225,17 +244,67 @@ async fn report(ctx: &Context, node: &mut NodeState, change: &DecisionChange) {
 }
 
 pub fn rescan_interfaces(ctx: &Context, node: &mut NodeState) {
-    match announce_interfaces(&ctx.config.exclude) {
-        Ok(found) => {
+    match discovery::links() {
+        Ok(links) => {
+            let found = discovery::announce_interfaces_of(&links, &ctx.config.exclude);
             if found != node.interfaces {
                 let names: Vec<&str> = found.iter().map(|i| i.name.as_str()).collect();
                 info!("announcing on interfaces: {}", names.join(", "));
             }
+            node.placements = placements(&found, &links, &node.placements);
             node.interfaces = found;
+            node.links = links;
         }
         // Keep the last good list: a failed scan must not withdraw anything.
         Err(e) => ctx.report_error("listing interfaces", &e),
     }
+}
+
+/// Where each of `interfaces` is answered, logging each placement that is
+/// new or changed since `before`: a VLAN device's parent once, each fallback
+/// to the VLAN device itself as a warning with its reason.
+fn placements(
+    interfaces: &[Interface],
+    links: &[Link],
+    before: &BTreeMap<u32, Placement>,
+) -> BTreeMap<u32, Placement> {
+    let strips_tags = |link: &Link| {
+        offload::strips_vlan_tags(&link.name).unwrap_or_else(|e| {
+            // Unknown counts as stripping: never answer a stripped-tag
+            // request untagged.
+            warn!(
+                "cannot tell whether {} strips VLAN tags ({e}); assuming it does",
+                link.name
+            );
+            true
+        })
+    };
+    let mut placed = BTreeMap::new();
+    for interface in interfaces {
+        let placement = vlan::place(interface, links, strips_tags);
+        if placement.attach == *interface && placement.fallback.is_none() {
+            continue;
+        }
+        if before.get(&interface.index) != Some(&placement) {
+            match &placement.fallback {
+                Some(reason) => warn!(
+                    interface = interface.name,
+                    "VLAN interface {}: answering on it in generic mode, untagged, not on its \
+                     parent: {reason}",
+                    interface.name
+                ),
+                None => info!(
+                    interface = interface.name,
+                    "VLAN interface {}: answering on {} for requests tagged {}",
+                    interface.name,
+                    placement.attach.name,
+                    vlan::describe(placement.vlan)
+                ),
+            }
+        }
+        placed.insert(interface.index, placement);
+    }
+    placed
 }
 
 /// Brings the maps to exactly what this node owns, on the interfaces it
@@ -269,9 +338,16 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
     }
     let _busy = health.busy();
     let mut attach_failed = None;
-    for name in desired
+    // VLAN devices answering on themselves (a fallback) offer generic mode only.
+    let generic_only: BTreeSet<u32> = node
+        .placements
+        .values()
+        .filter(|p| p.fallback.is_some())
+        .map(|p| p.attach.index)
+        .collect();
+    for (name, index) in desired
         .iter()
-        .map(|d| d.interface.name.clone())
+        .map(|d| (d.interface.name.clone(), d.interface.index))
         .collect::<BTreeSet<_>>()
     {
         // Attached (or re-attached, which replaces an adopted program
@@ -280,7 +356,12 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
         if ownership.holds(&name) {
             continue;
         }
-        match ownership.attach(&name) {
+        let attached = if generic_only.contains(&index) {
+            ownership.attach_in(&name, AttachMode::Generic)
+        } else {
+            ownership.attach(&name)
+        };
+        match attached {
             Ok(()) => {}
             Err(e) => {
                 ctx.report_error(&format!("attaching XDP to {name}"), &e);
@@ -295,15 +376,20 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
             return;
         }
     };
-    ctx.sync_groups(&report);
+    ctx.sync_groups(&report, &node.placements);
     if !report.removed.is_empty() {
         // The node that takes a released IP over announces it, and our
         // entry may have seen that before it went.
         let until = std::time::Instant::now() + RELEASE_QUIET;
         let mut ownership = ctx.ownership.lock().unwrap_or_else(|p| p.into_inner());
-        for (ip, _) in &report.removed {
+        for (ip, _, _) in &report.removed {
             ownership.expect_claims(*ip, until);
         }
+    }
+    let attached: BTreeSet<u32> = desired.iter().map(|d| d.interface.index).collect();
+    let slaves = bonds::slaves_of(&node.links, &attached);
+    if let Err(e) = bond_slaves::apply(&mut ctx.maps, &slaves) {
+        ctx.report_error("updating the bond slave map", &e);
     }
     match attach_failed {
         Some(e) => ctx.metrics.diagnostics.raise(MAPS, &e),
@@ -320,11 +406,18 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
         }
     }
     let transitions = node.answering.update(&report);
-    for (ip, interface) in &transitions.gained {
-        ctx.announcer.gained(*ip, interface);
+    for (ip, interface, vlan) in &transitions.gained {
+        ctx.announcer
+            .gained(*ip, &announce_device(node, interface, *vlan));
     }
-    for (ip, ifindex) in report.removed.iter().chain(&transitions.lost) {
-        ctx.announcer.lost(*ip, *ifindex);
+    for (ip, ifindex, vlan) in report.removed.iter().chain(&transitions.lost) {
+        let device = Interface {
+            name: String::new(),
+            index: *ifindex,
+            mac: [0; 6],
+        };
+        ctx.announcer
+            .lost(*ip, announce_device(node, &device, *vlan).index);
     }
     for (ip, why) in &report.failed {
         let e = Error::Bpf {
@@ -335,25 +428,60 @@ pub async fn sync(ctx: &mut Context, node: &mut NodeState) {
     }
 }
 
+/// Where gratuitous announcements for a VIP answered on `attached` behind
+/// `vlan` go out: the VLAN device it was announced on, so that the kernel
+/// tags them; the interface itself for an untagged VIP.
+fn announce_device(node: &NodeState, attached: &Interface, vlan: VlanPath) -> Interface {
+    if vlan.is_untagged() {
+        return attached.clone();
+    }
+    node.placements
+        .iter()
+        .find(|(_, p)| p.attach.index == attached.index && p.vlan == vlan)
+        .and_then(|(device, _)| node.interfaces.iter().find(|i| i.index == *device))
+        .cloned()
+        .unwrap_or_else(|| attached.clone())
+}
+
 /// The (VIP, interface) pairs to program, and the owned IPs none of
 /// whose interfaces exist here.
 fn desired(node: &NodeState) -> (Vec<sync::DesiredVip>, Vec<(IpAddr, OwnedIp)>) {
+    place_owned(node.reconciler.owned(), &node.interfaces, &node.placements)
+}
+
+/// [`desired`] from its parts: each owned IP on each of its announce
+/// interfaces, moved to where that interface is answered (a VLAN device's
+/// parent, behind its tags).
+fn place_owned(
+    owned: &BTreeMap<IpAddr, OwnedIp>,
+    announce: &[Interface],
+    placements: &BTreeMap<u32, Placement>,
+) -> (Vec<sync::DesiredVip>, Vec<(IpAddr, OwnedIp)>) {
     let mut desired = Vec::new();
     let mut unplaceable = Vec::new();
-    for (ip, entry) in node.reconciler.owned() {
+    for (ip, entry) in owned {
         let named = match &entry.interfaces {
             InterfaceSelection::All => None,
             InterfaceSelection::Named(names) => Some(names),
         };
-        let chosen = interfaces::select(&node.interfaces, named);
+        let chosen = interfaces::select(announce, named);
         if chosen.is_empty() {
             unplaceable.push((*ip, entry.clone()));
         }
-        desired.extend(chosen.into_iter().map(|interface| sync::DesiredVip {
-            address: *ip,
-            interface,
-            vlan: speaker_common::VlanPath::UNTAGGED,
-        }));
+        desired.extend(chosen.into_iter().map(
+            |interface| match placements.get(&interface.index) {
+                Some(placement) => sync::DesiredVip {
+                    address: *ip,
+                    interface: placement.attach.clone(),
+                    vlan: placement.vlan,
+                },
+                None => sync::DesiredVip {
+                    address: *ip,
+                    interface,
+                    vlan: VlanPath::UNTAGGED,
+                },
+            },
+        ));
     }
     (desired, unplaceable)
 }
@@ -404,5 +532,89 @@ pub fn ip_conflict(ctx: &Context, node: &NodeState, conflict: &NewConflict) {
     );
     for service in &owned.services {
         status.ip_conflict(service, note.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interface(name: &str, index: u32, mac_tail: u8) -> Interface {
+        Interface {
+            name: name.into(),
+            index,
+            mac: [0x02, 0, 0, 0, 0, mac_tail],
+        }
+    }
+
+    #[test]
+    fn a_vip_on_a_vlan_device_is_programmed_on_its_parent_behind_its_tag() {
+        let eth0 = interface("eth0", 2, 0x02);
+        let eth0_100 = interface("eth0.100", 5, 0x05);
+        let eth0_200 = interface("eth0.200", 6, 0x06);
+        let announce = [eth0.clone(), eth0_100.clone(), eth0_200.clone()];
+        let tag_100 = VlanPath::single(100, false);
+        let placements: BTreeMap<u32, Placement> = [
+            (
+                5,
+                Placement {
+                    attach: Interface {
+                        mac: eth0_100.mac,
+                        ..eth0.clone()
+                    },
+                    vlan: tag_100,
+                    fallback: None,
+                },
+            ),
+            (
+                6,
+                Placement {
+                    attach: eth0_200.clone(),
+                    vlan: VlanPath::UNTAGGED,
+                    fallback: Some(vlan::Fallback::ParentStripsTags {
+                        parent: "eth0".into(),
+                    }),
+                },
+            ),
+        ]
+        .into();
+        let ip: IpAddr = "192.0.2.100".parse().unwrap();
+        let listed = |names: &[&str]| OwnedIp {
+            services: BTreeSet::new(),
+            interfaces: InterfaceSelection::Named(names.iter().map(|n| n.to_string()).collect()),
+        };
+        let placed = |owned: OwnedIp| {
+            let (desired, unplaceable) = place_owned(&[(ip, owned)].into(), &announce, &placements);
+            assert!(unplaceable.is_empty());
+            desired
+                .into_iter()
+                .map(|d| {
+                    (
+                        d.interface.name,
+                        d.interface.index,
+                        d.interface.mac[5],
+                        d.vlan,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        // Parent's index and name, the VLAN device's MAC, the tag.
+        assert_eq!(
+            placed(listed(&["eth0.100"])),
+            [("eth0".to_owned(), 2, 0x05, tag_100)]
+        );
+        // All interfaces: untagged on eth0 and tagged on eth0 are two entries;
+        // the fallback answers on eth0.200 itself, untagged.
+        assert_eq!(
+            placed(OwnedIp {
+                services: BTreeSet::new(),
+                interfaces: InterfaceSelection::All,
+            }),
+            [
+                ("eth0".to_owned(), 2, 0x02, VlanPath::UNTAGGED),
+                ("eth0".to_owned(), 2, 0x05, tag_100),
+                ("eth0.200".to_owned(), 6, 0x06, VlanPath::UNTAGGED),
+            ]
+        );
     }
 }

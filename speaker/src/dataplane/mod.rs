@@ -2,6 +2,7 @@
 //! interfaces, and the pinned maps that carry VIPs, counters and the
 //! heartbeat. Everything that talks to the BPF syscall lives below here.
 
+pub mod bond_slaves;
 pub mod capabilities;
 pub mod clock;
 pub mod conflicts;

@@ -86,6 +86,8 @@ struct HeldLink {
     link: FdLink,
     /// The kernel's id of the link, to tell our pin from another one.
     id: u32,
+    /// The mode it was attached in, to attach it again the same way.
+    mode: AttachMode,
 }
 
 /// [`Ownership`] shared by the daemon, its check task and `/metrics`.
@@ -191,16 +193,16 @@ impl Ownership {
     /// Attaches the responder to `interface` (replacing the program of a
     /// pinned link, if any) and holds the link.
     pub fn attach(&mut self, interface: &str) -> Result<()> {
-        let (_, link) = attach_from(
-            &mut self.object,
-            &self.pins,
-            interface,
-            self.mode,
-            RESPONDER,
-        )?;
+        self.attach_in(interface, self.mode)
+    }
+
+    /// [`Self::attach`] in `mode` rather than the configured one: a VLAN
+    /// device offers generic mode only (`interfaces::vlan`).
+    pub fn attach_in(&mut self, interface: &str, mode: AttachMode) -> Result<()> {
+        let (_, link) = attach_from(&mut self.object, &self.pins, interface, mode, RESPONDER)?;
         let id = link_id(&link, interface)?;
         self.links
-            .insert(interface.to_owned(), HeldLink { link, id });
+            .insert(interface.to_owned(), HeldLink { link, id, mode });
         Ok(())
     }
 
@@ -246,13 +248,13 @@ impl Ownership {
                         "data path: the XDP program is no longer attached to {interface}; \
                          attaching it again"
                     );
-                    self.links.remove(&interface);
+                    let mode = self.links.remove(&interface).map_or(self.mode, |h| h.mode);
                     if let Err(e) = fs::remove_file(self.pins.link(&interface)) {
                         if e.kind() != std::io::ErrorKind::NotFound {
                             warn!("data path: removing the stale pin of {interface}: {e}");
                         }
                     }
-                    match self.attach(&interface) {
+                    match self.attach_in(&interface, mode) {
                         Ok(()) => repaired.push((Repair::Link, interface)),
                         Err(e) => failures.push(format!("attaching to {interface}: {e}")),
                     }
@@ -343,7 +345,7 @@ impl Ownership {
         // Pinning consumes the link and gives it back pinned. Should it fail,
         // the descriptor is closed and the kernel detaches the program, so
         // attach anew at once.
-        let Some(HeldLink { link, id }) = self.links.remove(interface) else {
+        let Some(HeldLink { link, id, mode }) = self.links.remove(interface) else {
             return Ok(false);
         };
         let pinned = match link.pin(&path) {
@@ -351,7 +353,7 @@ impl Ownership {
             Err(e) => {
                 let failed = Error::bpf(format!("pinning {}", path.display()), e);
                 warn!(error = %failed, "data path: {failed}; attaching {interface} anew");
-                self.attach(interface)?;
+                self.attach_in(interface, mode)?;
                 return Err(failed);
             }
         };
@@ -360,6 +362,7 @@ impl Ownership {
             HeldLink {
                 link: FdLink::from(pinned),
                 id,
+                mode,
             },
         );
         warn!(

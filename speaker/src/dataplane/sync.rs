@@ -39,14 +39,15 @@ pub struct DesiredVip {
 /// `failed`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
-    pub added: Vec<(IpAddr, Interface)>,
+    /// Each entry with the tags it is answered behind.
+    pub added: Vec<(IpAddr, Interface, VlanPath)>,
     /// Address and interface index; the interface may be gone.
-    pub removed: Vec<(IpAddr, u32)>,
+    pub removed: Vec<(IpAddr, u32, VlanPath)>,
     /// Entries kept (with their counters) whose interface MAC changed.
-    pub updated_mac: Vec<(IpAddr, Interface)>,
+    pub updated_mac: Vec<(IpAddr, Interface, VlanPath)>,
     /// Desired entries that were already right and are kept as they are
     /// (adopted pins after a restart among them).
-    pub kept: Vec<(IpAddr, Interface)>,
+    pub kept: Vec<(IpAddr, Interface, VlanPath)>,
     pub unchanged: usize,
     /// Entries that could not be brought to the desired state, with why.
     pub failed: Vec<(IpAddr, String)>,
@@ -148,7 +149,7 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
                     "VIP {address}: no longer answering on {name}"
                 );
                 present.remove(&(address, ifindex, vlan));
-                report.removed.push((address, ifindex));
+                report.removed.push((address, ifindex, vlan));
                 if let IpAddr::V6(v6) = address {
                     removed_v6.push((v6, ifindex));
                 }
@@ -170,7 +171,9 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
                     interface.name,
                     interfaces::format_mac(&interface.mac)
                 );
-                report.updated_mac.push((vip.address, interface.clone()));
+                report
+                    .updated_mac
+                    .push((vip.address, interface.clone(), vip.vlan));
             }
             Err(e) => fail(&mut report, vip.address, format!("updating its MAC: {e}")),
         }
@@ -188,7 +191,9 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
                     interface.name
                 );
                 present.insert((vip.address, interface.index, vip.vlan));
-                report.added.push((vip.address, interface.clone()));
+                report
+                    .added
+                    .push((vip.address, interface.clone(), vip.vlan));
             }
             Err(e) => fail(&mut report, vip.address, format!("adding it: {e}")),
         }
@@ -197,7 +202,7 @@ pub fn apply(maps: &mut DataplaneMaps, desired: &[DesiredVip]) -> Result<SyncRep
     report.kept = plan
         .unchanged
         .iter()
-        .map(|vip| (vip.address, vip.interface.clone()))
+        .map(|vip| (vip.address, vip.interface.clone(), vip.vlan))
         .collect();
 
     // Every desired IPv6 VIP in the maps gets its group joined, not only the

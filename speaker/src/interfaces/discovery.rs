@@ -23,7 +23,7 @@ use std::{collections::BTreeSet, fmt};
 use regex::RegexSet;
 use tracing::debug;
 
-pub use super::netlink::{Link, XdpAttachment};
+pub use super::netlink::{Link, VlanTag, XdpAttachment};
 use super::{netlink, Interface};
 use crate::error::{Error, Result};
 
@@ -198,14 +198,19 @@ pub fn links() -> Result<Vec<Link>> {
 
 /// The interfaces to announce on, in index order (see the module comment).
 pub fn announce_interfaces(exclude: &ExcludeList) -> Result<Vec<Interface>> {
+    Ok(announce_interfaces_of(&links()?, exclude))
+}
+
+/// [`announce_interfaces`] of an already made list of links.
+pub fn announce_interfaces_of(links: &[Link], exclude: &ExcludeList) -> Vec<Interface> {
     let mut announced = Vec::new();
-    for link in links()? {
-        match classify(&link, exclude) {
+    for link in links {
+        match classify(link, exclude) {
             Ok(interface) => announced.push(interface),
             Err(reason) => debug!("not announcing on {}: {reason}", link.name),
         }
     }
-    Ok(announced)
+    announced
 }
 
 /// Narrows `interfaces` (the announce list) to an L2Advertisement's
@@ -242,8 +247,7 @@ mod tests {
             name: name.into(),
             flags,
             mac: Some(MAC),
-            master: None,
-            xdp: Default::default(),
+            ..Link::default()
         }
     }
 

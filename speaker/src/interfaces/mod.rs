@@ -7,8 +7,11 @@
 //! thread, never through /sys, whose view is that of the namespace it was
 //! mounted from.
 
+pub mod bonds;
 pub mod discovery;
 mod netlink;
+pub mod offload;
+pub mod vlan;
 pub mod watch;
 
 use std::ffi::CString;
@@ -100,14 +103,7 @@ pub fn set_multicast_mac(interface: &str, mac: [u8; 6], join: bool) -> Result<()
         None,
     )
     .map_err(|e| Error::io("opening a socket for SIOCADDMULTI", e.into()))?;
-    // SAFETY: ifreq is plain data; all-zero is a valid value.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    if interface.len() >= request.ifr_name.len() {
-        return Err(Error::UnknownInterface(interface.to_owned()));
-    }
-    for (dst, src) in request.ifr_name.iter_mut().zip(interface.bytes()) {
-        *dst = src as libc::c_char;
-    }
+    let mut request = ifreq_named(interface)?;
     // SAFETY: writing the sockaddr member of the union.
     unsafe {
         request.ifr_ifru.ifru_hwaddr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
@@ -134,4 +130,17 @@ pub fn set_multicast_mac(interface: &str, mac: [u8; 6], join: bool) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// An all-zero `ifreq` naming `interface`, for interface ioctls.
+fn ifreq_named(interface: &str) -> Result<libc::ifreq> {
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    if interface.len() >= request.ifr_name.len() {
+        return Err(Error::UnknownInterface(interface.to_owned()));
+    }
+    for (dst, src) in request.ifr_name.iter_mut().zip(interface.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    Ok(request)
 }

@@ -1,80 +1,34 @@
-//! The little of rtnetlink (`include/uapi/linux/{netlink,rtnetlink,if_link}.h`)
-//! the interface code needs: a dump of every link with its flags, MAC and
-//! master, and a socket subscribed to link notifications.
+//! Links as rtnetlink describes them, through rust-netlink's
+//! `netlink-packet-route` (message types) and `netlink-sys` (the socket): a
+//! dump of every link with its flags, MAC, master, kind and VLAN data, and a
+//! socket subscribed to link notifications.
 //!
-//! Netlink rather than /sys or getifaddrs(3): one dump carries the flags, the
-//! MAC and the master of every link in one consistent snapshot (glibc's
-//! getifaddrs is this same dump, minus IFLA_MASTER), and a netlink socket
-//! answers for the network namespace of the thread that opened it, whereas
-//! /sys shows the namespace it was mounted in.
+//! Netlink rather than /sys or getifaddrs(3): one dump carries all of it for
+//! every link in one consistent snapshot (glibc's getifaddrs is this same
+//! dump, minus IFLA_MASTER and IFLA_LINKINFO), and a netlink socket answers
+//! for the network namespace of the thread that opened it, whereas /sys shows
+//! the namespace it was mounted in.
+//!
+//! rtnetlink's `Connection` is not used: it needs a Tokio runtime, and link
+//! dumps are also made from plain threads (inside setns(2) in the labs) and
+//! from synchronous code running on runtime threads, where blocking on a
+//! second runtime would panic. A plain socket created by the calling thread
+//! keeps the namespace rule of [`super`] obvious.
 
-use std::{
-    io,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+use std::io;
+
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLM_F_REQUEST,
 };
-
-use nix::sys::socket::{
-    self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+use netlink_packet_route::{
+    link::{
+        InfoData, InfoKind, InfoVlan, LinkAttribute, LinkInfo, LinkMessage, LinkXdp, VlanProtocol,
+        XdpAttached,
+    },
+    RouteNetlinkMessage,
 };
-
-/// Byte offsets of the three headers we read and write, in host byte order
-/// like everything on a netlink socket.
-mod field {
-    use std::ops::Range;
-
-    // struct nlmsghdr
-    pub const NLMSG_LEN: Range<usize> = 0..4;
-    pub const NLMSG_TYPE: Range<usize> = 4..6;
-    pub const NLMSG_FLAGS: Range<usize> = 6..8;
-    pub const NLMSG_SEQ: Range<usize> = 8..12;
-    pub const NLMSG_HEADER_LEN: usize = 16;
-
-    // struct ifinfomsg (ifi_family at 0 stays AF_UNSPEC in requests)
-    pub const IFI_INDEX: Range<usize> = 4..8;
-    pub const IFI_FLAGS: Range<usize> = 8..12;
-    pub const IFINFO_LEN: usize = 16;
-
-    // struct rtattr
-    pub const RTA_LEN: Range<usize> = 0..2;
-    pub const RTA_TYPE: Range<usize> = 2..4;
-    pub const RTA_HEADER_LEN: usize = 4;
-
-    // struct nlmsgerr: the negative errno comes first
-    pub const NLMSGERR_ERROR: Range<usize> = 0..4;
-
-    /// Messages and attributes start on 4-byte boundaries (NLMSG_ALIGN, RTA_ALIGN).
-    pub const ALIGN: usize = 4;
-}
-
-/// Message types (nlmsghdr.nlmsg_type).
-mod kind {
-    pub const NLMSG_ERROR: u16 = 2;
-    pub const NLMSG_DONE: u16 = 3;
-    pub const RTM_NEWLINK: u16 = 16;
-    pub const RTM_GETLINK: u16 = 18;
-}
-
-/// Message flags (nlmsghdr.nlmsg_flags).
-mod flag {
-    pub const NLM_F_REQUEST: u16 = 0x1;
-    /// The dump saw the table change under it; its parts may disagree.
-    pub const NLM_F_DUMP_INTR: u16 = 0x10;
-    /// NLM_F_ROOT | NLM_F_MATCH.
-    pub const NLM_F_DUMP: u16 = 0x300;
-}
-
-/// Link attributes (rtattr.rta_type after RTM_NEWLINK's ifinfomsg).
-mod attr {
-    pub const IFLA_ADDRESS: u16 = 1;
-    pub const IFLA_IFNAME: u16 = 3;
-    pub const IFLA_MASTER: u16 = 10;
-    /// Nested; holds IFLA_XDP_ATTACHED.
-    pub const IFLA_XDP: u16 = 43;
-    /// Inside IFLA_XDP: one byte, `XDP_ATTACHED_*`.
-    pub const IFLA_XDP_ATTACHED: u16 = 2;
-    /// Strips NLA_F_NESTED and NLA_F_NET_BYTEORDER.
-    pub const TYPE_MASK: u16 = 0x3fff;
-}
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 /// Multicast groups (the legacy RTMGRP_* bit mask bound at `bind`).
 pub(super) mod group {
@@ -89,7 +43,7 @@ pub(super) const RECEIVE_BUFFER: usize = 64 * 1024;
 const DUMP_ATTEMPTS: usize = 5;
 
 /// A link as one RTM_NEWLINK message describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Link {
     pub index: u32,
     pub name: String,
@@ -97,10 +51,33 @@ pub struct Link {
     pub flags: u32,
     /// The link-layer address when it is six bytes long (Ethernet-like).
     pub mac: Option<[u8; 6]>,
-    /// The bond or bridge this link is a port of.
+    /// The bond or bridge this link is a port of (`IFLA_MASTER`).
     pub master: Option<u32>,
     /// How an XDP program is attached, if one is.
     pub xdp: XdpAttachment,
+    /// The driver kind (`IFLA_INFO_KIND`: "bond", "bridge", "vlan", "veth"…);
+    /// `None` for physical NICs, which carry no link info.
+    pub kind: Option<String>,
+    /// The link this one is stacked on (`IFLA_LINK`): a VLAN device's parent.
+    /// For other kinds it may name a link of another namespace (a veth's
+    /// peer), so it is only read for VLAN devices.
+    pub parent: Option<u32>,
+    /// The tag of a VLAN device (`IFLA_VLAN_ID`, `IFLA_VLAN_PROTOCOL`).
+    pub vlan: Option<VlanTag>,
+}
+
+/// The tag a VLAN device adds and strips.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VlanTag {
+    pub vid: u16,
+    /// TPID 0x88a8 (802.1ad service tag) rather than 0x8100.
+    pub ad: bool,
+}
+
+impl Link {
+    pub fn is_bond(&self) -> bool {
+        self.kind.as_deref() == Some("bond")
+    }
 }
 
 /// `XDP_ATTACHED_*` (include/uapi/linux/if_link.h): where the kernel runs
@@ -120,12 +97,12 @@ pub enum XdpAttachment {
 }
 
 impl XdpAttachment {
-    fn from_kernel(value: u8) -> XdpAttachment {
+    fn from_kernel(value: &XdpAttached) -> XdpAttachment {
         match value {
-            1 => XdpAttachment::Native,
-            2 => XdpAttachment::Generic,
-            3 => XdpAttachment::Offloaded,
-            4 => XdpAttachment::Multiple,
+            XdpAttached::Driver => XdpAttachment::Native,
+            XdpAttached::SocketBuffer => XdpAttachment::Generic,
+            XdpAttached::Hardware => XdpAttachment::Offloaded,
+            XdpAttached::Multiple => XdpAttachment::Multiple,
             _ => XdpAttachment::None,
         }
     }
@@ -142,11 +119,6 @@ impl XdpAttachment {
     }
 }
 
-/// A NETLINK_ROUTE socket of the calling thread's network namespace.
-pub(super) struct RouteSocket {
-    fd: OwnedFd,
-}
-
 /// What one receive brought.
 pub(super) enum Received {
     /// A datagram of this many bytes.
@@ -155,58 +127,29 @@ pub(super) enum Received {
     Overrun,
 }
 
-impl RouteSocket {
-    /// Opens a socket subscribed to `groups` (0: requests only).
-    pub fn open(groups: u32, nonblocking: bool) -> io::Result<Self> {
-        let mut flags = SockFlag::SOCK_CLOEXEC;
-        if nonblocking {
-            flags |= SockFlag::SOCK_NONBLOCK;
-        }
-        let fd = socket::socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            flags,
-            SockProtocol::NetlinkRoute,
-        )?;
-        // Port id 0: the kernel picks a unique one.
-        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
-        Ok(RouteSocket { fd })
-    }
-
-    fn send(&self, message: &[u8]) -> io::Result<()> {
-        let sent = socket::send(self.fd.as_raw_fd(), message, MsgFlags::empty())?;
-        if sent != message.len() {
-            return Err(io::Error::other("short netlink send"));
-        }
-        Ok(())
-    }
-
-    /// Receives one datagram into `buffer`. A non-blocking socket with
-    /// nothing queued gives `ErrorKind::WouldBlock`.
-    pub fn receive(&self, buffer: &mut [u8]) -> io::Result<Received> {
-        // MSG_TRUNC makes the kernel return the datagram's real length, so a
-        // truncated one is noticed instead of parsed short.
-        match socket::recv(self.fd.as_raw_fd(), buffer, MsgFlags::MSG_TRUNC) {
-            Ok(len) if len > buffer.len() => Err(io::Error::other(format!(
-                "a netlink message of {len} bytes does not fit the {} byte buffer",
-                buffer.len()
-            ))),
-            Ok(len) => Ok(Received::Datagram(len)),
-            Err(nix::errno::Errno::ENOBUFS) => Ok(Received::Overrun),
-            Err(e) => Err(e.into()),
-        }
-    }
+/// Opens a NETLINK_ROUTE socket of the calling thread's network namespace,
+/// subscribed to `groups` (0: requests only).
+pub(super) fn open_socket(groups: u32, nonblocking: bool) -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    // Port id 0: the kernel picks a unique one.
+    socket.bind(&SocketAddr::new(0, groups))?;
+    socket.set_non_blocking(nonblocking)?;
+    Ok(socket)
 }
 
-impl AsRawFd for RouteSocket {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-impl AsFd for RouteSocket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+/// Receives one datagram into `buffer`. A non-blocking socket with nothing
+/// queued gives `ErrorKind::WouldBlock`.
+pub(super) fn receive(socket: &Socket, buffer: &mut [u8]) -> io::Result<Received> {
+    let capacity = buffer.len();
+    // MSG_TRUNC makes the kernel return the datagram's real length, so a
+    // truncated one is noticed instead of parsed short.
+    match socket.recv(&mut &mut buffer[..], libc::MSG_TRUNC) {
+        Ok(len) if len > capacity => Err(io::Error::other(format!(
+            "a netlink message of {len} bytes does not fit the {capacity} byte buffer"
+        ))),
+        Ok(len) => Ok(Received::Datagram(len)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(Received::Overrun),
+        Err(e) => Err(e),
     }
 }
 
@@ -225,34 +168,36 @@ pub(super) fn dump_links() -> io::Result<Vec<Link>> {
 /// One RTM_GETLINK dump; `None` when the kernel flagged it interrupted.
 fn dump_once() -> io::Result<Option<Vec<Link>>> {
     const SEQ: u32 = 1;
-    let socket = RouteSocket::open(0, false)?;
-    socket.send(&getlink_request(SEQ))?;
+    let socket = open_socket(0, false)?;
+    let request = getlink_request(SEQ);
+    if socket.send(&request, 0)? != request.len() {
+        return Err(io::Error::other("short netlink send"));
+    }
     let mut buffer = vec![0u8; RECEIVE_BUFFER];
     let mut links = Vec::new();
     let mut interrupted = false;
     loop {
-        let len = match socket.receive(&mut buffer)? {
+        let len = match receive(&socket, &mut buffer)? {
             Received::Datagram(len) => len,
             // Only multicast delivery overruns; this socket joined no group.
             Received::Overrun => continue,
         };
         for message in messages(&buffer[..len]) {
-            if message.seq != SEQ {
+            let message = message?;
+            if message.header.sequence_number != SEQ {
                 continue;
             }
-            interrupted |= message.flags & flag::NLM_F_DUMP_INTR != 0;
-            match message.kind {
-                kind::NLMSG_DONE => return Ok((!interrupted).then_some(links)),
-                kind::NLMSG_ERROR => {
-                    let errno = message
-                        .payload
-                        .get(field::NLMSGERR_ERROR)
-                        .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap()));
-                    if errno != 0 {
-                        return Err(io::Error::from_raw_os_error(-errno));
+            interrupted |= message.header.flags & NLM_F_DUMP_INTR != 0;
+            match message.payload {
+                NetlinkPayload::Done(_) => return Ok((!interrupted).then_some(links)),
+                NetlinkPayload::Error(error) => {
+                    if let Some(code) = error.code {
+                        return Err(io::Error::from_raw_os_error(-code.get()));
                     }
                 }
-                kind::RTM_NEWLINK => links.extend(parse_link(message.payload)),
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                    links.extend(link_of(&link));
+                }
                 _ => {}
             }
         }
@@ -260,162 +205,213 @@ fn dump_once() -> io::Result<Option<Vec<Link>>> {
 }
 
 /// RTM_GETLINK with NLM_F_DUMP: every link, in every family.
-fn getlink_request(seq: u32) -> [u8; field::NLMSG_HEADER_LEN + field::IFINFO_LEN] {
-    let mut request = [0u8; field::NLMSG_HEADER_LEN + field::IFINFO_LEN];
-    let len = request.len() as u32;
-    request[field::NLMSG_LEN].copy_from_slice(&len.to_ne_bytes());
-    request[field::NLMSG_TYPE].copy_from_slice(&kind::RTM_GETLINK.to_ne_bytes());
-    request[field::NLMSG_FLAGS]
-        .copy_from_slice(&(flag::NLM_F_REQUEST | flag::NLM_F_DUMP).to_ne_bytes());
-    request[field::NLMSG_SEQ].copy_from_slice(&seq.to_ne_bytes());
+fn getlink_request(seq: u32) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = seq;
+    let mut message = NetlinkMessage::new(
+        header,
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::GetLink(LinkMessage::default())),
+    );
+    message.finalize();
+    let mut request = vec![0u8; message.buffer_len()];
+    message.serialize(&mut request);
     request
 }
 
-/// One netlink message of a datagram.
-pub(super) struct Message<'a> {
-    pub kind: u16,
-    pub flags: u16,
-    pub seq: u32,
-    pub payload: &'a [u8],
-}
-
-fn u16_at(bytes: &[u8], range: std::ops::Range<usize>) -> Option<u16> {
-    Some(u16::from_ne_bytes(bytes.get(range)?.try_into().ok()?))
-}
-
-fn u32_at(bytes: &[u8], range: std::ops::Range<usize>) -> Option<u32> {
-    Some(u32::from_ne_bytes(bytes.get(range)?.try_into().ok()?))
-}
-
-fn align(len: usize) -> usize {
-    len.div_ceil(field::ALIGN) * field::ALIGN
-}
-
-/// The messages of one datagram; stops at the first malformed header.
-pub(super) fn messages(datagram: &[u8]) -> impl Iterator<Item = Message<'_>> {
+/// The messages of one datagram. A message that does not parse ends the
+/// datagram with an error: its length field cannot be trusted to find the
+/// next one.
+fn messages(
+    datagram: &[u8],
+) -> impl Iterator<Item = io::Result<NetlinkMessage<RouteNetlinkMessage>>> + '_ {
     let mut rest = datagram;
     std::iter::from_fn(move || {
-        let len = u32_at(rest, field::NLMSG_LEN)? as usize;
-        if len < field::NLMSG_HEADER_LEN || len > rest.len() {
+        if rest.is_empty() {
             return None;
         }
-        let message = Message {
-            kind: u16_at(rest, field::NLMSG_TYPE)?,
-            flags: u16_at(rest, field::NLMSG_FLAGS)?,
-            seq: u32_at(rest, field::NLMSG_SEQ)?,
-            payload: &rest[field::NLMSG_HEADER_LEN..len],
-        };
-        rest = rest.get(align(len)..).unwrap_or_default();
-        Some(message)
-    })
-}
-
-/// The attributes after a fixed header; stops at the first malformed one.
-fn attributes(mut rest: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        let len = u16_at(rest, field::RTA_LEN)? as usize;
-        if len < field::RTA_HEADER_LEN || len > rest.len() {
-            return None;
-        }
-        let kind = u16_at(rest, field::RTA_TYPE)? & attr::TYPE_MASK;
-        let value = &rest[field::RTA_HEADER_LEN..len];
-        rest = rest.get(align(len)..).unwrap_or_default();
-        Some((kind, value))
-    })
-}
-
-/// The link an RTM_NEWLINK payload describes; `None` without a name.
-fn parse_link(payload: &[u8]) -> Option<Link> {
-    if payload.len() < field::IFINFO_LEN {
-        return None;
-    }
-    let mut link = Link {
-        index: u32_at(payload, field::IFI_INDEX)?,
-        name: String::new(),
-        flags: u32_at(payload, field::IFI_FLAGS)?,
-        mac: None,
-        master: None,
-        xdp: XdpAttachment::None,
-    };
-    for (kind, value) in attributes(&payload[align(field::IFINFO_LEN)..]) {
-        match kind {
-            attr::IFLA_IFNAME => {
-                let name = value.split(|b| *b == 0).next().unwrap_or_default();
-                link.name = String::from_utf8_lossy(name).into_owned();
+        let parsed = NetlinkBuffer::new_checked(rest)
+            .map(|buffer| buffer.length() as usize)
+            .and_then(|len| {
+                let message = NetlinkMessage::deserialize(&rest[..len])?;
+                Ok((len, message))
+            });
+        match parsed {
+            Ok((len, message)) => {
+                // Messages start on 4-byte boundaries (NLMSG_ALIGN).
+                rest = rest.get(len.next_multiple_of(4)..).unwrap_or_default();
+                Some(Ok(message))
             }
-            attr::IFLA_ADDRESS => link.mac = value.try_into().ok(),
-            attr::IFLA_MASTER => link.master = u32_at(value, 0..4).filter(|&m| m != 0),
-            attr::IFLA_XDP => {
-                if let Some((_, mode)) =
-                    attributes(value).find(|(kind, _)| *kind == attr::IFLA_XDP_ATTACHED)
-                {
-                    link.xdp = XdpAttachment::from_kernel(mode.first().copied().unwrap_or(0));
+            Err(e) => {
+                rest = &[];
+                Some(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("an rtnetlink message does not parse: {e}"),
+                )))
+            }
+        }
+    })
+}
+
+/// The link an RTM_NEWLINK message describes; `None` without a name.
+pub(super) fn link_of(message: &LinkMessage) -> Option<Link> {
+    let mut link = Link {
+        index: message.header.index,
+        flags: message.header.flags.bits(),
+        ..Link::default()
+    };
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::IfName(name) => link.name = name.clone(),
+            LinkAttribute::Address(address) => link.mac = address.as_slice().try_into().ok(),
+            LinkAttribute::Controller(master) => link.master = Some(*master).filter(|&m| m != 0),
+            LinkAttribute::Link(parent) => link.parent = Some(*parent).filter(|&p| p != 0),
+            LinkAttribute::Xdp(xdp) => {
+                if let Some(attached) = xdp.iter().find_map(|x| match x {
+                    LinkXdp::Attached(attached) => Some(attached),
+                    _ => None,
+                }) {
+                    link.xdp = XdpAttachment::from_kernel(attached);
+                }
+            }
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    match info {
+                        LinkInfo::Kind(kind) => link.kind = Some(kind_name(kind)),
+                        LinkInfo::Data(InfoData::Vlan(vlan)) => link.vlan = vlan_tag(vlan),
+                        _ => {}
+                    }
                 }
             }
             _ => {}
         }
     }
+    if link.vlan.is_none() {
+        // IFLA_LINK of a veth names its peer, possibly in another namespace.
+        link.parent = None;
+    }
     (!link.name.is_empty()).then_some(link)
+}
+
+fn kind_name(kind: &InfoKind) -> String {
+    match kind {
+        InfoKind::Other(name) => name.clone(),
+        known => known.to_string(),
+    }
+}
+
+fn vlan_tag(attributes: &[InfoVlan]) -> Option<VlanTag> {
+    let vid = attributes.iter().find_map(|a| match a {
+        InfoVlan::Id(vid) => Some(*vid),
+        _ => None,
+    })?;
+    // The kernel always reports the protocol; 802.1Q is its default.
+    let ad = attributes
+        .iter()
+        .any(|a| matches!(a, InfoVlan::Protocol(VlanProtocol::Ieee8021Ad)));
+    Some(VlanTag { vid, ad })
+}
+
+/// Builders of RTM_NEWLINK messages as the kernel sends them, for tests of
+/// everything that reads links.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use netlink_packet_route::link::{LinkFlags, LinkHeader};
+
+    use super::*;
+
+    pub fn newlink(index: u32, flags: u32, attributes: Vec<LinkAttribute>) -> LinkMessage {
+        let header = LinkHeader {
+            index,
+            flags: LinkFlags::from_bits_retain(flags),
+            ..LinkHeader::default()
+        };
+        let mut message = LinkMessage::default();
+        message.header = header;
+        message.attributes = attributes;
+        message
+    }
+
+    /// `message` in a datagram, as one dump part carries it.
+    pub fn datagram(messages: &[LinkMessage], seq: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        for link in messages {
+            let mut header = NetlinkHeader::default();
+            header.sequence_number = seq;
+            let mut message = NetlinkMessage::new(
+                header,
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link.clone())),
+            );
+            message.finalize();
+            let start = out.len();
+            out.resize(start + message.buffer_len(), 0);
+            message.serialize(&mut out[start..]);
+            out.resize(out.len().next_multiple_of(4), 0);
+        }
+        out
+    }
+
+    pub fn kind(kind: InfoKind) -> LinkAttribute {
+        LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)])
+    }
+
+    pub fn vlan(parent: u32, vid: u16, protocol: VlanProtocol) -> Vec<LinkAttribute> {
+        vec![
+            LinkAttribute::Link(parent),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Vlan),
+                LinkInfo::Data(InfoData::Vlan(vec![
+                    InfoVlan::Id(vid),
+                    InfoVlan::Protocol(protocol),
+                ])),
+            ]),
+        ]
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{fixtures::*, *};
 
-    fn attribute(kind: u16, value: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&((field::RTA_HEADER_LEN + value.len()) as u16).to_ne_bytes());
-        out.extend_from_slice(&kind.to_ne_bytes());
-        out.extend_from_slice(value);
-        out.resize(align(out.len()), 0);
-        out
-    }
-
-    fn newlink(index: u32, flags: u32, attrs: &[Vec<u8>]) -> Vec<u8> {
-        let mut payload = vec![0u8; field::IFINFO_LEN];
-        payload[field::IFI_INDEX].copy_from_slice(&index.to_ne_bytes());
-        payload[field::IFI_FLAGS].copy_from_slice(&flags.to_ne_bytes());
-        for a in attrs {
-            payload.extend_from_slice(a);
-        }
-        let mut message = vec![0u8; field::NLMSG_HEADER_LEN];
-        let len = (field::NLMSG_HEADER_LEN + payload.len()) as u32;
-        message[field::NLMSG_LEN].copy_from_slice(&len.to_ne_bytes());
-        message[field::NLMSG_TYPE].copy_from_slice(&kind::RTM_NEWLINK.to_ne_bytes());
-        message[field::NLMSG_SEQ].copy_from_slice(&7u32.to_ne_bytes());
-        message.extend_from_slice(&payload);
-        message
+    fn parse(datagram: &[u8]) -> Vec<Link> {
+        messages(datagram)
+            .map(|m| m.expect("parses"))
+            .filter_map(|m| match m.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => link_of(&l),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
     fn parses_a_bridge_port() {
         let mac = [0x02, 0, 0, 0, 0, 0x01];
-        let mut datagram = newlink(
-            4,
-            0x1003,
+        let datagram = datagram(
             &[
-                attribute(attr::IFLA_IFNAME, b"port0\0"),
-                attribute(attr::IFLA_ADDRESS, &mac),
-                attribute(attr::IFLA_MASTER, &9u32.to_ne_bytes()),
-                attribute(
-                    attr::IFLA_XDP | 0x8000,
-                    &[
-                        attribute(attr::IFLA_XDP_ATTACHED, &[2]),
-                        attribute(3, &77u32.to_ne_bytes()),
-                    ]
-                    .concat(),
+                newlink(
+                    4,
+                    0x1003,
+                    vec![
+                        LinkAttribute::IfName("port0".into()),
+                        LinkAttribute::Address(mac.to_vec()),
+                        LinkAttribute::Controller(9),
+                        // A veth's IFLA_LINK is its peer: not a parent.
+                        LinkAttribute::Link(5),
+                        kind(InfoKind::Veth),
+                        LinkAttribute::Xdp(vec![
+                            LinkXdp::Attached(XdpAttached::SocketBuffer),
+                            LinkXdp::ProgId(77),
+                        ]),
+                    ],
                 ),
+                // Without a name: skipped; the next one is read.
+                newlink(5, 0, vec![]),
+                newlink(6, 0, vec![LinkAttribute::IfName("lo".into())]),
             ],
+            7,
         );
-        // A second message without a name is skipped, the third is read.
-        datagram.extend(newlink(5, 0, &[]));
-        datagram.extend(newlink(6, 0, &[attribute(attr::IFLA_IFNAME, b"lo\0")]));
-        let links: Vec<Link> = messages(&datagram)
-            .inspect(|m| assert_eq!((m.kind, m.seq), (kind::RTM_NEWLINK, 7)))
-            .filter_map(|m| parse_link(m.payload))
-            .collect();
         assert_eq!(
-            links,
+            parse(&datagram),
             [
                 Link {
                     index: 4,
@@ -424,50 +420,93 @@ mod tests {
                     mac: Some(mac),
                     master: Some(9),
                     xdp: XdpAttachment::Generic,
+                    kind: Some("veth".into()),
+                    parent: None,
+                    vlan: None,
                 },
                 Link {
                     index: 6,
                     name: "lo".into(),
-                    flags: 0,
-                    mac: None,
-                    master: None,
-                    xdp: XdpAttachment::None,
+                    ..Link::default()
                 },
             ]
         );
     }
 
     #[test]
-    fn ignores_addresses_that_are_not_ethernet() {
-        // An ipip tunnel's "link-layer address" is its IPv4 endpoint.
-        let datagram = newlink(
-            3,
-            0,
+    fn parses_bonds_and_vlan_devices() {
+        let mut eth0_100 = vlan(2, 100, VlanProtocol::Ieee8021Q);
+        eth0_100.push(LinkAttribute::IfName("eth0.100".into()));
+        let mut eth0_200 = vlan(2, 200, VlanProtocol::Ieee8021Ad);
+        eth0_200.push(LinkAttribute::IfName("eth0.200".into()));
+        let links = parse(&datagram(
             &[
-                attribute(attr::IFLA_IFNAME, b"tunl0\0"),
-                attribute(attr::IFLA_ADDRESS, &[0, 0, 0, 0]),
+                newlink(
+                    3,
+                    0,
+                    vec![LinkAttribute::IfName("bond0".into()), kind(InfoKind::Bond)],
+                ),
+                newlink(8, 0, eth0_100),
+                newlink(9, 0, eth0_200),
             ],
+            1,
+        ));
+        assert!(links[0].is_bond());
+        assert_eq!(links[0].kind.as_deref(), Some("bond"));
+        assert_eq!(
+            (links[1].parent, links[1].vlan),
+            (
+                Some(2),
+                Some(VlanTag {
+                    vid: 100,
+                    ad: false
+                })
+            )
         );
-        let link = messages(&datagram)
-            .find_map(|m| parse_link(m.payload))
-            .unwrap();
-        assert_eq!(link.mac, None);
+        assert_eq!(links[1].kind.as_deref(), Some("vlan"));
+        assert!(!links[1].is_bond());
+        assert_eq!(links[2].vlan, Some(VlanTag { vid: 200, ad: true }));
     }
 
     #[test]
-    fn stops_at_a_truncated_message() {
-        let mut datagram = newlink(4, 0, &[attribute(attr::IFLA_IFNAME, b"eth0\0")]);
-        datagram.truncate(datagram.len() - 1);
-        assert_eq!(messages(&datagram).count(), 0);
+    fn ignores_addresses_that_are_not_ethernet() {
+        // An ipip tunnel's "link-layer address" is its IPv4 endpoint.
+        let datagram = datagram(
+            &[newlink(
+                3,
+                0,
+                vec![
+                    LinkAttribute::IfName("tunl0".into()),
+                    LinkAttribute::Address(vec![0, 0, 0, 0]),
+                ],
+            )],
+            1,
+        );
+        assert_eq!(parse(&datagram)[0].mac, None);
+    }
+
+    #[test]
+    fn a_truncated_message_is_an_error_not_a_short_list() {
+        let mut datagram = datagram(
+            &[newlink(4, 0, vec![LinkAttribute::IfName("eth0".into())])],
+            1,
+        );
+        datagram.truncate(datagram.len() - 4);
+        let parsed: Vec<_> = messages(&datagram).collect();
+        assert_eq!(parsed.len(), 1);
+        let error = parsed[0].as_ref().unwrap_err().to_string();
+        assert!(error.contains("does not parse"), "{error}");
         assert_eq!(messages(&[]).count(), 0);
     }
 
     #[test]
     fn builds_the_dump_request() {
         let request = getlink_request(3);
-        assert_eq!(u32_at(&request, field::NLMSG_LEN), Some(32));
-        assert_eq!(u16_at(&request, field::NLMSG_TYPE), Some(kind::RTM_GETLINK));
-        assert_eq!(u16_at(&request, field::NLMSG_FLAGS), Some(0x301));
-        assert_eq!(u32_at(&request, field::NLMSG_SEQ), Some(3));
+        let header = NetlinkBuffer::new_checked(&request[..]).unwrap();
+        assert_eq!(header.length() as usize, request.len());
+        assert_eq!(header.length(), 32, "nlmsghdr + ifinfomsg");
+        assert_eq!(header.message_type(), 18, "RTM_GETLINK");
+        assert_eq!(header.flags(), 0x301, "NLM_F_REQUEST | NLM_F_DUMP");
+        assert_eq!(header.sequence_number(), 3);
     }
 }

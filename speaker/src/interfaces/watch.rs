@@ -12,7 +12,9 @@ use std::{io, time::Duration};
 
 use tokio::io::{unix::AsyncFd, Interest};
 
-use super::netlink::{group, Received, RouteSocket, RECEIVE_BUFFER};
+use netlink_sys::Socket;
+
+use super::netlink::{self, group, Received, RECEIVE_BUFFER};
 use crate::error::{Error, Result};
 
 /// How long a burst of notifications is given to arrive before it counts as
@@ -22,7 +24,7 @@ pub const SETTLE: Duration = Duration::from_millis(50);
 
 /// Link notifications of the network namespace that created it.
 pub struct LinkWatcher {
-    socket: AsyncFd<RouteSocket>,
+    socket: AsyncFd<Socket>,
     buffer: Vec<u8>,
     /// A notification was taken but `changed` has not returned for it yet
     /// (its future was dropped while settling).
@@ -34,7 +36,7 @@ impl LinkWatcher {
     /// namespace. Must run inside a Tokio runtime. Create it before the first
     /// scan, so that no change between the scan and the subscription is lost.
     pub fn new() -> Result<Self> {
-        let socket = RouteSocket::open(group::RTMGRP_LINK, true)
+        let socket = netlink::open_socket(group::RTMGRP_LINK, true)
             .map_err(|e| Error::io("opening a netlink socket for link notifications", e))?;
         // SAFETY: the socket owns its descriptor, never replaces it, and
         // closes it only when dropped, with the AsyncFd.
@@ -77,7 +79,7 @@ impl LinkWatcher {
                 .map_err(|e| Error::io("waiting for link notifications", e))?;
             // try_io clears the readiness only when the receive would block,
             // so nothing already queued is ever waited past.
-            match ready.try_io(|socket| socket.get_ref().receive(buffer)) {
+            match ready.try_io(|socket| netlink::receive(socket.get_ref(), buffer)) {
                 Ok(Ok(Received::Datagram(_) | Received::Overrun)) => return Ok(()),
                 Ok(Err(e)) => return Err(Error::io("reading link notifications", e)),
                 Err(_would_block) => continue,
@@ -88,7 +90,7 @@ impl LinkWatcher {
     /// Takes every queued notification without waiting.
     fn drain(&mut self) -> Result<()> {
         loop {
-            match self.socket.get_ref().receive(&mut self.buffer) {
+            match netlink::receive(self.socket.get_ref(), &mut self.buffer) {
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(Error::io("reading link notifications", e)),
