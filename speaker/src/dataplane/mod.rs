@@ -7,6 +7,7 @@ pub mod clock;
 pub mod conflicts;
 pub mod ebpf_log;
 mod maps;
+mod migrate;
 pub mod operator;
 pub mod ownership;
 mod pins;
@@ -74,33 +75,43 @@ impl Object {
         let log_level = ebpf_log::level_in_force();
         let mut loader = EbpfLoader::new();
         loader.override_global(ebpf_log::LEVEL_GLOBAL, &log_level, true);
-        let paths: Vec<_> = match pins {
+        let (paths, plan) = match pins {
             Some(pins) => {
                 pins.create()?;
                 // The log ring buffer is pinned too: every load (the held
                 // object, each attach) then writes to the one buffer the
                 // daemon reads.
-                let paths: Vec<_> = map_names::ALL
+                let names: Vec<&str> = map_names::ALL
                     .iter()
-                    .chain([&ebpf_log::RING_BUFFER])
-                    .map(|name| (*name, pins.map(name)))
+                    .copied()
+                    .chain([ebpf_log::RING_BUFFER])
                     .collect();
+                let paths: Vec<_> = names.iter().map(|name| (*name, pins.map(name))).collect();
                 // aya pins a new map where the pinned one cannot be opened,
                 // which fails with EEXIST on anything else in the way.
                 for (_, path) in &paths {
                     clear_foreign(path, PinKind::Map)?;
                 }
-                paths
+                let declared = migrate::declared_shapes(OBJECT)?;
+                let plan = migrate::Plan::read(pins, &names, &declared)?;
+                (paths, Some(plan))
             }
-            None => Vec::new(),
+            None => (Vec::new(), None),
         };
         for (name, path) in &paths {
-            loader.map_pin_path(name, path.as_path());
+            // A pinned map of another shape is migrated into a fresh one.
+            if plan.as_ref().is_none_or(|plan| plan.keeps_pin(name)) {
+                loader.map_pin_path(name, path.as_path());
+            }
         }
-        let ebpf = loader
+        let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| Error::bpf("loading the eBPF object", e))?;
-        if let Some(pins) = pins {
+        if let (Some(pins), Some(plan)) = (pins, plan) {
+            if plan.migrates() {
+                plan.apply(&mut ebpf, pins)?;
+            }
+            migrate::record_version(pins)?;
             // VIPs pinned by a speaker without the filter must not be
             // skipped by this program.
             DataplaneMaps::from_pins(pins)?.ensure_filter()?;
