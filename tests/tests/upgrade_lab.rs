@@ -52,8 +52,10 @@ static PREVIOUS_RELEASE: &[u8] = aya::include_bytes_aligned!(concat!(
     "/fixtures/speaker-ebpf-layout2.o"
 ));
 
-/// The maps the previous release pinned (it had no BOND_SLAVES or LAYOUT).
-const PREVIOUS_MAPS: [&str; 8] = [
+/// The maps the previous release pinned (it had no BOND_SLAVES or LAYOUT),
+/// its log ring buffer included.
+const PREVIOUS_MAPS: [&str; 9] = [
+    "AYA_LOGS",
     map_names::VIPS_V4,
     map_names::VIPS_V6,
     map_names::VIP_ANSWERED,

@@ -10,9 +10,9 @@
 //!    of the new shape ([`Plan::keeps_pin`]).
 //! 3. [`Plan::apply`]: what answering needs (VIPs with their slots, the
 //!    dead-man switch, bond slaves, the filter bits) is copied into them;
-//!    every pinned link whose program uses an old map is switched to this
-//!    object's program of the same name with `bpf_link_update` (atomic: the
-//!    old program answers until the new one does); the counters, final once
+//!    every pinned link running a program of this object's name is switched
+//!    to this object's program with `bpf_link_update` (atomic: the old
+//!    program answers until the new one does); the counters, final once
 //!    no program writes the old maps, are added into the new ones; the new
 //!    maps are pinned under a temporary name and renamed over the old pins
 //!    (`rename(2)` replaces a pin atomically on bpffs).
@@ -215,6 +215,8 @@ enum Fate {
 pub struct Plan {
     fates: BTreeMap<String, Fate>,
     found_version: String,
+    /// The pinned `LAYOUT` value, when there is one.
+    pinned_version: Option<u32>,
 }
 
 impl Plan {
@@ -266,6 +268,7 @@ impl Plan {
         Ok(Plan {
             fates,
             found_version,
+            pinned_version: pinned_version(pins),
         })
     }
 
@@ -283,6 +286,22 @@ impl Plan {
         self.fates
             .values()
             .any(|f| matches!(f, Fate::Migrate { .. } | Fate::Replace { .. }))
+    }
+
+    /// Logs maps adopted as they are under another version (pinned before
+    /// versioning, or by a speaker whose layout differs only in meaning this
+    /// one has no conversion for): nothing to migrate, `LAYOUT` is updated.
+    pub fn note_adopted(&self, pins: &PinDir) {
+        let pinned_any = self.fates.values().any(|f| matches!(f, Fate::Adopt));
+        if pinned_any && !self.migrates() && self.pinned_version != Some(LAYOUT_VERSION) {
+            info!(
+                event = "layoutAdopted",
+                dir = %pins.root().display(),
+                "pinned maps of layout version {} have this speaker's shapes: adopted as version \
+                 {LAYOUT_VERSION}",
+                self.found_version
+            );
+        }
     }
 
     /// Steps 3 to 6 of the module comment, on `ebpf` loaded per
@@ -314,9 +333,11 @@ impl Plan {
         let mut switched = 0;
         for interface in pins.linked_interfaces() {
             let path = pins.link(&interface);
-            let Some(program) = program_using(&path, &old_ids) else {
+            let Some((program, uses_old)) = attached_program(&path, &old_ids) else {
                 continue;
             };
+            // Also a program of ours on none of the old maps: a migration
+            // interrupted after the switch left it on maps nobody pins.
             if let Some(xdp) = program_named(ebpf, &program) {
                 if xdp.fd().is_err() {
                     xdp.load()
@@ -331,7 +352,7 @@ impl Plan {
                     })?,
                 );
                 switched += 1;
-            } else {
+            } else if uses_old {
                 warn!(
                     event = "linkNotMigrated",
                     interface = %interface,
@@ -618,9 +639,9 @@ fn add_counters(name: &str, old: &Map, ebpf: &mut Ebpf) -> Result<()> {
     Ok(())
 }
 
-/// The name of the program attached through the link pinned at `path`, when
-/// it uses one of the maps `old_ids`.
-fn program_using(path: &Path, old_ids: &BTreeSet<u32>) -> Option<String> {
+/// The name of the program attached through the link pinned at `path`, and
+/// whether it uses one of the maps `old_ids`.
+fn attached_program(path: &Path, old_ids: &BTreeSet<u32>) -> Option<(String, bool)> {
     let link = PinnedLink::from_pin(path).ok()?;
     let program_id = FdLink::from(link).info().ok()?.program_id();
     let program = loaded_programs()
@@ -631,7 +652,7 @@ fn program_using(path: &Path, old_ids: &BTreeSet<u32>) -> Option<String> {
         .ok()
         .flatten()
         .is_some_and(|ids| ids.iter().any(|id| old_ids.contains(id)));
-    uses_old.then(|| program.name_as_str().map(str::to_owned))?
+    Some((program.name_as_str()?.to_owned(), uses_old))
 }
 
 /// The object's program named like `kernel_name` (the kernel keeps the first
@@ -643,4 +664,78 @@ fn program_named<'a>(ebpf: &'a mut Ebpf, kernel_name: &str) -> Option<&'a mut Xd
         .find(|name| name.get(..15).unwrap_or(name) == kernel_name)?
         .to_owned();
     ebpf.program_mut(&name)?.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(map_type: bpf_map_type, key_size: u32, value_size: u32, max_entries: u32) -> Shape {
+        Shape {
+            map_type: map_type as u32,
+            key_size,
+            value_size,
+            max_entries,
+        }
+    }
+
+    #[test]
+    fn known_layouts_carry_over_and_others_are_replaced() {
+        use bpf_map_type::BPF_MAP_TYPE_PERCPU_ARRAY as PERCPU;
+        use bpf_map_type::{BPF_MAP_TYPE_ARRAY as ARRAY, BPF_MAP_TYPE_HASH as HASH};
+        let vips_v4 = shape(HASH, 12, 12, 4096);
+        let vips_v6 = shape(HASH, 24, 12, 4096);
+        let reasons = shape(PERCPU, 4, 8, 15);
+        let cases = [
+            (map_names::VIPS_V4, shape(HASH, 8, 12, 4096), vips_v4, true),
+            (map_names::VIPS_V4, shape(HASH, 12, 12, 1024), vips_v4, true),
+            (
+                map_names::VIPS_V4,
+                shape(HASH, 16, 12, 4096),
+                vips_v4,
+                false,
+            ),
+            (map_names::VIPS_V4, shape(HASH, 8, 16, 4096), vips_v4, false),
+            (
+                map_names::VIPS_V4,
+                shape(ARRAY, 8, 12, 4096),
+                vips_v4,
+                false,
+            ),
+            (map_names::VIPS_V6, shape(HASH, 20, 12, 4096), vips_v6, true),
+            (map_names::REASONS, shape(PERCPU, 4, 8, 14), reasons, true),
+            (map_names::REASONS, shape(PERCPU, 4, 4, 15), reasons, false),
+            (map_names::REASONS, shape(ARRAY, 4, 8, 15), reasons, false),
+            (
+                map_names::VIP_FILTER,
+                shape(ARRAY, 4, 8, 16),
+                shape(ARRAY, 4, 8, 64),
+                true,
+            ),
+            (
+                "SOMETHING_NEW",
+                shape(ARRAY, 4, 8, 1),
+                shape(ARRAY, 4, 8, 2),
+                false,
+            ),
+        ];
+        for (name, from, to, carried) in cases {
+            assert_eq!(
+                carries_over(name, &from, &to).is_ok(),
+                carried,
+                "{name}: {from} -> {to}"
+            );
+        }
+    }
+
+    #[test]
+    fn shapes_name_their_type() {
+        let s = shape(bpf_map_type::BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 15);
+        assert_eq!(s.to_string(), "PerCpuArray, key 4 B, value 8 B, 15 entries");
+        let unknown = Shape {
+            map_type: 9999,
+            ..s
+        };
+        assert!(unknown.to_string().starts_with("type 9999,"), "{unknown}");
+    }
 }

@@ -65,8 +65,10 @@ pub struct Object {
 impl Object {
     /// Loads the object. With `pins`, every map is opened from its pin when one
     /// exists (adopting the VIPs and counters of an earlier process) and
-    /// created and pinned otherwise; without, the maps are private to this
-    /// object (tests, benchmarks).
+    /// created and pinned otherwise; pinned maps of another layout are
+    /// migrated into maps of this object's, and the pinned links switched to
+    /// its program (see [`migrate`]). Without `pins`, the maps are private
+    /// to this object (tests, benchmarks).
     pub fn load(pins: Option<&PinDir>) -> Result<Self> {
         if OBJECT.is_empty() {
             return Err(Error::NoObject);
@@ -110,6 +112,8 @@ impl Object {
         if let (Some(pins), Some(plan)) = (pins, plan) {
             if plan.migrates() {
                 plan.apply(&mut ebpf, pins)?;
+            } else {
+                plan.note_adopted(pins);
             }
             migrate::record_version(pins)?;
             // VIPs pinned by a speaker without the filter must not be
