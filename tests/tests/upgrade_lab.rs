@@ -14,7 +14,8 @@
 //!   while the client sends a broadcast ARP request every 20 ms: every
 //!   request is answered, the link is the same link running the new
 //!   program, the maps have the new layout, and `speaker maps` shows the
-//!   counts from before the upgrade (answered, a reason) carried over.
+//!   counts from before the upgrade (answered, a reason, a conflict claimed
+//!   by the client before the upgrade) carried over.
 //! - `first_release_maps_are_migrated`: maps of layout version 1 (14
 //!   reasons, no VIP_FILTER or VIP_CONFLICTS) created with the old sizes,
 //!   with no program (no object of that release is kept): the counters and
@@ -39,10 +40,11 @@ use aya::{
     EbpfLoader,
 };
 use speaker_common::{filter_bit_of, map_names, Reason, VipEntry, LAYOUT_VERSION};
+use speaker_tests::frames;
 use speaker_tests::lab::{
     mac, netns,
     pair::{CLIENT_V4, VIP_V4, VIP_V6},
-    probe::{unanswered, ArpProber},
+    probe::{send_frames, unanswered, ArpProber},
     reason_count, require_root, vip_answered, Lab, Side, XdpMode as LabMode,
 };
 
@@ -185,6 +187,15 @@ fn previous_release_is_migrated_without_a_lost_answer() {
         "the previous release's program does not answer: {before:?}"
     );
 
+    // A host claiming the VIP: the old program records the conflict in
+    // the VIP's slot, to be carried over.
+    let claim = frames::gratuitous_arp(
+        mac::parse(&lab.client_mac).unwrap(),
+        VIP_V4.parse().unwrap(),
+        2,
+    );
+    send_frames(&lab.client_ns, &lab.client_if, &[claim.clone(), claim]).unwrap();
+
     // This speaker's `speaker maps` refuses the old maps in one line naming
     // the versions, rather than reading garbage.
     let refused = lab.speaker(Side::Node, &["maps", "--json"]);
@@ -259,6 +270,19 @@ fn previous_release_is_migrated_without_a_lost_answer() {
         answered >= answered_probes && answered <= answered_probes + 2,
         "answered {answered}, requests {answered_probes}:\n{maps:#}"
     );
+    let vip = maps["vips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["address"] == VIP_V4)
+        .unwrap();
+    assert_eq!(vip["conflicts"], 2, "conflicts carried over:\n{maps:#}");
+    assert_eq!(
+        vip["last_conflict_mac"],
+        lab.client_mac.as_str(),
+        "{maps:#}"
+    );
+    assert_eq!(reason_count(&maps, "conflict"), Some(2), "{maps:#}");
     let reason = reason_count(&maps, "arp_answered").unwrap();
     assert!(
         reason >= answered_probes,
