@@ -132,7 +132,8 @@ pub fn describe_version(pins: &PinDir) -> String {
             .map(|info| info.key_size())
     };
     let inferred = match key_size(map_names::VIPS_V4) {
-        Some(k) if k as usize == size_of::<VipKeyV4>() => LAYOUT_VERSION,
+        // The first versioned layout (3) is the first with 12-byte keys.
+        Some(k) if k as usize == size_of::<VipKeyV4>() => 3,
         _ if key_size(map_names::VIP_FILTER).is_some() => 2,
         _ => 1,
     };
