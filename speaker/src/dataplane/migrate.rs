@@ -486,56 +486,44 @@ fn old_key_size(old: &Map) -> u32 {
     }
 }
 
+/// Copies every VIP entry of `old` into the object's map `name`, its key
+/// converted, its MAC and counter slot kept.
+fn copy_vips<Old: Pod, New: Pod>(
+    name: &str,
+    old: &Map,
+    ebpf: &mut Ebpf,
+    convert: impl Fn(Old) -> New,
+) -> Result<()> {
+    let err = failed(name);
+    let old = HashMap::<_, Old, VipEntry>::try_from(old).map_err(&err)?;
+    let mut new = HashMap::<_, New, VipEntry>::try_from(new_map(ebpf, name)?).map_err(&err)?;
+    for item in old.iter() {
+        let (key, entry) = item.map_err(&err)?;
+        new.insert(convert(key), entry, 0).map_err(&err)?;
+    }
+    Ok(())
+}
+
 /// Step 3 for one map: entries the program needs to answer.
 fn copy_state(name: &str, old: &Map, ebpf: &mut Ebpf) -> Result<()> {
     let err = failed(name);
     match name {
-        map_names::VIPS_V4 => {
-            let old_sizes = old_key_size(old);
-            let mut new =
-                HashMap::<_, VipKeyV4, VipEntry>::try_from(new_map(ebpf, name)?).map_err(&err)?;
-            if old_sizes as usize == size_of::<VipKeyV4>() {
-                let old = HashMap::<_, VipKeyV4, VipEntry>::try_from(old).map_err(&err)?;
-                for item in old.iter() {
-                    let (key, entry) = item.map_err(&err)?;
-                    new.insert(key, entry, 0).map_err(&err)?;
-                }
-            } else {
-                let old = HashMap::<_, UntaggedKeyV4, VipEntry>::try_from(old).map_err(&err)?;
-                for item in old.iter() {
-                    let (key, entry) = item.map_err(&err)?;
-                    let key = VipKeyV4 {
-                        addr: key.addr,
-                        ifindex: key.ifindex,
-                        vlan: VlanPath::UNTAGGED,
-                    };
-                    new.insert(key, entry, 0).map_err(&err)?;
-                }
-            }
+        map_names::VIPS_V4 if old_key_size(old) as usize == size_of::<VipKeyV4>() => {
+            copy_vips(name, old, ebpf, |key: VipKeyV4| key)?;
         }
-        map_names::VIPS_V6 => {
-            let old_sizes = old_key_size(old);
-            let mut new =
-                HashMap::<_, VipKeyV6, VipEntry>::try_from(new_map(ebpf, name)?).map_err(&err)?;
-            if old_sizes as usize == size_of::<VipKeyV6>() {
-                let old = HashMap::<_, VipKeyV6, VipEntry>::try_from(old).map_err(&err)?;
-                for item in old.iter() {
-                    let (key, entry) = item.map_err(&err)?;
-                    new.insert(key, entry, 0).map_err(&err)?;
-                }
-            } else {
-                let old = HashMap::<_, UntaggedKeyV6, VipEntry>::try_from(old).map_err(&err)?;
-                for item in old.iter() {
-                    let (key, entry) = item.map_err(&err)?;
-                    let key = VipKeyV6 {
-                        addr: key.addr,
-                        ifindex: key.ifindex,
-                        vlan: VlanPath::UNTAGGED,
-                    };
-                    new.insert(key, entry, 0).map_err(&err)?;
-                }
-            }
+        map_names::VIPS_V4 => copy_vips(name, old, ebpf, |key: UntaggedKeyV4| VipKeyV4 {
+            addr: key.addr,
+            ifindex: key.ifindex,
+            vlan: VlanPath::UNTAGGED,
+        })?,
+        map_names::VIPS_V6 if old_key_size(old) as usize == size_of::<VipKeyV6>() => {
+            copy_vips(name, old, ebpf, |key: VipKeyV6| key)?;
         }
+        map_names::VIPS_V6 => copy_vips(name, old, ebpf, |key: UntaggedKeyV6| VipKeyV6 {
+            addr: key.addr,
+            ifindex: key.ifindex,
+            vlan: VlanPath::UNTAGGED,
+        })?,
         map_names::WATCHDOG => {
             let old = Array::<_, Watchdog>::try_from(old).map_err(&err)?;
             let mut new = Array::<_, Watchdog>::try_from(new_map(ebpf, name)?).map_err(&err)?;
