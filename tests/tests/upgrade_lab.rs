@@ -16,6 +16,10 @@
 //!   program, the maps have the new layout, and `speaker maps` shows the
 //!   counts from before the upgrade (answered, a reason, a conflict claimed
 //!   by the client before the upgrade) carried over.
+//! - `the_daemon_migrates_on_start`: the same previous-release node, taken
+//!   over by `speaker run` (the daemon, cluster-state file of
+//!   docs/examples/iris-regression.yaml) on a bridge with a client probing
+//!   every 20 ms: no request lost, the VIP still owned, counts kept.
 //! - `first_release_maps_are_migrated`: maps of layout version 1 (14
 //!   reasons, no VIP_FILTER or VIP_CONFLICTS) created with the old sizes,
 //!   with no program (no object of that release is kept): the counters and
@@ -45,7 +49,8 @@ use speaker_tests::lab::{
     mac, netns,
     pair::{CLIENT_V4, VIP_V4, VIP_V6},
     probe::{send_frames, unanswered, ArpProber},
-    reason_count, require_root, vip_answered, Lab, Side, XdpMode as LabMode,
+    reason_count, require_root, vip_answered, workspace_root, Fabric, HostSpec, Lab, Side,
+    SpeakerMode, SpeakerOptions, XdpMode as LabMode,
 };
 
 /// The previous release's object (layout version 2), debug info stripped.
@@ -118,11 +123,13 @@ fn add_old_vips(pin_dir: &Path, ifindex: u32, mac: [u8; 6], with_filter: bool) {
 /// The previous release, as it leaves a node: maps and link pinned, no
 /// process. Returns the link's id and the old program's id.
 fn install_previous_release(lab: &Lab) -> (u32, u32) {
-    let pin_dir = lab.pin_dir.clone();
+    previous_release_on(&lab.node_ns, &lab.node_if, &lab.node_mac, &lab.pin_dir)
+}
+
+fn previous_release_on(ns: &str, interface: &str, mac: &str, pin_dir: &Path) -> (u32, u32) {
     fs::create_dir_all(pin_dir.join("links")).unwrap();
-    let node_if = lab.node_if.clone();
-    let mac = mac::parse(&lab.node_mac).unwrap();
-    netns::in_namespace(&lab.node_ns, move || {
+    let mac = mac::parse(mac).unwrap();
+    netns::in_namespace(ns, move || {
         let mut loader = EbpfLoader::new();
         for name in PREVIOUS_MAPS {
             loader.map_pin_path(name, pin_dir.join(name));
@@ -137,12 +144,12 @@ fn install_previous_release(lab: &Lab) -> (u32, u32) {
             .unwrap();
         xdp.load()
             .expect("verifying the previous release's program");
-        let ifindex = nix::net::if_::if_nametoindex(node_if.as_str()).unwrap();
+        let ifindex = nix::net::if_::if_nametoindex(interface).unwrap();
         let link_id = xdp.attach_to_if_index(ifindex, XdpMode::Skb).unwrap();
         let link = FdLink::try_from(xdp.take_link(link_id).unwrap()).unwrap();
         let info = link.info().unwrap();
-        link.pin(pin_dir.join("links").join(&node_if)).unwrap();
-        add_old_vips(&pin_dir, ifindex, mac, true);
+        link.pin(pin_dir.join("links").join(interface)).unwrap();
+        add_old_vips(pin_dir, ifindex, mac, true);
         (info.id(), info.program_id())
     })
 }
@@ -367,4 +374,68 @@ fn first_release_maps_are_migrated() {
     let after = probe.series(3, Duration::from_millis(200)).unwrap();
     assert!(unanswered(&after).is_empty(), "{after:?}");
     assert_eq!(vip_answered(&lab.maps_json(), VIP_V4), Some(per_cpu(5) + 3));
+}
+
+/// `speaker run` (the daemon, from the cluster-state file of
+/// docs/examples/iris-regression.yaml, whose only endpoint is on iris1)
+/// started on a node running the previous release: it migrates on start,
+/// every request of a client sending one every 20 ms is answered, and the
+/// daemon goes on owning the VIP with the counts kept.
+#[test]
+fn the_daemon_migrates_on_start() {
+    let _serial = serial();
+    let fabric = Fabric::new(&[
+        HostSpec::numbered("iris1", 11),
+        HostSpec::numbered("client", 10),
+    ]);
+    let node = fabric.host("iris1").clone();
+    let client = fabric.host("client").clone();
+    previous_release_on(&node.ns, &node.interface, &node.mac, &node.pin_dir);
+    let yaml_path = workspace_root().join("docs/examples/iris-regression.yaml");
+    fabric.write_cluster_state(&fs::read_to_string(&yaml_path).unwrap());
+
+    let open = |session| {
+        ArpProber::open(
+            &client.ns,
+            &client.interface,
+            mac::parse(&client.mac).unwrap(),
+            client.v4.unwrap(),
+            VIP_V4.parse().unwrap(),
+            session,
+        )
+        .expect("opening the ARP prober")
+    };
+    let before = open(1).series(3, Duration::from_millis(200)).unwrap();
+    assert!(unanswered(&before).is_empty(), "{before:?}");
+
+    let probing = open(2).spawn(Duration::from_millis(20));
+    thread::sleep(Duration::from_millis(300));
+    let speaker = fabric.start_speaker("iris1", &SpeakerOptions::file(SpeakerMode::Generic));
+    let started = speaker.wait_log("speaker running as node", Duration::from_secs(20));
+    thread::sleep(Duration::from_millis(1000));
+    let series = probing.stop();
+    assert!(started.is_some(), "{}", fabric.all_logs());
+    let logs = fabric.all_logs();
+    assert!(logs.contains("VIPS_V4 migrated"), "{logs}");
+
+    let lost = unanswered(&series.probes);
+    assert!(
+        series.probes.len() >= 20,
+        "{} requests",
+        series.probes.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "requests unanswered across the upgrade: {lost:?} of {}\n{logs}",
+        series.probes.len()
+    );
+    let maps = fabric.maps_json("iris1");
+    let requests = (before.len() + series.probes.len()) as u64;
+    let answered = vip_answered(&maps, VIP_V4).expect("the VIP is still owned");
+    assert!(
+        answered >= requests,
+        "answered {answered} of {requests}:\n{maps:#}"
+    );
+    assert_eq!(pinned_layout(&node.pin_dir), LAYOUT_VERSION);
+    speaker.terminate(Duration::from_secs(10));
 }
