@@ -23,13 +23,17 @@ pub enum Error {
     #[error("no XDP program is pinned for interface {0:?} under {1}")]
     NoLink(String, PathBuf),
     #[error(
-        "pinned map {name} has a different layout (key {key} B, value {value} B) than this \
-         speaker expects: detach and remove {dir} before upgrading"
+        "the maps pinned under {dir} are of layout version {found} ({name}: {shape}) and this \
+         speaker reads version {ours}: start this speaker's daemon (`speaker run`) or \
+         `speaker xdp attach` to migrate them, or use the speaker of their version"
     )]
     LayoutMismatch {
         name: &'static str,
-        key: u32,
-        value: u32,
+        /// What was found: "key 8 B, value 12 B", "absent"...
+        shape: String,
+        /// The pinned version, or the one inferred from the shapes.
+        found: String,
+        ours: u32,
         dir: PathBuf,
     },
     #[error("the VIP table is full ({0} entries)")]

@@ -16,6 +16,10 @@ pub mod map_names {
     pub const VIP_FILTER: &str = "VIP_FILTER";
     pub const VIP_CONFLICTS: &str = "VIP_CONFLICTS";
     pub const BOND_SLAVES: &str = "BOND_SLAVES";
+    /// The layout version ([`super::LAYOUT_VERSION`]) of the maps pinned
+    /// beside it: one `u32` in an array of one. Created by the speaker, not
+    /// by the program, hence not in [`ALL`].
+    pub const LAYOUT: &str = "LAYOUT";
     pub const ALL: [&str; 9] = [
         VIPS_V4,
         VIPS_V6,
@@ -28,6 +32,17 @@ pub mod map_names {
         BOND_SLAVES,
     ];
 }
+
+/// The layout of the pinned maps (their names, types, sizes and the meaning
+/// of their bytes), pinned as `map_names::LAYOUT`. A speaker that finds
+/// another version (or maps of another shape) migrates them on start.
+/// - 1: the first releases: 14 reasons, no VIP_FILTER or VIP_CONFLICTS.
+/// - 2: 15 reasons (`unsupported`), VIP_FILTER, VIP_CONFLICTS.
+/// - 3: VIP keys carry a [`VlanPath`] (12 and 24 bytes instead of 8 and
+///   20), BOND_SLAVES.
+///
+/// No `LAYOUT` pin: a layout from before versioning, told apart by shape.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Names of the programs in the eBPF object.
 pub mod program_names {

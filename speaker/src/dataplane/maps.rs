@@ -173,6 +173,9 @@ impl DataplaneMaps {
     pub fn from_pins(pins: &PinDir) -> Result<Self> {
         pins.require_pinned()?;
         let open = |name: &'static str| {
+            if !pins.map(name).exists() {
+                return Err(layout_mismatch(name, "absent".into(), pins));
+            }
             let data = MapData::from_pin(pins.map(name))
                 .map_err(|e| Error::bpf(format!("opening pinned map {name}"), e))?;
             check_layout(name, &data, pins)?;
@@ -520,8 +523,10 @@ fn cpu_count() -> Result<usize> {
     nr_cpus().map_err(|(what, e)| Error::io(format!("counting CPUs ({what})"), e))
 }
 
-/// Refuses pinned maps left by a speaker whose map types differ: the program
-/// would read garbage from them.
+/// Refuses pinned maps left by a speaker whose map types differ (a daemon of
+/// another layout version still running, or not restarted since): read with
+/// this speaker's types they would give garbage. Loading the object
+/// migrates them instead (`migrate`).
 fn check_layout(name: &'static str, data: &MapData, pins: &PinDir) -> Result<()> {
     let info = data
         .info()
@@ -538,14 +543,20 @@ fn check_layout(name: &'static str, data: &MapData, pins: &PinDir) -> Result<()>
         _ => (4, size_of::<Watchdog>()),
     };
     if (info.key_size() as usize, info.value_size() as usize) != expected {
-        return Err(Error::LayoutMismatch {
-            name,
-            key: info.key_size(),
-            value: info.value_size(),
-            dir: pins.root().to_path_buf(),
-        });
+        let shape = format!("key {} B, value {} B", info.key_size(), info.value_size());
+        return Err(layout_mismatch(name, shape, pins));
     }
     Ok(())
+}
+
+fn layout_mismatch(name: &'static str, shape: String, pins: &PinDir) -> Error {
+    Error::LayoutMismatch {
+        name,
+        shape,
+        found: super::migrate::describe_version(pins),
+        ours: speaker_common::LAYOUT_VERSION,
+        dir: pins.root().to_path_buf(),
+    }
 }
 
 /// Needs root (BPF) and the built object, like the kernel tests.

@@ -9,6 +9,7 @@ pub mod conflicts;
 pub mod ebpf_log;
 pub mod groups;
 mod maps;
+mod migrate;
 pub mod operator;
 pub mod ownership;
 mod pins;
@@ -66,8 +67,10 @@ pub struct Object {
 impl Object {
     /// Loads the object. With `pins`, every map is opened from its pin when one
     /// exists (adopting the VIPs and counters of an earlier process) and
-    /// created and pinned otherwise; without, the maps are private to this
-    /// object (tests, benchmarks).
+    /// created and pinned otherwise; pinned maps of another layout are
+    /// migrated into maps of this object's, and the pinned links switched to
+    /// its program (see [`migrate`]). Without `pins`, the maps are private
+    /// to this object (tests, benchmarks).
     pub fn load(pins: Option<&PinDir>) -> Result<Self> {
         if OBJECT.is_empty() {
             return Err(Error::NoObject);
@@ -76,33 +79,45 @@ impl Object {
         let log_level = ebpf_log::level_in_force();
         let mut loader = EbpfLoader::new();
         loader.override_global(ebpf_log::LEVEL_GLOBAL, &log_level, true);
-        let paths: Vec<_> = match pins {
+        let (paths, plan) = match pins {
             Some(pins) => {
                 pins.create()?;
                 // The log ring buffer is pinned too: every load (the held
                 // object, each attach) then writes to the one buffer the
                 // daemon reads.
-                let paths: Vec<_> = map_names::ALL
+                let names: Vec<&str> = map_names::ALL
                     .iter()
-                    .chain([&ebpf_log::RING_BUFFER])
-                    .map(|name| (*name, pins.map(name)))
+                    .copied()
+                    .chain([ebpf_log::RING_BUFFER])
                     .collect();
+                let paths: Vec<_> = names.iter().map(|name| (*name, pins.map(name))).collect();
                 // aya pins a new map where the pinned one cannot be opened,
                 // which fails with EEXIST on anything else in the way.
                 for (_, path) in &paths {
                     clear_foreign(path, PinKind::Map)?;
                 }
-                paths
+                let declared = migrate::declared_shapes(OBJECT)?;
+                let plan = migrate::Plan::read(pins, &names, &declared)?;
+                (paths, Some(plan))
             }
-            None => Vec::new(),
+            None => (Vec::new(), None),
         };
         for (name, path) in &paths {
-            loader.map_pin_path(name, path.as_path());
+            // A pinned map of another shape is migrated into a fresh one.
+            if plan.as_ref().is_none_or(|plan| plan.keeps_pin(name)) {
+                loader.map_pin_path(name, path.as_path());
+            }
         }
-        let ebpf = loader
+        let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| Error::bpf("loading the eBPF object", e))?;
-        if let Some(pins) = pins {
+        if let (Some(pins), Some(plan)) = (pins, plan) {
+            if plan.migrates() {
+                plan.apply(&mut ebpf, pins)?;
+            } else {
+                plan.note_adopted(pins);
+            }
+            migrate::record_version(pins)?;
             // VIPs pinned by a speaker without the filter must not be
             // skipped by this program.
             DataplaneMaps::from_pins(pins)?.ensure_filter()?;

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! <pin-dir>/VIPS_V4 VIPS_V6 VIP_ANSWERED VIP_REFUSED REASONS WATCHDOG   the maps
+//! <pin-dir>/LAYOUT                                          their layout version
 //! <pin-dir>/links/<ifname>                                  one XDP link per interface
 //! ```
 //! Pins outlive the speaker process: that is what keeps answering going
