@@ -430,3 +430,28 @@ impl Generator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_gives_the_same_frames() {
+        let (mut a, mut b) = (Generator::new(7), Generator::new(7));
+        for _ in 0..2000 {
+            assert_eq!(a.frame(), b.frame());
+        }
+        let mut c = Generator::new(8);
+        let differ = (0..100).filter(|_| a.frame() != c.frame()).count();
+        assert!(
+            differ > 50,
+            "seeds 7 and 8 gave {differ} different frames in 100"
+        );
+    }
+
+    #[test]
+    fn frames_are_long_enough_for_the_kernel() {
+        let mut g = Generator::new(1);
+        assert!((0..10_000).all(|_| g.frame().0.len() >= MIN_FRAME_LEN));
+    }
+}

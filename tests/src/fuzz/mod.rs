@@ -217,6 +217,7 @@ pub struct Report {
     pub seed: u64,
     pub frames: u64,
     pub elapsed: Duration,
+    /// Frames on which the program and the model disagree.
     pub disagreements: u64,
     /// Frames per counted reason (the model's, which the program matched
     /// wherever there was no disagreement).
@@ -357,8 +358,12 @@ pub fn run(config: Config) -> Result<Report> {
         by_rule: BTreeMap::new(),
     };
     let started = Instant::now();
-    let note = |report: &mut Report, group: String, text: String| {
-        report.disagreements += 1;
+    // A frame can disagree on its verdict and on its counters: count it once.
+    let mut disagreeing = std::collections::BTreeSet::new();
+    let mut note = |report: &mut Report, frame: Option<u64>, group: String, text: String| {
+        if frame.is_none_or(|i| disagreeing.insert(i)) {
+            report.disagreements += 1;
+        }
         *report.by_rule.entry(group).or_default() += 1;
         if report.details.len() < PRINTED {
             eprintln!("disagreement: {text}\n");
@@ -407,6 +412,7 @@ pub fn run(config: Config) -> Result<Report> {
                 };
                 note(
                     &mut report,
+                    Some(index),
                     format!(
                         "{} -> program {}",
                         outcome.rule,
@@ -443,6 +449,7 @@ pub fn run(config: Config) -> Result<Report> {
                     named = true;
                     note(
                         &mut report,
+                        Some(done + i as u64),
                         format!("{} -> program {}", outcome.rule, moved.reasons_text()),
                         disagreement(
                             done + i as u64,
@@ -457,6 +464,7 @@ pub fn run(config: Config) -> Result<Report> {
             if !named {
                 note(
                     &mut report,
+                    None,
                     "counters of a batch".into(),
                     format!(
                         "batch {batch_index} (frames {done}..{}): counters moved {}, the model \
@@ -508,7 +516,7 @@ pub fn render(report: &Report) -> String {
         );
     }
     if !report.by_rule.is_empty() {
-        let _ = writeln!(out, "  disagreements by the model's rule:");
+        let _ = writeln!(out, "  disagreements by the model's rule (a frame can show under its verdict and its counters):");
         for (rule, n) in &report.by_rule {
             let _ = writeln!(out, "    {n:>8}  {rule}");
         }

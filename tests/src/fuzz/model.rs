@@ -809,3 +809,145 @@ const NS_RULES: &[Rule<NdFacts>] = &[
         },
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    //! The model against frames and answers built independently by
+    //! `crate::frames` (and the responder's kernel table tests): if the
+    //! model drifts from the documented rules, these fail without a kernel.
+
+    use super::*;
+    use crate::{
+        frames::{self, Ns, OTHER_MAC, OUR_MAC, PEER_MAC},
+        fuzz::fixture::{self, INGRESS_IFINDEX, OUR_MAC_B, VIP4_A, VIP4_B, VIP6_A},
+    };
+
+    const PEER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const PEER6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+
+    fn model() -> Model {
+        Model::new(fixture::vips(), INGRESS_IFINDEX)
+    }
+
+    fn vip_index(m: &Model, address: IpAddr) -> usize {
+        m.owned(address).expect("a VIP of the ingress interface")
+    }
+
+    #[test]
+    fn arp_request_for_a_vip_is_answered_from_its_mac() {
+        let m = model();
+        let request = frames::arp_request(PEER_MAC, PEER4, VIP4_B);
+        let outcome = m.decide(&request);
+        assert_eq!(outcome.action, XDP_TX);
+        assert_eq!(outcome.reason, Some(Reason::ArpAnswered));
+        assert_eq!(
+            outcome.output,
+            frames::expected_arp_reply(&request, OUR_MAC_B)
+        );
+        assert_eq!(
+            outcome.vip,
+            Some((vip_index(&m, VIP4_B.into()), VipEffect::Answered))
+        );
+    }
+
+    #[test]
+    fn arp_claims_of_a_vip_are_conflicts_or_looped() {
+        let m = model();
+        let claim = m.decide(&frames::gratuitous_arp(OTHER_MAC, VIP4_A, 2));
+        assert_eq!(claim.reason, Some(Reason::Conflict));
+        assert_eq!(
+            claim.vip,
+            Some((vip_index(&m, VIP4_A.into()), VipEffect::Conflict(OTHER_MAC)))
+        );
+        let own = m.decide(&frames::gratuitous_arp(OUR_MAC, VIP4_A, 1));
+        assert_eq!((own.reason, own.vip), (Some(Reason::Looped), None));
+    }
+
+    #[test]
+    fn arp_refusals_count_for_the_vip() {
+        let mut m = model();
+        let unicast_elsewhere = frames::arp_unicast_request(OTHER_MAC, PEER_MAC, PEER4, VIP4_A);
+        let refused = m.decide(&unicast_elsewhere);
+        assert_eq!(refused.reason, Some(Reason::WrongEthDestination));
+        assert_eq!(refused.output, unicast_elsewhere);
+        m.set_control_plane_alive(false);
+        let stale = m.decide(&frames::arp_request(PEER_MAC, PEER4, VIP4_A));
+        assert_eq!(stale.reason, Some(Reason::HeartbeatStale));
+        assert_eq!(
+            stale.vip,
+            Some((vip_index(&m, VIP4_A.into()), VipEffect::Refused))
+        );
+    }
+
+    #[test]
+    fn vips_of_another_interface_are_not_owned() {
+        let m = model();
+        let request = frames::arp_request(PEER_MAC, PEER4, fixture::VIP4_ELSEWHERE);
+        assert_eq!(m.decide(&request).reason, Some(Reason::NotOwned));
+    }
+
+    #[test]
+    fn solicitations_are_answered_like_the_table_tests_expect() {
+        let m = model();
+        for request in [
+            frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6_A, Some(PEER_MAC)),
+            frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6_A, None),
+            frames::dad_solicitation(PEER_MAC, VIP6_A),
+            Ns::unreachability(OUR_MAC, PEER_MAC, PEER6, VIP6_A)
+                .with_slla(None)
+                .build(),
+            frames::ns_with_nonce(PEER_MAC, PEER6, VIP6_A, [1, 2, 3, 4, 5, 6]),
+            // RFC 6085: the group destination at our unicast MAC.
+            Ns {
+                eth_dst: OUR_MAC,
+                ..Ns::resolution(PEER_MAC, PEER6, VIP6_A)
+            }
+            .build(),
+        ] {
+            let outcome = m.decide(&request);
+            assert_eq!(outcome.reason, Some(Reason::NsAnswered), "{}", outcome.rule);
+            assert_eq!(
+                outcome.output,
+                frames::expected_neighbor_advertisement(&request, OUR_MAC),
+                "\n{}",
+                frames::hex(&request)
+            );
+        }
+    }
+
+    #[test]
+    fn solicitation_rules_refuse_what_rfc_4861_forbids() {
+        let m = model();
+        let dad_with_slla = Ns::dad(PEER_MAC, VIP6_A).with_slla(Some(PEER_MAC)).build();
+        assert_eq!(m.decide(&dad_with_slla).reason, Some(Reason::Malformed));
+        let mut hop_limit = Ns::resolution(PEER_MAC, PEER6, VIP6_A);
+        hop_limit.hop_limit = 254;
+        assert_eq!(m.decide(&hop_limit.build()).reason, Some(Reason::Malformed));
+        let mut broken = frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6_A, None);
+        broken[frames::offset::ICMPV6_CHECKSUM] ^= 1;
+        assert_eq!(m.decide(&broken).reason, Some(Reason::BadChecksum));
+    }
+
+    #[test]
+    fn advertisements_claiming_a_vip() {
+        let m = model();
+        let other = frames::neighbor_advertisement(OTHER_MAC, VIP6_A, VIP6_A, Some(OTHER_MAC));
+        assert_eq!(
+            m.decide(&other).vip,
+            Some((vip_index(&m, VIP6_A.into()), VipEffect::Conflict(OTHER_MAC)))
+        );
+        let own = frames::neighbor_advertisement(OUR_MAC, VIP6_A, VIP6_A, None);
+        assert_eq!(m.decide(&own).reason, Some(Reason::Looped));
+    }
+
+    #[test]
+    fn tagged_and_other_traffic() {
+        let m = model();
+        let request = frames::arp_request(PEER_MAC, PEER4, VIP4_A);
+        let tagged = frames::vlan_tagged(&request, frames::ETHERTYPE_VLAN, 100);
+        assert_eq!(m.decide(&tagged).reason, Some(Reason::VlanTagged));
+        let tcp = frames::ipv4_tcp(OUR_MAC, PEER_MAC, PEER4, VIP4_A, 1, 80);
+        let outcome = m.decide(&tcp);
+        assert_eq!((outcome.action, outcome.reason), (XDP_PASS, None));
+    }
+}
