@@ -4,8 +4,8 @@
 //! reference model ([`model`]) on its verdict and output bytes at once,
 //! and on the counters (the `REASONS` delta, per-VIP answered / refused,
 //! the conflict count and last MAC) per batch: counters are read as
-//! deltas, a batch whose deltas differ from the model's sum is run again
-//! frame by frame to name the frames. The dead-man switch changes state
+//! deltas (never reset), and a batch whose deltas differ from the model's
+//! sum is run again in halves, bisecting down to the frames that differ. The dead-man switch changes state
 //! between batches (disabled, alive, stale).
 
 pub mod fixture;
@@ -31,7 +31,7 @@ use self::{
 use crate::frames::{hex, Mac};
 
 /// Frames between two counter reads.
-const BATCH: usize = 512;
+const BATCH: usize = 256;
 /// Disagreements printed in full; the rest are counted.
 const PRINTED: usize = 20;
 
@@ -437,29 +437,27 @@ pub fn run(config: Config) -> Result<Report> {
         }
         let moved = Counters::read(&harness.maps)?.delta(&before);
         if moved != expected {
-            // Name the frames: run the batch again, one counter read each.
-            let mut named = false;
-            for (i, (frame, outcome)) in batch.iter().enumerate() {
-                let before = Counters::read(&harness.maps)?;
-                harness.run(frame)?;
-                let moved = Counters::read(&harness.maps)?.delta(&before);
+            // Name the frames: run halves of the batch again until the
+            // ranges whose counters differ are single frames.
+            let mut culprits = Vec::new();
+            bisect(&mut harness, &model, &batch, 0, &mut culprits)?;
+            let named = !culprits.is_empty();
+            for (i, moved) in culprits {
+                let (frame, outcome) = &batch[i];
                 let mut one = Counters::default();
                 one.expect(&model, outcome);
-                if moved != one {
-                    named = true;
-                    note(
-                        &mut report,
-                        Some(done + i as u64),
-                        format!("{} -> program {}", outcome.rule, moved.reasons_text()),
-                        disagreement(
-                            done + i as u64,
-                            frame,
-                            outcome,
-                            &format!("counters moved: {}", moved.describe()),
-                            &format!("counters differ; model: {}", one.describe()),
-                        ),
-                    );
-                }
+                note(
+                    &mut report,
+                    Some(done + i as u64),
+                    format!("{} -> program {}", outcome.rule, moved.reasons_text()),
+                    disagreement(
+                        done + i as u64,
+                        frame,
+                        outcome,
+                        &format!("counters moved: {}", moved.describe()),
+                        &format!("counters differ; model: {}", one.describe()),
+                    ),
+                );
             }
             if !named {
                 note(
@@ -482,6 +480,40 @@ pub fn run(config: Config) -> Result<Report> {
     report.frames = done;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Runs each half of `frames` again, reading the counters around it, and
+/// goes down into the halves whose counters differ from the model's sum;
+/// pushes the single frames found (index from `first`, what moved).
+fn bisect(
+    harness: &mut Harness,
+    model: &Model,
+    frames: &[(Vec<u8>, Outcome)],
+    first: usize,
+    culprits: &mut Vec<(usize, Counters)>,
+) -> Result<()> {
+    let middle = frames.len().div_ceil(2);
+    for (offset, half) in [(0, &frames[..middle]), (middle, &frames[middle..])] {
+        if half.is_empty() {
+            continue;
+        }
+        let before = Counters::read(&harness.maps)?;
+        let mut expected = Counters::default();
+        for (frame, outcome) in half {
+            harness.run(frame)?;
+            expected.expect(model, outcome);
+        }
+        let moved = Counters::read(&harness.maps)?.delta(&before);
+        if moved == expected {
+            continue;
+        }
+        if half.len() == 1 {
+            culprits.push((first + offset, moved));
+        } else {
+            bisect(harness, model, half, first + offset, culprits)?;
+        }
+    }
+    Ok(())
 }
 
 /// The report as text for people.
