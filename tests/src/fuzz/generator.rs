@@ -26,12 +26,16 @@ pub const MIN_FRAME_LEN: usize = ETHERNET_HEADER_LEN;
 
 pub struct Generator {
     rng: fastrand::Rng,
+    /// Sweep frames made so far: the next sweep changes the byte after
+    /// the last one changed in its template.
+    swept: usize,
 }
 
 impl Generator {
     pub fn new(seed: u64) -> Self {
         Generator {
             rng: fastrand::Rng::with_seed(seed),
+            swept: 0,
         }
     }
 
@@ -99,7 +103,8 @@ impl Generator {
             0..35 => (self.arp(), "arp"),
             35..60 => (self.solicitation(), "ns"),
             60..75 => (self.advertisement(), "na"),
-            75..87 => (self.other_traffic(), "other"),
+            75..84 => (self.other_traffic(), "other"),
+            84..92 => (self.sweep(), "sweep"),
             _ => (self.random_bytes(), "random"),
         };
         if self.chance(8) {
@@ -114,6 +119,36 @@ impl Generator {
             frame.resize(MIN_FRAME_LEN, 0);
         }
         (frame, label)
+    }
+
+    /// A valid request or announcement for a VIP with one byte changed,
+    /// position after position: every byte of every template is changed
+    /// in turn (to a random other value), whatever the seed.
+    fn sweep(&mut self) -> Vec<u8> {
+        let peer4 = Ipv4Addr::new(192, 0, 2, 1);
+        let peer6 = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+        let templates = [
+            frames::arp_request(frames::PEER_MAC, peer4, super::fixture::VIP4_A),
+            frames::gratuitous_arp(frames::OTHER_MAC, super::fixture::VIP4_B, 2),
+            frames::neighbor_solicitation(frames::PEER_MAC, peer6, VIP6_A, Some(frames::PEER_MAC)),
+            frames::dad_solicitation(frames::PEER_MAC, VIP6_B),
+            frames::Ns::unreachability(frames::OUR_MAC, frames::PEER_MAC, peer6, VIP6_A)
+                .with_slla(None)
+                .build(),
+            frames::ns_with_nonce(frames::PEER_MAC, peer6, VIP6_B, [1, 2, 3, 4, 5, 6]),
+            frames::neighbor_advertisement(
+                frames::OTHER_MAC,
+                VIP6_A,
+                VIP6_A,
+                Some(frames::OTHER_MAC),
+            ),
+        ];
+        let template = self.swept % templates.len();
+        let mut frame = templates[template].clone();
+        let at = (self.swept / templates.len()) % frame.len();
+        frame[at] ^= self.rng.u8(1..);
+        self.swept += 1;
+        frame
     }
 
     // ------------------------------------------------------------ ARP
