@@ -190,8 +190,9 @@ impl Model {
         let Ok(ethernet) = EthernetFrame::new_checked(frame) else {
             return (Decision::Pass(Reason::Truncated), "Ethernet header");
         };
+        let outer = u16::from(ethernet.ethertype());
         let mut tags = TagPath::new();
-        let mut ethertype = u16::from(ethernet.ethertype());
+        let mut ethertype = outer;
         let mut at = ETHERNET_HEADER_LEN;
         // Today only the first tag and, behind it, a C-tag are looked at
         // (an S-tag + C-tag stack, or two C-tags).
@@ -209,9 +210,7 @@ impl Model {
             ethertype = u16::from_be_bytes([next[0], next[1]]);
             at += TAG_LEN;
         }
-        if u16::from(ethernet.ethertype()) == TPID_8021Q
-            || u16::from(ethernet.ethertype()) == TPID_8021AD
-        {
+        if matches!(outer, TPID_8021Q | TPID_8021AD) {
             return self.tagged(frame, &tags, ethertype, at);
         }
         match ethertype {
@@ -221,11 +220,11 @@ impl Model {
         }
     }
 
-    /// A tagged frame (`tags`: the path a VLAN VIP's key will be matched
-    /// against once tagged requests are answered), today: never answered; counted `vlan_tagged` when
+    /// A tagged frame, today never answered: counted `vlan_tagged` when
     /// what the tags carry could be a request (ARP, or IPv6 whose first
     /// next header is ICMPv6 or Hop-by-Hop), or when the frame is too short
-    /// to tell.
+    /// to tell. `_tags`: the path a VLAN VIP's key will be matched against
+    /// once tagged requests are answered (issue 7 item 3).
     fn tagged(
         &self,
         frame: &[u8],
@@ -926,6 +925,30 @@ mod tests {
         let mut broken = frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6_A, None);
         broken[frames::offset::ICMPV6_CHECKSUM] ^= 1;
         assert_eq!(m.decide(&broken).reason, Some(Reason::BadChecksum));
+    }
+
+    /// RFC 8200 §4.1: Hop-by-Hop only right after the IPv6 header. The
+    /// program answered this one when the fuzzer was written (issue 7).
+    #[test]
+    fn hop_by_hop_after_another_header_is_malformed() {
+        let m = model();
+        let ns = frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6_A, Some(PEER_MAC));
+        let first = frames::with_extension_headers(&ns, &[(0, 1), (60, 1)]);
+        assert_eq!(m.decide(&first).reason, Some(Reason::NsAnswered));
+        let later = frames::with_extension_headers(&ns, &[(60, 1), (0, 1)]);
+        assert_eq!(m.decide(&later).reason, Some(Reason::Malformed));
+    }
+
+    /// RFC 4861 §7.1.2: an advertisement to a multicast address with the
+    /// Solicited flag set is invalid, so it claims nothing.
+    #[test]
+    fn solicited_advertisement_to_a_group_is_malformed() {
+        let m = model();
+        let mut na = frames::neighbor_advertisement(OTHER_MAC, VIP6_A, VIP6_A, Some(OTHER_MAC));
+        assert_eq!(m.decide(&na).reason, Some(Reason::Conflict));
+        na[frames::offset::NDP_FLAGS] |= 0x40;
+        frames::refresh_icmpv6_checksum(&mut na);
+        assert_eq!(m.decide(&na).reason, Some(Reason::Malformed));
     }
 
     #[test]
