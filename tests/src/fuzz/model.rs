@@ -93,14 +93,6 @@ struct Rule<F> {
     apply: fn(&Model, &F) -> Option<Decision>,
 }
 
-impl<F> Clone for Rule<F> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<F> Copy for Rule<F> {}
-
 /// A rule's outcome before the frame and rule name are attached.
 enum Decision {
     Pass(Reason),
@@ -110,8 +102,9 @@ enum Decision {
     Answer(usize, Reason, Vec<u8>),
 }
 
-fn first_match<F>(model: &Model, facts: &F, rules: &[Rule<F>]) -> (Decision, &'static str) {
-    for rule in rules {
+/// The outcome of the first rule that applies, in `lists` order.
+fn first_match<F>(model: &Model, facts: &F, lists: &[&[Rule<F>]]) -> (Decision, &'static str) {
+    for rule in lists.iter().copied().flatten() {
         if let Some(decision) = (rule.apply)(model, facts) {
             return (decision, rule.name);
         }
@@ -285,7 +278,7 @@ impl Model {
                 _ => unreachable!("smoltcp parses Ethernet/IPv4 ARP only"),
             }),
         };
-        first_match(self, &facts, ARP_RULES)
+        first_match(self, &facts, &[ARP_RULES])
     }
 
     // ------------------------------------------------------------ IPv6
@@ -362,9 +355,9 @@ impl Model {
             code: type_code[1],
         };
         if kind == ICMPV6_NA {
-            first_match(self, &facts, NA_RULES)
+            first_match(self, &facts, &[ND_HEADER_RULES, NA_RULES])
         } else {
-            first_match(self, &facts, NS_RULES)
+            first_match(self, &facts, &[ND_HEADER_RULES, NS_RULES])
         }
     }
 
@@ -644,7 +637,7 @@ impl NdFacts {
 }
 
 /// Checks both messages share, before anything is looked up.
-const ND_HEADER_RULES: [Rule<NdFacts>; 6] = [
+const ND_HEADER_RULES: &[Rule<NdFacts>] = &[
     Rule {
         name: "the frame holds the IPv6 payload length",
         apply: |_, n| {
@@ -688,13 +681,8 @@ const ND_HEADER_RULES: [Rule<NdFacts>; 6] = [
     },
 ];
 
+/// After [`ND_HEADER_RULES`].
 const NA_RULES: &[Rule<NdFacts>] = &[
-    ND_HEADER_RULES[0],
-    ND_HEADER_RULES[1],
-    ND_HEADER_RULES[2],
-    ND_HEADER_RULES[3],
-    ND_HEADER_RULES[4],
-    ND_HEADER_RULES[5],
     Rule {
         name: "NA for an address we do not own: other ICMPv6",
         apply: |m, n| {
@@ -736,13 +724,8 @@ const NA_RULES: &[Rule<NdFacts>] = &[
     },
 ];
 
+/// After [`ND_HEADER_RULES`].
 const NS_RULES: &[Rule<NdFacts>] = &[
-    ND_HEADER_RULES[0],
-    ND_HEADER_RULES[1],
-    ND_HEADER_RULES[2],
-    ND_HEADER_RULES[3],
-    ND_HEADER_RULES[4],
-    ND_HEADER_RULES[5],
     Rule {
         name: "source not multicast",
         apply: |_, n| {
