@@ -411,6 +411,8 @@ impl Generator {
     }
 
     /// One or two tags: 802.1Q, or an 802.1ad S-tag outside a C-tag.
+    /// VLAN (issue 7): once the fixture has VLAN VIPs, draw most VIDs from
+    /// theirs (a random VID almost never matches one).
     fn tagged(&mut self, frame: Vec<u8>) -> Vec<u8> {
         let vid = self.rng.u16(0..4096);
         let inner = frames::vlan_tagged(&frame, ETHERTYPE_VLAN, vid);
