@@ -2,14 +2,15 @@
 //! interfaces and MACs) installed in the program's maps and handed to the
 //! reference model, and the address and MAC pools the generator draws from.
 //!
-//! Keys are built in one place, [`Vip::key`] (model side) and
-//! [`Vip::install`] (program side): when VIP keys gain their VLAN path
-//! (issue 7, `speaker_common::VlanPath`), both gain one field here.
+//! Keys are built in this file only: [`Vip::key`] and [`VipKey::of_record`]
+//! (model side, and the program's counters read back) and [`Vip::install`]
+//! (program side). When VIP keys gain their VLAN path (issue 7,
+//! `speaker_common::VlanPath`), `VipKey`, `Vip` and these three gain it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
-use speaker::dataplane::DataplaneMaps;
+use speaker::dataplane::{DataplaneMaps, VipRecord};
 
 use crate::frames::{Mac, OTHER_MAC, OUR_MAC, PEER_MAC};
 
@@ -39,6 +40,16 @@ pub const VIP6_ELSEWHERE: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0x
 pub struct VipKey {
     pub address: IpAddr,
     pub ifindex: u32,
+}
+
+impl VipKey {
+    /// The key of a VIP as the program's maps list it.
+    pub fn of_record(record: &VipRecord) -> Self {
+        VipKey {
+            address: record.address,
+            ifindex: record.ifindex,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

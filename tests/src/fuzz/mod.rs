@@ -91,10 +91,7 @@ impl Counters {
             .into_iter()
             .map(|v| {
                 (
-                    VipKey {
-                        address: v.address,
-                        ifindex: v.ifindex,
-                    },
+                    VipKey::of_record(&v),
                     VipCounters {
                         answered: v.answered,
                         refused: v.requests - v.answered,
