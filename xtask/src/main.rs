@@ -53,6 +53,22 @@ enum Task {
         #[arg(long)]
         scenario: Option<String>,
     },
+    /// Differential fuzzing: random and mutated frames through the real
+    /// program (BPF_PROG_TEST_RUN) against a reference model; fails on any
+    /// disagreement.
+    Fuzz {
+        #[arg(value_enum)]
+        what: Fuzz,
+        /// Frames to run.
+        #[arg(long, default_value_t = 100_000)]
+        frames: u64,
+        /// Generator seed: the same seed gives the same frames.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// cargo fmt --check and clippy for both halves of the workspace.
     Lint,
     /// The speaker's container image (FROM scratch, static binary), tagged as
@@ -70,6 +86,12 @@ enum Bench {
     /// Failover, stalls, loss and restarts in a three-node namespace lab, per
     /// gossip profile; gossip bandwidth.
     Failover,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Fuzz {
+    /// The XDP responder against the model in `tests/src/fuzz/`.
+    Dataplane,
 }
 
 fn main() -> std::process::ExitCode {
@@ -159,6 +181,33 @@ fn run(task: Task) -> Result<()> {
                 }
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run::cargo(&args)
+        }
+        Task::Fuzz {
+            what: Fuzz::Dataplane,
+            frames,
+            seed,
+            json,
+        } => {
+            ebpf::build()?;
+            let (frames, seed) = (frames.to_string(), seed.to_string());
+            let mut args = vec![
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "speaker-tests",
+                "--bin",
+                "fuzz_dataplane",
+                "--",
+                "--frames",
+                &frames,
+                "--seed",
+                &seed,
+            ];
+            if json {
+                args.push("--json");
+            }
             run::cargo(&args)
         }
         Task::Lint => {
