@@ -69,8 +69,13 @@ impl Vip {
 
     /// Puts the VIP in the program's maps.
     pub fn install(&self, maps: &mut DataplaneMaps) -> Result<()> {
-        maps.add_vip(self.address, self.ifindex, self.mac)
-            .with_context(|| format!("adding VIP {} on ifindex {}", self.address, self.ifindex))
+        maps.add_vip(
+            self.address,
+            self.ifindex,
+            speaker_common::VlanPath::UNTAGGED,
+            self.mac,
+        )
+        .with_context(|| format!("adding VIP {} on ifindex {}", self.address, self.ifindex))
     }
 }
 
