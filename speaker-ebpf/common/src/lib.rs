@@ -187,7 +187,10 @@ pub enum Reason {
     /// for one of our VIPs: passed. Traffic that is neither ARP nor ICMPv6
     /// is passed uncounted (the interface's own counters carry its volume).
     OtherTraffic = 2,
-    /// 802.1Q/802.1ad tagged frame: passed (VLANs are not handled yet).
+    /// Retired: counted tagged frames while VLANs were not answered. Tagged
+    /// requests now get the reasons untagged ones get (`arp_answered`,
+    /// `not_owned`, ...), so nothing counts here any more; the slot stays so
+    /// that the numbering (a stable interface) does not move.
     VlanTagged = 3,
     /// The frame ends inside a header it claims to carry.
     Truncated = 4,
@@ -213,7 +216,8 @@ pub enum Reason {
     Looped = 13,
     /// A frame deliberately not parsed (IPv6 fragment, routing header, ESP,
     /// AH, an extension-header chain longer than walked, a multi-buffer
-    /// request): passed.
+    /// request, three or more VLAN tags, a priority-only or reserved VID):
+    /// passed.
     Unsupported = 14,
 }
 
