@@ -1709,7 +1709,9 @@ fn heartbeat_stale_stops_answers() {
         .maps
         .heartbeat(Some(Duration::from_nanos(1)))
         .expect("heartbeat");
-    std::thread::sleep(Duration::from_millis(1));
+    // The program reads the coarse clock (a scheduler tick, 1 to 10 ms,
+    // behind): wait for it to pass the heartbeat.
+    std::thread::sleep(Duration::from_millis(25));
     assert!(harness.maps.watchdog().expect("watchdog").stale());
     harness.run_table(&[
         pass("stale_arp_request", arp.clone(), Reason::HeartbeatStale),

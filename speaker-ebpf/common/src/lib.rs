@@ -155,7 +155,8 @@ pub struct VipEntry {
 pub struct ConflictRecord {
     /// Frames claiming the VIP from another MAC.
     pub count: u64,
-    /// `CLOCK_MONOTONIC` nanoseconds of the last one (`bpf_ktime_get_ns`).
+    /// `CLOCK_MONOTONIC` nanoseconds of the last one (`bpf_ktime_get_coarse_ns`:
+    /// to the scheduler tick).
     pub last_ns: u64,
     /// The link-layer address the last one claimed the VIP for.
     pub mac: [u8; 6],
@@ -163,7 +164,7 @@ pub struct ConflictRecord {
 }
 
 /// The dead-man switch. Times are `CLOCK_MONOTONIC` nanoseconds, the clock of
-/// `bpf_ktime_get_ns`.
+/// `bpf_ktime_get_coarse_ns` (to the scheduler tick).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Watchdog {
