@@ -5,25 +5,24 @@ use aya_ebpf::programs::XdpContext;
 use speaker_common::Reason;
 
 use crate::{
-    ethernet::{self, is_group, mac_words, BROADCAST},
+    ethernet::{self, is_group, mac_words, Link, BROADCAST},
     frame::{same_mac, wire16, Frame, Ipv4, Mac},
     log, maps,
     verdict::Verdict,
 };
 
-/// Offsets from the start of the frame (the ARP header follows Ethernet).
+/// Offsets from the start of the ARP header (after Ethernet and any tags).
 mod field {
-    const L3: usize = crate::ethernet::HEADER_LEN;
-    pub const HTYPE: usize = L3;
-    pub const PTYPE: usize = L3 + 2;
+    pub const HTYPE: usize = 0;
+    pub const PTYPE: usize = 2;
     /// HLEN and PLEN, one byte each.
-    pub const HLEN_PLEN: usize = L3 + 4;
-    pub const OPER: usize = L3 + 6;
-    pub const SHA: usize = L3 + 8;
-    pub const SPA: usize = L3 + 14;
-    pub const THA: usize = L3 + 18;
-    pub const TPA: usize = L3 + 24;
-    pub const END: usize = L3 + 28;
+    pub const HLEN_PLEN: usize = 4;
+    pub const OPER: usize = 6;
+    pub const SHA: usize = 8;
+    pub const SPA: usize = 14;
+    pub const THA: usize = 18;
+    pub const TPA: usize = 24;
+    pub const END: usize = 28;
 }
 
 const HTYPE_ETHERNET: u16 = 1;
@@ -34,8 +33,11 @@ const OPER_REQUEST: u16 = 1;
 const OPER_REPLY: u16 = 2;
 
 #[inline(always)]
-pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
-    let Some(arp) = frame.bounded::<{ field::END }>() else {
+pub fn respond(ctx: &XdpContext, frame: &Frame, link: Link) -> Verdict {
+    let (Some(eth), Some(arp)) = (
+        frame.bounded::<{ ethernet::HEADER_LEN }>(),
+        frame.bounded_at::<{ field::END }>(link.l3),
+    ) else {
         return Verdict::pass(Reason::Truncated);
     };
     if arp.get_be16::<{ field::HTYPE }>() != HTYPE_ETHERNET
@@ -45,7 +47,7 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
         return Verdict::pass(Reason::Malformed);
     }
     let sha = arp.get::<Mac, { field::SHA }>();
-    let eth_src = arp.get::<Mac, { ethernet::field::SOURCE }>();
+    let eth_src = eth.get::<Mac, { ethernet::field::SOURCE }>();
     // A group address cannot have sent a request, and we would reply to it.
     if is_group(sha) || is_group(eth_src) {
         return Verdict::pass(Reason::Malformed);
@@ -61,7 +63,7 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
     // conflict. Answering would not settle it (the kernel would not
     // either); it is recorded for the VIP. A probe's sender 0.0.0.0 is
     // never a VIP.
-    if let Some(vip) = maps::vip_v4(spa, ifindex) {
+    if let Some(vip) = maps::vip_v4(spa, ifindex, link.vlan) {
         let reason = if same_mac(sha, mac_words(vip.mac)) {
             Reason::Looped
         } else {
@@ -75,11 +77,11 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
         return Verdict::pass(Reason::ArpNotRequest);
     }
     let tpa = arp.get::<Ipv4, { field::TPA }>();
-    let Some(vip) = maps::vip_v4(tpa, ifindex) else {
+    let Some(vip) = maps::vip_v4(tpa, ifindex, link.vlan) else {
         return Verdict::pass(Reason::NotOwned);
     };
     let our_mac = mac_words(vip.mac);
-    let eth_dst = arp.get::<Mac, { ethernet::field::DESTINATION }>();
+    let eth_dst = eth.get::<Mac, { ethernet::field::DESTINATION }>();
     if !same_mac(eth_dst, BROADCAST) && !same_mac(eth_dst, our_mac) {
         log::arp_refused(ctx, tpa, Reason::WrongEthDestination);
         return Verdict::refuse(&vip, Reason::WrongEthDestination);
@@ -91,8 +93,8 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
     // RFC 826: swap sender and target, fill in our hardware address, turn the
     // operation into a reply. A probe (sender IP 0.0.0.0, RFC 5227) is
     // answered the same way, which defends the address.
-    arp.set::<Mac, { ethernet::field::DESTINATION }>(eth_src);
-    arp.set::<Mac, { ethernet::field::SOURCE }>(our_mac);
+    eth.set::<Mac, { ethernet::field::DESTINATION }>(eth_src);
+    eth.set::<Mac, { ethernet::field::SOURCE }>(our_mac);
     arp.set::<u16, { field::OPER }>(OPER_REPLY.to_be());
     arp.set::<Mac, { field::SHA }>(our_mac);
     arp.set::<Ipv4, { field::SPA }>(tpa);

@@ -1,11 +1,8 @@
 //! Ethernet II header.
 
-use speaker_common::Reason;
+use speaker_common::VlanPath;
 
-use crate::{
-    frame::{first_byte_u16, wire16, Frame, Ipv6, Mac},
-    verdict::Verdict,
-};
+use crate::frame::{first_byte_u16, wire16, Frame, Ipv6, Mac};
 
 pub mod field {
     pub const DESTINATION: usize = 0;
@@ -32,40 +29,20 @@ pub fn ether_type(frame: &Frame) -> Option<u16> {
     )
 }
 
-/// An 802.1Q or 802.1ad tag: TPID and TCI.
-const TAG_LEN: usize = 4;
-const IPV6_NEXT_HEADER: usize = 6;
-const NEXT_HEADER_HOP_BY_HOP: u8 = 0;
-const NEXT_HEADER_ICMPV6: u8 = 58;
+/// Where a request's network header starts, and the VLAN tags it came
+/// with (the VIP key's `vlan`). The answer keeps the tags where they are.
+#[derive(Clone, Copy)]
+pub struct Link {
+    /// Offset of the ARP or IPv6 header: after the Ethernet header and tags.
+    pub l3: usize,
+    pub vlan: VlanPath,
+}
 
-/// A tagged frame (VLANs are not answered yet). Counted as `vlan_tagged`
-/// only when what it carries could be a request (ARP, ICMPv6 or an IPv6
-/// Hop-by-Hop header) behind one or two tags: on a trunk every frame is
-/// tagged, and the rest is the hot path like untagged traffic.
-#[inline(always)]
-pub fn tagged(frame: &Frame) -> Verdict {
-    let Some(tags) = frame.bounded::<{ HEADER_LEN + 2 * TAG_LEN + 2 }>() else {
-        return Verdict::pass(Reason::VlanTagged);
+impl Link {
+    pub const UNTAGGED: Link = Link {
+        l3: HEADER_LEN,
+        vlan: VlanPath::UNTAGGED,
     };
-    let mut inner_at = HEADER_LEN + TAG_LEN - 2;
-    let mut inner = tags.get_be16::<{ HEADER_LEN + TAG_LEN - 2 }>();
-    if inner == ETHERTYPE_VLAN {
-        inner_at += TAG_LEN;
-        inner = tags.get_be16::<{ HEADER_LEN + 2 * TAG_LEN - 2 }>();
-    }
-    let could_be_request = match inner {
-        ETHERTYPE_ARP => true,
-        ETHERTYPE_IPV6 => matches!(
-            frame.pair(inner_at + 2 + IPV6_NEXT_HEADER),
-            Some([NEXT_HEADER_ICMPV6 | NEXT_HEADER_HOP_BY_HOP, _]) | None
-        ),
-        _ => false,
-    };
-    if could_be_request {
-        Verdict::pass(Reason::VlanTagged)
-    } else {
-        Verdict::pass_uncounted()
-    }
 }
 
 /// Group bit (I/G) of a MAC address: set for multicast and broadcast.

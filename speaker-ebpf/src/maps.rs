@@ -79,7 +79,7 @@ pub fn record_conflict(entry: &VipEntry, mac: Mac) {
         // BPF has an atomic add but no compare-and-swap, so the target
         // offers no `AtomicU64::fetch_add`; the intrinsic is the add.
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*record).count, 1);
-        (*record).last_ns = aya_ebpf::helpers::bpf_ktime_get_ns();
+        (*record).last_ns = now_ns();
         (*record).mac = core::mem::transmute::<Mac, [u8; 6]>(mac);
     }
 }
@@ -108,43 +108,72 @@ pub fn count_refused(entry: &VipEntry) {
     }
 }
 
+/// The VIP entry for `addr` on `ifindex` behind `vlan`. When the frame came
+/// in on a bond slave (native mode runs the program on each slave, with the
+/// slave's `ingress_ifindex`), the bond master's key is tried next: only
+/// after the filter said the address may be a VIP, so the miss path of
+/// other hosts' addresses pays nothing for bonds.
 #[inline(always)]
-pub fn vip_v4(addr: Ipv4, ifindex: u32) -> Option<VipEntry> {
+pub fn vip_v4(addr: Ipv4, ifindex: u32, vlan: VlanPath) -> Option<VipEntry> {
     // SAFETY: [u16; 2] and [u8; 4] have the same size and any bit pattern.
     let addr: [u8; 4] = unsafe { core::mem::transmute(addr) };
     if !may_be_vip(u32::from_ne_bytes(addr)) {
         return None;
     }
+    let key = VipKeyV4 {
+        addr,
+        ifindex,
+        vlan,
+    };
     // SAFETY: the entry is copied out at once; a concurrent update can at worst
     // give a mix of old and new MAC for this one frame.
+    if let Some(entry) = unsafe { VIPS_V4.get(key) } {
+        return Some(*entry);
+    }
+    let master = bond_master(ifindex)?;
+    // SAFETY: as above.
     unsafe {
         VIPS_V4
             .get(VipKeyV4 {
-                addr,
-                ifindex,
-                vlan: VlanPath::UNTAGGED,
+                ifindex: master,
+                ..key
             })
             .copied()
     }
 }
 
 #[inline(always)]
-pub fn vip_v6(addr: Ipv6, ifindex: u32) -> Option<VipEntry> {
+pub fn vip_v6(addr: Ipv6, ifindex: u32, vlan: VlanPath) -> Option<VipEntry> {
     if !may_be_vip(addr[3]) {
         return None;
     }
     // SAFETY: [u32; 4] and [u8; 16] have the same size and any bit pattern.
     let addr: [u8; 16] = unsafe { core::mem::transmute(addr) };
+    let key = VipKeyV6 {
+        addr,
+        ifindex,
+        vlan,
+    };
+    // SAFETY: as in `vip_v4`.
+    if let Some(entry) = unsafe { VIPS_V6.get(key) } {
+        return Some(*entry);
+    }
+    let master = bond_master(ifindex)?;
     // SAFETY: as in `vip_v4`.
     unsafe {
         VIPS_V6
             .get(VipKeyV6 {
-                addr,
-                ifindex,
-                vlan: VlanPath::UNTAGGED,
+                ifindex: master,
+                ..key
             })
             .copied()
     }
+}
+
+#[inline(always)]
+fn bond_master(slave: u32) -> Option<u32> {
+    // SAFETY: a u32 copied out at once.
+    unsafe { BOND_SLAVES.get(slave).copied() }
 }
 
 /// False when the dead-man switch has tripped: the control plane has not
@@ -157,7 +186,17 @@ pub fn control_plane_alive() -> bool {
     if watchdog.max_age_ns == 0 {
         return true;
     }
+    // A coarse clock lagging the heartbeat's by up to a tick reads as age 0.
+    now_ns().saturating_sub(watchdog.heartbeat_ns) <= watchdog.max_age_ns
+}
+
+/// CLOCK_MONOTONIC, to the scheduler tick: `bpf_ktime_get_coarse_ns`
+/// reads the time the tick last stored, where `bpf_ktime_get_ns` reads the
+/// clock source (in a VM, a paravirtual clock costing tens of ns, on every
+/// answer). The dead-man limit is seconds and a conflict's age is shown to
+/// a tenth of a second: a few ms of lag change neither.
+#[inline(always)]
+fn now_ns() -> u64 {
     // SAFETY: a helper without arguments.
-    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-    now.saturating_sub(watchdog.heartbeat_ns) <= watchdog.max_age_ns
+    unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() }
 }

@@ -12,24 +12,23 @@ use speaker_common::Reason;
 
 use crate::{
     checksum::Sum,
-    ethernet::{self, ipv6_multicast_mac, is_group, mac_words},
-    frame::{first_byte_u32, same_ipv6, same_mac, wire16, Frame, Ipv6, Mac},
+    ethernet::{self, ipv6_multicast_mac, is_group, mac_words, Link},
+    frame::{first_byte_u32, same_ipv6, same_mac, wire16, Bounded, Frame, Ipv6, Mac},
     log, maps,
     verdict::Verdict,
 };
 
-/// Offsets from the start of the frame: the IPv6 header after Ethernet.
+/// Offsets from the start of the IPv6 header (after Ethernet and any tags).
 mod field {
-    const L3: usize = crate::ethernet::HEADER_LEN;
     /// Version, traffic class, flow label.
-    pub const VERSION: usize = L3;
-    pub const PAYLOAD_LEN: usize = L3 + 4;
+    pub const VERSION: usize = 0;
+    pub const PAYLOAD_LEN: usize = 4;
     /// Next header and hop limit, one byte each.
-    pub const NEXT_HEADER_HOP_LIMIT: usize = L3 + 6;
-    pub const SOURCE: usize = L3 + 8;
-    pub const DESTINATION: usize = L3 + 24;
+    pub const NEXT_HEADER_HOP_LIMIT: usize = 6;
+    pub const SOURCE: usize = 8;
+    pub const DESTINATION: usize = 24;
     /// Where the first extension header, or ICMPv6, starts.
-    pub const L4: usize = L3 + 40;
+    pub const L4: usize = 40;
 }
 
 /// Offsets from the start of the ICMPv6 message (NS and NA share them).
@@ -73,6 +72,8 @@ const ICMP_NEIGHBOR_SOLICITATION: u8 = 135;
 const ICMP_NEIGHBOR_ADVERTISEMENT: u8 = 136;
 /// An NS or NA without options.
 const ND_MIN_LEN: usize = icmp::OPTIONS;
+/// An NS or NA with one link-layer address option: the common case.
+const ND_ONE_OPTION_LEN: usize = ND_MIN_LEN + 8;
 /// Options are walked up to this many 8-octet units (88-byte messages);
 /// a longer message is `unsupported`. The verifier walks every iteration,
 /// and each option's type and length fork its states: walks to 256 bytes
@@ -87,8 +88,9 @@ const OPTION_TARGET_LLADDR: u8 = 2;
 /// the option, the NA alone (RFC 4861 §7.2.4: the option "can be omitted"
 /// for a unicast solicitation, the sender already has our address).
 const NA_LEN: usize = ND_MIN_LEN + 8;
-const NA_FRAME_LEN: usize = field::L4 + NA_LEN;
-const NA_SHORT_FRAME_LEN: usize = field::L4 + ND_MIN_LEN;
+/// The advertisement from the IPv6 header on, with and without the option.
+const NA_PACKET_LEN: usize = field::L4 + NA_LEN;
+const NA_SHORT_PACKET_LEN: usize = field::L4 + ND_MIN_LEN;
 const NA_FLAG_SOLICITED: u8 = 0x40;
 const NA_FLAG_OVERRIDE: u8 = 0x20;
 
@@ -132,9 +134,9 @@ fn is_solicited_node_of(dst: Ipv6, target: Ipv6) -> bool {
 /// Hop-by-Hop / Destination Options headers. `Err(None)`: not ICMPv6, not
 /// ours to count; `Err(Some(reason))`: counted.
 #[inline(always)]
-fn icmp_offset(frame: &Frame, first: u8) -> Result<usize, Option<Reason>> {
+fn icmp_offset(frame: &Frame, l3: usize, first: u8) -> Result<usize, Option<Reason>> {
     let mut next = first;
-    let mut offset = field::L4;
+    let mut offset = l3 + field::L4;
     let mut walked = 0;
     loop {
         match next {
@@ -180,14 +182,18 @@ struct Discovery {
 }
 
 /// Header checks that need no loop over options: enough to decide whether
-/// the target is worth a map lookup.
+/// the target is worth a map lookup. `l4` is where the ICMPv6 message
+/// starts: a constant on the fast path (no extension headers, no tags),
+/// so that every read below is at a fixed offset.
 #[inline(always)]
-fn parse(frame: &Frame) -> Result<Discovery, Option<Reason>> {
-    let Some(ip) = frame.bounded::<{ field::L4 }>() else {
+fn parse(frame: &Frame, link: Link, l4: usize) -> Result<Discovery, Option<Reason>> {
+    let (Some(eth), Some(ip)) = (
+        frame.bounded::<{ ethernet::HEADER_LEN }>(),
+        frame.bounded_at::<{ field::L4 }>(link.l3),
+    ) else {
         return Err(Some(Reason::Truncated));
     };
-    let [next_header, hop_limit] = ip.get::<[u8; 2], { field::NEXT_HEADER_HOP_LIMIT }>();
-    let l4 = icmp_offset(frame, next_header)?;
+    let hop_limit = ip.get::<[u8; 2], { field::NEXT_HEADER_HOP_LIMIT }>()[1];
     if ip.get::<u8, { field::VERSION }>() >> 4 != 6 {
         return Err(Some(Reason::Malformed));
     }
@@ -204,9 +210,10 @@ fn parse(frame: &Frame) -> Result<Discovery, Option<Reason>> {
     if kind != ICMP_NEIGHBOR_SOLICITATION && kind != ICMP_NEIGHBOR_ADVERTISEMENT {
         return Err(Some(Reason::OtherTraffic));
     }
-    let extensions = l4 - field::L4;
+    let payload_at = link.l3 + field::L4;
+    let extensions = l4 - payload_at;
     let payload_len = ip.get_be16::<{ field::PAYLOAD_LEN }>() as usize;
-    if payload_len < extensions || !frame.has(field::L4 + payload_len) {
+    if payload_len < extensions || !frame.has(payload_at + payload_len) {
         return Err(Some(Reason::Truncated));
     }
     let icmp_len = payload_len - extensions;
@@ -221,7 +228,7 @@ fn parse(frame: &Frame) -> Result<Discovery, Option<Reason>> {
     }
     let target = message.get::<Ipv6, { icmp::TARGET }>();
     let source = ip.get::<Ipv6, { field::SOURCE }>();
-    let eth_src = ip.get::<Mac, { ethernet::field::SOURCE }>();
+    let eth_src = eth.get::<Mac, { ethernet::field::SOURCE }>();
     if is_multicast(target) || is_group(eth_src) {
         return Err(Some(Reason::Malformed));
     }
@@ -230,7 +237,7 @@ fn parse(frame: &Frame) -> Result<Discovery, Option<Reason>> {
             source,
             destination: ip.get::<Ipv6, { field::DESTINATION }>(),
             eth_src,
-            eth_dst: ip.get::<Mac, { ethernet::field::DESTINATION }>(),
+            eth_dst: eth.get::<Mac, { ethernet::field::DESTINATION }>(),
             l4,
             icmp_len,
         },
@@ -250,26 +257,100 @@ mod walked {
     pub const TARGET_LLADDR_SHIFT: u32 = 16;
 }
 
-/// The frame inside a loop, its end read afresh each time: with `end` loop-
-/// invariant, LLVM rewrites `at + 8 > end` into `at > end - 8` outside the
-/// loop, and the verifier refuses arithmetic on the end pointer.
+/// The frame with its end read afresh, so that LLVM keeps the next bounds
+/// check as written. Inside a loop: with `end` loop-invariant, LLVM
+/// rewrites `at + 8 > end` into `at > end - 8` outside the loop, and the
+/// verifier refuses arithmetic on the end pointer. On the fixed-size path:
+/// LLVM knows the message ends where the payload length said, already
+/// checked, and drops the check; the verifier cannot follow that
+/// arithmetic through a variable payload length.
 #[inline(always)]
-fn loop_frame(start: usize, end: &usize) -> Frame {
+fn opaque_frame(start: usize, end: &usize) -> Frame {
     // SAFETY: a read of a local.
     Frame::from_bounds(start, unsafe { core::ptr::read_volatile(end) })
 }
 
-/// RFC 4443 §2.3: the checksum over the pseudo-header (RFC 8200 §8.1) and
-/// the whole message.
+/// What the option walk found.
+struct Options {
+    source_lladdr: bool,
+    /// The last Target Link-Layer Address option's address.
+    target_lladdr: Option<Mac>,
+}
+
+/// RFC 4443 §2.3 (the checksum over the pseudo-header of RFC 8200 §8.1
+/// and the whole message) and RFC 4861 §7.1.1/§7.1.2 (the options end
+/// exactly where the message does, none has length 0; unknown options
+/// are skipped, §4.6).
+///
+/// The two messages nearly every host sends, an NS or NA with one
+/// link-layer address option (32 bytes) and one without options (24: DAD,
+/// most unicast NUD), take a fixed-size path without loops or calls; the
+/// rest the out-of-line walks.
 #[inline(always)]
-fn checksum_valid(frame: &Frame, ip: &Ipv6Header) -> bool {
+fn verify(frame: &Frame, ip: &Ipv6Header) -> Result<Options, Reason> {
     let mut sum = Sum::new();
     sum.add_all(ip.source);
     sum.add_all(ip.destination);
     sum.add_be32(ip.icmp_len as u32);
     sum.add_be32(NEXT_HEADER_ICMPV6 as u32);
     let (start, end) = frame.bounds();
-    message_sum_valid(start, end, ip.l4, ip.icmp_len, sum.raw()) != 0
+    if ip.icmp_len == ND_ONE_OPTION_LEN {
+        if let Some(message) = opaque_frame(start, &end).bounded_at::<ND_ONE_OPTION_LEN>(ip.l4) {
+            return verify_one_option(&message, sum);
+        }
+    } else if ip.icmp_len == ND_MIN_LEN {
+        if let Some(message) = opaque_frame(start, &end).bounded_at::<ND_MIN_LEN>(ip.l4) {
+            sum.add_all(message.get::<[u32; ND_MIN_LEN / 4], 0>());
+            return if sum.fold() == 0xffff {
+                Ok(Options {
+                    source_lladdr: false,
+                    target_lladdr: None,
+                })
+            } else {
+                Err(Reason::BadChecksum)
+            };
+        }
+    }
+    if message_sum_valid(start, end, ip.l4, ip.icmp_len, sum.raw()) == 0 {
+        return Err(Reason::BadChecksum);
+    }
+    let found = walk_options_raw(start, end, ip.l4, ip.icmp_len);
+    if found & walked::VALID == 0 {
+        return Err(Reason::Malformed);
+    }
+    let mac = (found >> walked::TARGET_LLADDR_SHIFT).to_ne_bytes();
+    Ok(Options {
+        source_lladdr: found & walked::SOURCE_LLADDR != 0,
+        target_lladdr: (found & walked::TARGET_LLADDR != 0).then(|| {
+            [
+                wire16(mac[0], mac[1]),
+                wire16(mac[2], mac[3]),
+                wire16(mac[4], mac[5]),
+            ]
+        }),
+    })
+}
+
+/// A message with one 8-byte option: its length must be 1 to end where the
+/// message does.
+#[inline(always)]
+fn verify_one_option(
+    message: &Bounded<ND_ONE_OPTION_LEN>,
+    mut sum: Sum,
+) -> Result<Options, Reason> {
+    sum.add_all(message.get::<[u32; ND_ONE_OPTION_LEN / 4], 0>());
+    if sum.fold() != 0xffff {
+        return Err(Reason::BadChecksum);
+    }
+    let [kind, len] = message.get::<[u8; 2], { icmp::OPTIONS + icmp::OPTION_TYPE }>();
+    if len != 1 {
+        return Err(Reason::Malformed);
+    }
+    Ok(Options {
+        source_lladdr: kind == OPTION_SOURCE_LLADDR,
+        target_lladdr: (kind == OPTION_TARGET_LLADDR)
+            .then(|| message.get::<Mac, { icmp::OPTIONS + icmp::OPTION_LLADDR }>()),
+    })
 }
 
 /// The message's words added to `seed`; 1 when the result verifies.
@@ -288,7 +369,7 @@ fn message_sum_valid(start: usize, end: usize, l4: usize, icmp_len: usize, seed:
         if offset >= icmp_len {
             break;
         }
-        let Some(words) = loop_frame(start, &end).words8(l4 + offset) else {
+        let Some(words) = opaque_frame(start, &end).words8(l4 + offset) else {
             return 0;
         };
         sum.add_all(words);
@@ -296,34 +377,6 @@ fn message_sum_valid(start: usize, end: usize, l4: usize, icmp_len: usize, seed:
         units += 1;
     }
     (sum.fold() == 0xffff) as u64
-}
-
-/// What the option walk found.
-struct Options {
-    /// The options end exactly where the message does, none has length 0
-    /// (RFC 4861 §7.1.1, §7.1.2); unknown options are skipped (§4.6).
-    valid: bool,
-    source_lladdr: bool,
-    /// The last Target Link-Layer Address option's address.
-    target_lladdr: Option<Mac>,
-}
-
-#[inline(always)]
-fn walk_options(frame: &Frame, ip: &Ipv6Header) -> Options {
-    let (start, end) = frame.bounds();
-    let found = walk_options_raw(start, end, ip.l4, ip.icmp_len);
-    let mac = (found >> walked::TARGET_LLADDR_SHIFT).to_ne_bytes();
-    Options {
-        valid: found & walked::VALID != 0,
-        source_lladdr: found & walked::SOURCE_LLADDR != 0,
-        target_lladdr: (found & walked::TARGET_LLADDR != 0).then(|| {
-            [
-                wire16(mac[0], mac[1]),
-                wire16(mac[2], mac[3]),
-                wire16(mac[4], mac[5]),
-            ]
-        }),
-    }
 }
 
 /// The options walk, out of line for the reason given at
@@ -338,7 +391,7 @@ fn walk_options_raw(start: usize, end: usize, l4: usize, icmp_len: usize) -> u64
             break;
         }
         let at = l4 + offset;
-        let Some(option) = loop_frame(start, &end).bounded_at::<8>(at) else {
+        let Some(option) = opaque_frame(start, &end).bounded_at::<8>(at) else {
             return 0;
         };
         let [kind, len] = option.get::<[u8; 2], { icmp::OPTION_TYPE }>();
@@ -364,16 +417,35 @@ fn walk_options_raw(start: usize, end: usize, l4: usize, icmp_len: usize) -> u64
 }
 
 #[inline(always)]
-pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
-    let message = match parse(frame) {
+pub fn respond(ctx: &XdpContext, frame: &Frame, link: Link) -> Verdict {
+    let Some(ip) = frame.bounded_at::<{ field::L4 }>(link.l3) else {
+        return Verdict::pass(Reason::Truncated);
+    };
+    let next_header = ip.get::<[u8; 2], { field::NEXT_HEADER_HOP_LIMIT }>()[0];
+    // The fast path: ICMPv6 right after the fixed header, as every NS and
+    // NA a host sends has it; inlined apart so that its offsets are
+    // constants. Extension headers (rare) take the walk.
+    if next_header == NEXT_HEADER_ICMPV6 {
+        return discovery(ctx, frame, link, link.l3 + field::L4);
+    }
+    match icmp_offset(frame, link.l3, next_header) {
+        Ok(l4) => discovery(ctx, frame, link, l4),
+        Err(Some(reason)) => Verdict::pass(reason),
+        Err(None) => Verdict::pass_uncounted(),
+    }
+}
+
+#[inline(always)]
+fn discovery(ctx: &XdpContext, frame: &Frame, link: Link, l4: usize) -> Verdict {
+    let message = match parse(frame, link, l4) {
         Ok(message) => message,
         Err(Some(reason)) => return Verdict::pass(reason),
         Err(None) => return Verdict::pass_uncounted(),
     };
     if message.kind == ICMP_NEIGHBOR_ADVERTISEMENT {
-        return advertised(ctx, frame, &message);
+        return advertised(ctx, frame, link, &message);
     }
-    solicited(ctx, frame, &message)
+    solicited(ctx, frame, link, &message)
 }
 
 /// A Neighbor Advertisement: a conflict when it claims one of our VIPs for
@@ -381,17 +453,14 @@ pub fn respond(ctx: &XdpContext, frame: &Frame) -> Verdict {
 /// its Ethernet source); our own come back `looped`. Advertisements for
 /// other addresses are other ICMPv6 traffic.
 #[inline(always)]
-fn advertised(ctx: &XdpContext, frame: &Frame, na: &Discovery) -> Verdict {
-    let Some(vip) = maps::vip_v6(na.target, ctx.ingress_ifindex() as u32) else {
+fn advertised(ctx: &XdpContext, frame: &Frame, link: Link, na: &Discovery) -> Verdict {
+    let Some(vip) = maps::vip_v6(na.target, ctx.ingress_ifindex() as u32, link.vlan) else {
         return Verdict::pass(Reason::OtherTraffic);
     };
-    if !checksum_valid(frame, &na.ip) {
-        return Verdict::pass(Reason::BadChecksum);
-    }
-    let options = walk_options(frame, &na.ip);
-    if !options.valid {
-        return Verdict::pass(Reason::Malformed);
-    }
+    let options = match verify(frame, &na.ip) {
+        Ok(options) => options,
+        Err(reason) => return Verdict::pass(reason),
+    };
     let claimed = options.target_lladdr.unwrap_or(na.ip.eth_src);
     if same_mac(claimed, mac_words(vip.mac)) {
         log::na_claimed(ctx, na.target, claimed, Reason::Looped);
@@ -403,7 +472,7 @@ fn advertised(ctx: &XdpContext, frame: &Frame, na: &Discovery) -> Verdict {
 }
 
 #[inline(always)]
-fn solicited(ctx: &XdpContext, frame: &Frame, ns: &Discovery) -> Verdict {
+fn solicited(ctx: &XdpContext, frame: &Frame, link: Link, ns: &Discovery) -> Verdict {
     let ip = &ns.ip;
     if is_multicast(ip.source) {
         return Verdict::pass(Reason::Malformed);
@@ -415,16 +484,16 @@ fn solicited(ctx: &XdpContext, frame: &Frame, ns: &Discovery) -> Verdict {
     if !to_group && (from_unspecified || !same_ipv6(ip.destination, ns.target)) {
         return Verdict::pass(Reason::Malformed);
     }
-    let Some(vip) = maps::vip_v6(ns.target, ctx.ingress_ifindex() as u32) else {
+    let Some(vip) = maps::vip_v6(ns.target, ctx.ingress_ifindex() as u32, link.vlan) else {
         return Verdict::pass(Reason::NotOwned);
     };
     // The costly checks come after the lookup: solicitations for other
     // hosts' addresses are the common case on a busy segment.
-    if !checksum_valid(frame, ip) {
-        return Verdict::pass(Reason::BadChecksum);
-    }
-    let options = walk_options(frame, ip);
-    if !options.valid || (from_unspecified && options.source_lladdr) {
+    let options = match verify(frame, ip) {
+        Ok(options) => options,
+        Err(reason) => return Verdict::pass(reason),
+    };
+    if from_unspecified && options.source_lladdr {
         return Verdict::pass(Reason::Malformed);
     }
     let our_mac = mac_words(vip.mac);
@@ -448,13 +517,15 @@ fn solicited(ctx: &XdpContext, frame: &Frame, ns: &Discovery) -> Verdict {
         return Verdict::refuse(&vip, Reason::Unsupported);
     }
     // Only a unicast solicitation's frame too short for the option goes
-    // without it: no solicitation is grown for a unicast answer.
-    let with_option = to_group || frame.len() >= NA_FRAME_LEN;
-    let na_frame_len = if with_option {
-        NA_FRAME_LEN
-    } else {
-        NA_SHORT_FRAME_LEN
-    };
+    // without it: no solicitation is grown for a unicast answer. Tags stay
+    // in front of the IPv6 header, so the frame keeps `link.l3` of them.
+    let with_option = to_group || frame.len() >= link.l3 + NA_PACKET_LEN;
+    let na_frame_len = link.l3
+        + if with_option {
+            NA_PACKET_LEN
+        } else {
+            NA_SHORT_PACKET_LEN
+        };
     let delta = na_frame_len as i32 - frame.len() as i32;
     // SAFETY: the context pointer is the one the kernel gave us.
     if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
@@ -462,7 +533,11 @@ fn solicited(ctx: &XdpContext, frame: &Frame, ns: &Discovery) -> Verdict {
         return Verdict::refuse(&vip, Reason::ResizeFailed);
     }
     // Resizing invalidates every packet pointer: start over from the context.
-    let Some(na) = Frame::new(ctx).bounded::<NA_SHORT_FRAME_LEN>() else {
+    let resized = Frame::new(ctx);
+    let (Some(eth), Some(na)) = (
+        resized.bounded::<{ ethernet::HEADER_LEN }>(),
+        resized.bounded_at::<NA_SHORT_PACKET_LEN>(link.l3),
+    ) else {
         log::ns_refused(ctx, ns.target, Reason::ResizeFailed);
         return Verdict::refuse(&vip, Reason::ResizeFailed);
     };
@@ -473,9 +548,9 @@ fn solicited(ctx: &XdpContext, frame: &Frame, ns: &Discovery) -> Verdict {
     } else {
         (ip.source, ip.eth_src, NA_FLAG_SOLICITED | NA_FLAG_OVERRIDE)
     };
-    let icmp_len = na_frame_len - field::L4;
-    na.set::<Mac, { ethernet::field::DESTINATION }>(eth_dst);
-    na.set::<Mac, { ethernet::field::SOURCE }>(our_mac);
+    let icmp_len = na_frame_len - link.l3 - field::L4;
+    eth.set::<Mac, { ethernet::field::DESTINATION }>(eth_dst);
+    eth.set::<Mac, { ethernet::field::SOURCE }>(our_mac);
     // Version 6; traffic class and flow label cleared.
     na.set::<u32, { field::VERSION }>(u32::from_ne_bytes([0x60, 0, 0, 0]));
     na.set::<u16, { field::PAYLOAD_LEN }>((icmp_len as u16).to_be());
@@ -499,7 +574,7 @@ fn solicited(ctx: &XdpContext, frame: &Frame, ns: &Discovery) -> Verdict {
     sum.add_be32(icmp_len as u32);
     sum.add_be32(NEXT_HEADER_ICMPV6 as u32);
     if with_option {
-        let Some(na) = Frame::new(ctx).bounded::<NA_FRAME_LEN>() else {
+        let Some(na) = resized.bounded_at::<NA_PACKET_LEN>(link.l3) else {
             return Verdict::refuse(&vip, Reason::ResizeFailed);
         };
         na.set::<[u16; 4], { field::L4 + icmp::OPTIONS }>([

@@ -5,6 +5,8 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use speaker_common::VlanPath;
+
 use crate::{
     dataplane::{AttachMode, DEFAULT_PIN_DIR},
     logging::{LogFormat, LogLevel},
@@ -312,6 +314,8 @@ pub enum VipAction {
         address: IpAddr,
         #[arg(long, short = 'i')]
         interface: String,
+        #[command(flatten)]
+        vlan: VlanArgs,
     },
     /// Stop answering for this address on this interface.
     Del {
@@ -319,7 +323,73 @@ pub enum VipAction {
         address: IpAddr,
         #[arg(long, short = 'i')]
         interface: String,
+        #[command(flatten)]
+        vlan: VlanArgs,
     },
+}
+
+/// The VLAN a VIP is announced on, behind the interface the XDP program
+/// is attached to (the VLAN device's parent).
+#[derive(Args, Debug, Clone, Copy)]
+pub struct VlanArgs {
+    /// Answer only requests tagged with this VLAN: a VID (1-4094), or
+    /// OUTER.INNER for two stacked tags (QinQ, e.g. 200.100). Without it,
+    /// only untagged requests are answered.
+    #[arg(long, value_parser = parse_vlan_ids)]
+    pub vlan: Option<VlanIds>,
+    /// The outer tag's protocol: 802.1q (TPID 0x8100) or 802.1ad (0x88a8,
+    /// a service tag). An inner tag is always 802.1Q.
+    #[arg(long, value_enum, default_value_t = VlanProtocolArg::Dot1q, requires = "vlan")]
+    pub vlan_protocol: VlanProtocolArg,
+}
+
+impl VlanArgs {
+    pub fn path(&self) -> VlanPath {
+        let ad = self.vlan_protocol == VlanProtocolArg::Dot1ad;
+        match self.vlan {
+            None => VlanPath::UNTAGGED,
+            Some(VlanIds { outer, inner: None }) => VlanPath::single(outer, ad),
+            Some(VlanIds {
+                outer,
+                inner: Some(inner),
+            }) => VlanPath::stacked(outer, ad, inner),
+        }
+    }
+}
+
+/// `--vlan`: one VID, or an outer and an inner one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VlanIds {
+    pub outer: u16,
+    pub inner: Option<u16>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VlanProtocolArg {
+    #[value(name = "802.1q")]
+    Dot1q,
+    #[value(name = "802.1ad")]
+    Dot1ad,
+}
+
+fn parse_vlan_ids(text: &str) -> Result<VlanIds, String> {
+    // 0 marks a priority-only tag and 4095 is reserved (802.1Q Table 9-2).
+    let vid = |part: &str| match part.parse::<u16>() {
+        Ok(vid @ 1..=4094) => Ok(vid),
+        _ => Err(format!(
+            "{text:?} is not a VLAN: expected a VID from 1 to 4094, or OUTER.INNER"
+        )),
+    };
+    match text.split_once('.') {
+        None => Ok(VlanIds {
+            outer: vid(text)?,
+            inner: None,
+        }),
+        Some((outer, inner)) => Ok(VlanIds {
+            outer: vid(outer)?,
+            inner: Some(vid(inner)?),
+        }),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -363,4 +433,57 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         .ok()
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .ok_or_else(|| format!("{text:?} is not a number of seconds (0 or more)"))
+}
+
+#[cfg(test)]
+mod vlan_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn vlan_of(args: &[&str]) -> Result<VlanPath, String> {
+        let mut argv = vec!["speaker", "vip", "add", "192.0.2.1", "-i", "eth0"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Command::Vip {
+                action: VipAction::Add { vlan, .. },
+                ..
+            } => Ok(vlan.path()),
+            other => Err(format!("parsed as {other:?}")),
+        }
+    }
+
+    #[test]
+    fn vlan_arguments_become_the_key_path() {
+        assert_eq!(vlan_of(&[]).unwrap(), VlanPath::UNTAGGED);
+        assert_eq!(
+            vlan_of(&["--vlan", "100"]).unwrap(),
+            VlanPath::single(100, false)
+        );
+        assert_eq!(
+            vlan_of(&["--vlan", "200", "--vlan-protocol", "802.1ad"]).unwrap(),
+            VlanPath::single(200, true)
+        );
+        assert_eq!(
+            vlan_of(&["--vlan", "300.30", "--vlan-protocol", "802.1ad"]).unwrap(),
+            VlanPath::stacked(300, true, 30)
+        );
+        assert_eq!(
+            vlan_of(&["--vlan", "301.31"]).unwrap(),
+            VlanPath::stacked(301, false, 31)
+        );
+    }
+
+    #[test]
+    fn bad_vlans_are_one_line_errors() {
+        for bad in ["0", "4095", "5000", "x", "1.2.3", "100.", ".100", "-1"] {
+            let err = vlan_of(&[&format!("--vlan={bad}")]).unwrap_err();
+            assert!(err.contains("is not a VLAN"), "{bad}: {err}");
+        }
+        let err = vlan_of(&["--vlan-protocol", "802.1ad"]).unwrap_err();
+        assert!(err.contains("--vlan"), "{err}");
+    }
 }

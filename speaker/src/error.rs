@@ -191,6 +191,21 @@ impl Error {
     /// Wraps an aya or I/O failure, turning EPERM into the one-line hint.
     pub fn bpf(context: impl Into<String>, err: impl std::error::Error + 'static) -> Self {
         let context = context.into();
+        // The verifier refuses a program with EACCES too: that is a
+        // rejection to show with its log, not a missing capability.
+        if let Some(aya::programs::ProgramError::LoadError { verifier_log, .. }) =
+            (&err as &(dyn std::error::Error + 'static)).downcast_ref()
+        {
+            let log = verifier_log.to_string();
+            if !log.trim().is_empty() {
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                return Error::Bpf {
+                    context,
+                    message: format!("the verifier refused it:\n{tail}"),
+                };
+            }
+        }
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
         let mut message = err.to_string();
         while let Some(e) = source {

@@ -64,12 +64,16 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Vip { action, pins } => {
             let pins = PinDir::new(pins.pin_dir);
             let line = match action {
-                VipAction::Add { address, interface } => {
-                    operator::add_vip(&pins, address, &interface)?
-                }
-                VipAction::Del { address, interface } => {
-                    operator::remove_vip(&pins, address, &interface)?
-                }
+                VipAction::Add {
+                    address,
+                    interface,
+                    vlan,
+                } => operator::add_vip(&pins, address, &interface, vlan.path())?,
+                VipAction::Del {
+                    address,
+                    interface,
+                    vlan,
+                } => operator::remove_vip(&pins, address, &interface, vlan.path())?,
             };
             println!("{line}");
         }

@@ -2,6 +2,7 @@
 //! scripts (JSON, schema in docs/maps-json.md).
 
 use serde::Serialize;
+use speaker_common::VlanPath;
 
 use crate::{
     dataplane::{DataplaneMaps, PinDir, VipRecord, WatchdogState},
@@ -27,6 +28,8 @@ pub struct VipRow {
     /// `null` when the index does not exist in this network namespace.
     pub interface: Option<String>,
     pub ifindex: u32,
+    /// The tags requests must carry; `null`: untagged.
+    pub vlan: Option<VlanRow>,
     pub mac: String,
     pub answered: u64,
     /// Valid requests for the VIP on this interface, answered or refused
@@ -38,6 +41,15 @@ pub struct VipRow {
     pub last_conflict_mac: Option<String>,
     /// Seconds since the last claim; `null` when there was none.
     pub last_conflict_age_seconds: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VlanRow {
+    /// Outermost first: one VID, or two (QinQ).
+    pub vids: Vec<u16>,
+    /// The outer tag's protocol, `802.1q` or `802.1ad`; an inner tag is
+    /// always 802.1Q.
+    pub outer_protocol: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,8 +98,8 @@ impl MapsReport {
         };
         out.push_str(&format!("attached: {links}\n\n"));
         out.push_str(&format!(
-            "{:<40} {:<16} {:<17} {:>12} {:>9}  {}\n",
-            "VIP", "INTERFACE", "MAC", "ANSWERED", "CONFLICTS", "LAST CONFLICT"
+            "{:<40} {:<16} {:<17} {:<17} {:>12} {:>9}  {}\n",
+            "VIP", "INTERFACE", "VLAN", "MAC", "ANSWERED", "CONFLICTS", "LAST CONFLICT"
         ));
         for vip in &self.vips {
             let interface = vip
@@ -98,9 +110,10 @@ impl MapsReport {
                 (Some(mac), Some(age)) => format!("{mac} {age:.1} s ago"),
                 _ => "-".to_owned(),
             };
+            let vlan = vip.vlan.as_ref().map_or("-".to_owned(), VlanRow::text);
             out.push_str(&format!(
-                "{:<40} {:<16} {:<17} {:>12} {:>9}  {}\n",
-                vip.address, interface, vip.mac, vip.answered, vip.conflicts, last_conflict
+                "{:<40} {:<16} {:<17} {:<17} {:>12} {:>9}  {}\n",
+                vip.address, interface, vlan, vip.mac, vip.answered, vip.conflicts, last_conflict
             ));
         }
         if self.vips.is_empty() {
@@ -128,6 +141,43 @@ impl MapsReport {
     }
 }
 
+impl VlanRow {
+    fn from_path(vlan: VlanPath) -> Option<VlanRow> {
+        if vlan.is_untagged() {
+            return None;
+        }
+        let vid = |tag: u16| tag & VlanPath::VID_MASK;
+        let mut vids = vec![vid(vlan.outer)];
+        if vlan.inner != 0 {
+            vids.push(vid(vlan.inner));
+        }
+        Some(VlanRow {
+            vids,
+            outer_protocol: if vlan.outer & VlanPath::AD != 0 {
+                "802.1ad"
+            } else {
+                "802.1q"
+            },
+        })
+    }
+
+    /// As `--vlan` takes it: `100`, `300.30`, with ` 802.1ad` for a
+    /// service tag outside.
+    fn text(&self) -> String {
+        let vids: Vec<String> = self.vids.iter().map(u16::to_string).collect();
+        let mut text = vids.join(".");
+        if self.outer_protocol == "802.1ad" {
+            text.push_str(" 802.1ad");
+        }
+        text
+    }
+}
+
+/// The `speaker maps` notation of a VLAN path; `None` when untagged.
+pub fn vlan_text(vlan: VlanPath) -> Option<String> {
+    VlanRow::from_path(vlan).map(|row| row.text())
+}
+
 fn vip_row(record: VipRecord) -> VipRow {
     VipRow {
         address: record.address.to_string(),
@@ -138,6 +188,7 @@ fn vip_row(record: VipRecord) -> VipRow {
         },
         interface: name_of(record.ifindex),
         ifindex: record.ifindex,
+        vlan: VlanRow::from_path(record.vlan),
         mac: format_mac(&record.mac),
         answered: record.answered,
         requests: record.requests,
@@ -152,5 +203,31 @@ fn watchdog_row(state: WatchdogState) -> WatchdogRow {
         max_age_seconds: state.max_age.map(|d| d.as_secs_f64()),
         heartbeat_age_seconds: state.heartbeat_age.map(|d| d.as_secs_f64()),
         stale: state.stale(),
+    }
+}
+
+#[cfg(test)]
+mod vlan_tests {
+    use super::*;
+
+    #[test]
+    fn vlan_paths_print_as_the_cli_takes_them() {
+        assert_eq!(vlan_text(VlanPath::UNTAGGED), None);
+        assert_eq!(vlan_text(VlanPath::single(100, false)).unwrap(), "100");
+        assert_eq!(
+            vlan_text(VlanPath::single(200, true)).unwrap(),
+            "200 802.1ad"
+        );
+        assert_eq!(
+            vlan_text(VlanPath::stacked(300, true, 30)).unwrap(),
+            "300.30 802.1ad"
+        );
+        let row = VlanRow::from_path(VlanPath::stacked(301, false, 31)).unwrap();
+        assert_eq!(row.vids, [301, 31]);
+        assert_eq!(row.outer_protocol, "802.1q");
+        assert_eq!(
+            serde_json::to_value(&row).unwrap(),
+            serde_json::json!({"vids": [301, 31], "outer_protocol": "802.1q"})
+        );
     }
 }

@@ -151,6 +151,11 @@ type Conflicts = BTreeMap<(IpAddr, u32), (u64, Option<Mac>)>;
 struct Harness {
     object: Object,
     maps: DataplaneMaps,
+    /// The device the frames come in on (`ingress_ifindex` in the test run's
+    /// context); `None`: the kernel's default, loopback (`IFINDEX`).
+    ingress: Option<u32>,
+    /// The interface whose VIP counters and conflict records the cases move.
+    owner: u32,
 }
 
 impl Harness {
@@ -175,7 +180,12 @@ impl Harness {
             VlanPath::UNTAGGED,
             OTHER_MAC,
         )?;
-        Ok(Harness { object, maps })
+        Ok(Harness {
+            object,
+            maps,
+            ingress: None,
+            owner: IFINDEX,
+        })
     }
 
     /// Runs the responder once on `frame`: (return value, output frame), or
@@ -184,9 +194,11 @@ impl Harness {
     fn run(&mut self, frame: &[u8]) -> Result<Option<(u32, Vec<u8>)>> {
         let program = self.object.program(RESPONDER)?;
         let mut out = vec![0u8; frame.len() + 256];
+        let ctx = self.ingress.map(|ifindex| xdp_md(frame.len(), ifindex));
         let result = program.test_run(TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
+            ctx_in: ctx.as_deref(),
             ..Default::default()
         });
         match result {
@@ -295,8 +307,10 @@ impl Harness {
             .collect();
         let expected_answered = match &case.expect {
             Expect::Pass | Expect::Conflict { .. } => BTreeMap::new(),
-            Expect::ArpReply { vip, .. } => BTreeMap::from([((IpAddr::V4(*vip), IFINDEX), 1)]),
-            Expect::Advertisement { vip, .. } => BTreeMap::from([((IpAddr::V6(*vip), IFINDEX), 1)]),
+            Expect::ArpReply { vip, .. } => BTreeMap::from([((IpAddr::V4(*vip), self.owner), 1)]),
+            Expect::Advertisement { vip, .. } => {
+                BTreeMap::from([((IpAddr::V6(*vip), self.owner), 1)])
+            }
         };
         if answered_moved != expected_answered {
             problems.push(format!(
@@ -312,7 +326,9 @@ impl Harness {
             })
             .collect();
         let expected_conflicts = match &case.expect {
-            Expect::Conflict { vip, mac } => BTreeMap::from([((*vip, IFINDEX), (1, Some(*mac)))]),
+            Expect::Conflict { vip, mac } => {
+                BTreeMap::from([((*vip, self.owner), (1, Some(*mac)))])
+            }
             _ => BTreeMap::new(),
         };
         if conflicts_moved != expected_conflicts {
@@ -334,15 +350,23 @@ impl Harness {
             ));
         }
         // Check the output again the way a receiver would, against the request
-        // rather than against the expected frame.
+        // rather than against the expected frame. A tagged answer must carry
+        // the request's tags; the receiver then sees the frame behind them.
+        let (request_tags, request) = untag(&case.frame);
+        let (output_tags, output) = untag(&output);
         match &case.expect {
             Expect::Pass | Expect::Conflict { .. } => {}
             Expect::ArpReply { vip, mac, .. } => {
-                problems.extend(check_arp_reply(&case.frame, &output, *vip, *mac))
+                problems.extend(check_arp_reply(&request, &output, *vip, *mac))
             }
             Expect::Advertisement { vip, mac, .. } => {
-                problems.extend(check_advertisement(&case.frame, &output, *vip, *mac))
+                problems.extend(check_advertisement(&request, &output, *vip, *mac))
             }
+        }
+        if output_tags != request_tags {
+            problems.push(format!(
+                "tags {output_tags:04x?} on the output, the request had {request_tags:04x?}"
+            ));
         }
         Ok(problems)
     }
@@ -372,6 +396,41 @@ impl Harness {
             failures.join("\n")
         );
     }
+}
+
+/// The test run's `struct xdp_md` context: the kernel wants `data_end` to
+/// be the frame's length and everything else but the ingress device zero;
+/// it looks the device up in the caller's network namespace.
+fn xdp_md(frame_len: usize, ingress_ifindex: u32) -> Vec<u8> {
+    let fields: [u32; 6] = [0, frame_len as u32, 0, ingress_ifindex, 0, 0];
+    fields.iter().flat_map(|f| f.to_ne_bytes()).collect()
+}
+
+/// The (TPID, TCI) pairs in front of a frame's EtherType, and the frame
+/// without them.
+fn untag(frame: &[u8]) -> (Vec<(u16, u16)>, Vec<u8>) {
+    let mut tags = Vec::new();
+    let mut rest = frame.to_vec();
+    while rest.len() >= 18 {
+        let tpid = u16::from_be_bytes([rest[12], rest[13]]);
+        if tpid != frames::ETHERTYPE_VLAN && tpid != frames::ETHERTYPE_QINQ {
+            break;
+        }
+        tags.push((tpid, u16::from_be_bytes([rest[14], rest[15]])));
+        rest.drain(12..16);
+    }
+    (tags, rest)
+}
+
+/// `frame` with the tags inserted after the source MAC, outermost first.
+fn tagged(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    for (tpid, tci) in tags {
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&tci.to_be_bytes());
+    }
+    out.extend_from_slice(&frame[12..]);
+    out
 }
 
 /// EINVAL, without a libc dependency.
@@ -1284,28 +1343,28 @@ fn other_cases() -> Vec<Case> {
             frames::ethernet(OUR_MAC, PEER_MAC, frames::ETHERTYPE_IPV4, &[]),
         ),
         pass(
-            "vlan_8021q_tagged_arp",
+            "tagged_8021q_arp_for_untagged_vip",
             frames::vlan_tagged(&arp, frames::ETHERTYPE_VLAN, 100),
-            Reason::VlanTagged,
+            Reason::NotOwned,
         ),
         pass(
-            "vlan_8021ad_tagged_arp",
+            "tagged_8021ad_arp_for_untagged_vip",
             frames::vlan_tagged(&arp, frames::ETHERTYPE_QINQ, 100),
-            Reason::VlanTagged,
+            Reason::NotOwned,
         ),
         pass(
-            "vlan_8021q_tagged_ns",
+            "tagged_8021q_ns_for_untagged_vip",
             frames::vlan_tagged(&ns, frames::ETHERTYPE_VLAN, 7),
-            Reason::VlanTagged,
+            Reason::NotOwned,
         ),
         pass(
-            "qinq_tagged_arp",
+            "qinq_arp_for_untagged_vip",
             frames::vlan_tagged(
                 &frames::vlan_tagged(&arp, frames::ETHERTYPE_VLAN, 7),
                 frames::ETHERTYPE_QINQ,
                 100,
             ),
-            Reason::VlanTagged,
+            Reason::NotOwned,
         ),
         // Tagged traffic that cannot be a request is the hot path on a trunk.
         uncounted(
@@ -1322,6 +1381,285 @@ fn other_cases() -> Vec<Case> {
                 &frames::ipv6_udp(OUR_MAC, PEER_MAC, PEER6_GLOBAL, VIP6, 53, b"query"),
                 frames::ETHERTYPE_VLAN,
                 7,
+            ),
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------- VLANs
+
+const TAG_8021Q: u16 = frames::ETHERTYPE_VLAN;
+const TAG_8021AD: u16 = frames::ETHERTYPE_QINQ;
+
+/// Announced on VLAN 100 (802.1Q) of `IFINDEX`.
+const VIP4_V100: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 40);
+const VIP6_V100: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0x0a, 0xbc40);
+/// On 802.1ad service VLAN 200 (one 0x88a8 tag).
+const VIP4_AD200: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 41);
+/// Behind 802.1ad 300 around 802.1Q 30.
+const VIP4_QINQ: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 42);
+const VIP6_QINQ: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0x0a, 0xbc42);
+/// Behind 802.1Q 301 around 802.1Q 31 (two 0x8100 tags).
+const VIP4_QQ: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 43);
+/// The MAC the VLAN VIPs are announced with (a VLAN device may have its own).
+const VLAN_MAC: Mac = [0x02, 0x5e, 0x00, 0x00, 0x01, 0x00];
+
+fn vlan_harness() -> Harness {
+    let mut harness = Harness::new().expect("harness");
+    let vips: [(IpAddr, VlanPath); 6] = [
+        (VIP4_V100.into(), VlanPath::single(100, false)),
+        (VIP6_V100.into(), VlanPath::single(100, false)),
+        (VIP4_AD200.into(), VlanPath::single(200, true)),
+        (VIP4_QINQ.into(), VlanPath::stacked(300, true, 30)),
+        (VIP6_QINQ.into(), VlanPath::stacked(300, true, 30)),
+        (VIP4_QQ.into(), VlanPath::stacked(301, false, 31)),
+    ];
+    for (vip, vlan) in vips {
+        harness
+            .maps
+            .add_vip(vip, IFINDEX, vlan, VLAN_MAC)
+            .expect("adding a VLAN VIP");
+    }
+    harness
+}
+
+/// A request behind `tags` answered for `vip`: the expected answer is the
+/// untagged request's expected answer with the same tags put back (the
+/// program rewrites the frame; the tags stay where they are).
+fn tagged_arp_answer(
+    name: &'static str,
+    request: Vec<u8>,
+    tags: &[(u16, u16)],
+    vip: Ipv4Addr,
+) -> Case {
+    let reply = tagged(&frames::expected_arp_reply(&request, VLAN_MAC), tags);
+    Case {
+        name,
+        frame: tagged(&request, tags),
+        verdict: XDP_TX,
+        reason: Some(Reason::ArpAnswered),
+        expect: Expect::ArpReply {
+            vip,
+            mac: VLAN_MAC,
+            reply,
+        },
+    }
+}
+
+fn tagged_ns_answer(
+    name: &'static str,
+    request: Vec<u8>,
+    tags: &[(u16, u16)],
+    vip: Ipv6Addr,
+) -> Case {
+    let reply = tagged(
+        &frames::expected_neighbor_advertisement(&request, VLAN_MAC),
+        tags,
+    );
+    Case {
+        name,
+        frame: tagged(&request, tags),
+        verdict: XDP_TX,
+        reason: Some(Reason::NsAnswered),
+        expect: Expect::Advertisement {
+            vip,
+            mac: VLAN_MAC,
+            reply,
+        },
+    }
+}
+
+fn vlan_cases() -> Vec<Case> {
+    let q100 = [(TAG_8021Q, 100)];
+    let ad200 = [(TAG_8021AD, 200)];
+    let qinq = [(TAG_8021AD, 300), (TAG_8021Q, 30)];
+    let qq = [(TAG_8021Q, 301), (TAG_8021Q, 31)];
+    let arp = |vip| frames::arp_request(PEER_MAC, PEER4, vip);
+    let ns = |vip| frames::neighbor_solicitation(PEER_MAC, PEER6, vip, Some(PEER_MAC));
+    vec![
+        // Answered, with the tags kept.
+        tagged_arp_answer("vlan_q100_arp", arp(VIP4_V100), &q100, VIP4_V100),
+        // PCP 7 and DEI set: neither is part of the VLAN's identity.
+        tagged_arp_answer(
+            "vlan_q100_arp_pcp_dei",
+            arp(VIP4_V100),
+            &[(TAG_8021Q, 0xf000 | 100)],
+            VIP4_V100,
+        ),
+        tagged_arp_answer("vlan_ad200_arp", arp(VIP4_AD200), &ad200, VIP4_AD200),
+        tagged_arp_answer("vlan_qinq_ad_q_arp", arp(VIP4_QINQ), &qinq, VIP4_QINQ),
+        tagged_arp_answer("vlan_qinq_q_q_arp", arp(VIP4_QQ), &qq, VIP4_QQ),
+        tagged_arp_answer(
+            "vlan_q100_arp_padded",
+            frames::padded(&arp(VIP4_V100), 60, 0),
+            &q100,
+            VIP4_V100,
+        ),
+        tagged_ns_answer("vlan_q100_ns_with_slla", ns(VIP6_V100), &q100, VIP6_V100),
+        tagged_ns_answer(
+            "vlan_q100_ns_without_slla_grows",
+            frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6_V100, None),
+            &q100,
+            VIP6_V100,
+        ),
+        tagged_ns_answer(
+            "vlan_q100_dad_grows",
+            frames::dad_solicitation(PEER_MAC, VIP6_V100),
+            &q100,
+            VIP6_V100,
+        ),
+        tagged_ns_answer(
+            "vlan_q100_nud_without_slla_in_place",
+            Ns::unreachability(VLAN_MAC, PEER_MAC, PEER6, VIP6_V100)
+                .with_slla(None)
+                .build(),
+            &q100,
+            VIP6_V100,
+        ),
+        tagged_ns_answer(
+            "vlan_q100_ns_after_hop_by_hop",
+            frames::with_extension_headers(&ns(VIP6_V100), &[(frames::NEXT_HEADER_HOP_BY_HOP, 1)]),
+            &q100,
+            VIP6_V100,
+        ),
+        tagged_ns_answer("vlan_qinq_ns", ns(VIP6_QINQ), &qinq, VIP6_QINQ),
+        // The key is the whole path of tags: anything else misses.
+        pass(
+            "vlan_wrong_vid",
+            tagged(&arp(VIP4_V100), &[(TAG_8021Q, 101)]),
+            Reason::NotOwned,
+        ),
+        pass(
+            "vlan_ns_wrong_vid",
+            tagged(&ns(VIP6_V100), &[(TAG_8021Q, 101)]),
+            Reason::NotOwned,
+        ),
+        pass(
+            "vlan_untagged_request_for_vlan_vip",
+            arp(VIP4_V100),
+            Reason::NotOwned,
+        ),
+        pass(
+            "vlan_untagged_ns_for_vlan_vip",
+            ns(VIP6_V100),
+            Reason::NotOwned,
+        ),
+        pass(
+            "vlan_tagged_request_for_untagged_vip",
+            tagged(&arp(VIP4), &q100),
+            Reason::NotOwned,
+        ),
+        pass(
+            "vlan_tagged_ns_for_untagged_vip",
+            tagged(&ns(VIP6), &q100),
+            Reason::NotOwned,
+        ),
+        pass(
+            "vlan_8021q_tag_for_8021ad_vip",
+            tagged(&arp(VIP4_AD200), &[(TAG_8021Q, 200)]),
+            Reason::NotOwned,
+        ),
+        pass(
+            "vlan_outer_tag_only_of_qinq_vip",
+            tagged(&arp(VIP4_QINQ), &[(TAG_8021AD, 300)]),
+            Reason::NotOwned,
+        ),
+        pass(
+            "vlan_qinq_tags_swapped",
+            tagged(&arp(VIP4_QINQ), &[(TAG_8021AD, 30), (TAG_8021Q, 300)]),
+            Reason::NotOwned,
+        ),
+        pass(
+            "vlan_qinq_outer_8021q_for_8021ad_vip",
+            tagged(&arp(VIP4_QINQ), &[(TAG_8021Q, 300), (TAG_8021Q, 30)]),
+            Reason::NotOwned,
+        ),
+        // Shapes not parsed.
+        pass(
+            "vlan_three_tags",
+            tagged(
+                &arp(VIP4_QINQ),
+                &[(TAG_8021AD, 300), (TAG_8021Q, 30), (TAG_8021Q, 3)],
+            ),
+            Reason::Unsupported,
+        ),
+        pass(
+            "vlan_8021ad_inside_8021q",
+            tagged(&arp(VIP4_QINQ), &[(TAG_8021Q, 300), (TAG_8021AD, 30)]),
+            Reason::Unsupported,
+        ),
+        pass(
+            "vlan_priority_tag_vid_0",
+            tagged(&arp(VIP4), &[(TAG_8021Q, 0x6000)]),
+            Reason::Unsupported,
+        ),
+        pass(
+            "vlan_reserved_vid_4095",
+            tagged(&arp(VIP4), &[(TAG_8021Q, 0x0fff)]),
+            Reason::Unsupported,
+        ),
+        pass(
+            "vlan_inner_vid_0",
+            tagged(&arp(VIP4_QINQ), &[(TAG_8021AD, 300), (TAG_8021Q, 0)]),
+            Reason::Unsupported,
+        ),
+        pass(
+            "vlan_tag_without_payload_type",
+            frames::truncated(&tagged(&arp(VIP4_V100), &q100), 17),
+            Reason::Truncated,
+        ),
+        pass(
+            "vlan_second_tag_truncated",
+            frames::truncated(&tagged(&arp(VIP4_QQ), &qq), 21),
+            Reason::Truncated,
+        ),
+        pass(
+            "vlan_q100_arp_truncated",
+            frames::truncated(&tagged(&arp(VIP4_V100), &q100), 18 + 27),
+            Reason::Truncated,
+        ),
+        // Conflicts are per VIP, and the VIP is the one of the frame's VLAN.
+        conflict(
+            "vlan_q100_gratuitous_arp_conflict",
+            tagged(&frames::gratuitous_arp(OTHER_MAC, VIP4_V100, 1), &q100),
+            VIP4_V100,
+            OTHER_MAC,
+        ),
+        conflict(
+            "vlan_qinq_arp_reply_conflict",
+            tagged(&frames::gratuitous_arp(OTHER_MAC, VIP4_QINQ, 2), &qinq),
+            VIP4_QINQ,
+            OTHER_MAC,
+        ),
+        pass(
+            "vlan_q100_own_announcement_looped",
+            tagged(&frames::gratuitous_arp(VLAN_MAC, VIP4_V100, 1), &q100),
+            Reason::Looped,
+        ),
+        // The same claim on another VLAN is about nobody's VIP there.
+        pass(
+            "vlan_gratuitous_arp_other_vid",
+            tagged(
+                &frames::gratuitous_arp(OTHER_MAC, VIP4_V100, 1),
+                &[(TAG_8021Q, 101)],
+            ),
+            Reason::NotOwned,
+        ),
+        conflict(
+            "vlan_q100_na_conflict",
+            tagged(
+                &frames::neighbor_advertisement(OTHER_MAC, VIP6_V100, VIP6_V100, Some(OTHER_MAC)),
+                &q100,
+            ),
+            VIP6_V100,
+            OTHER_MAC,
+        ),
+        // Tagged traffic that is neither ARP nor IPv6 ICMP: the hot path.
+        uncounted(
+            "vlan_qinq_tcp",
+            tagged(
+                &frames::ipv4_tcp(OUR_MAC, PEER_MAC, PEER4, VIP4, 40000, 443),
+                &qinq,
             ),
         ),
     ]
@@ -1348,6 +1686,11 @@ fn other_traffic_table() {
 }
 
 #[test]
+fn vlan_table() {
+    vlan_harness().run_table(&vlan_cases());
+}
+
+#[test]
 fn tables_cover_enough_cases() {
     let total = arp_cases().len() + ndp_cases().len() + other_cases().len();
     assert!(total >= 30, "only {total} cases");
@@ -1366,7 +1709,9 @@ fn heartbeat_stale_stops_answers() {
         .maps
         .heartbeat(Some(Duration::from_nanos(1)))
         .expect("heartbeat");
-    std::thread::sleep(Duration::from_millis(1));
+    // The program reads the coarse clock (a scheduler tick, 1 to 10 ms,
+    // behind): wait for it to pass the heartbeat.
+    std::thread::sleep(Duration::from_millis(25));
     assert!(harness.maps.watchdog().expect("watchdog").stale());
     harness.run_table(&[
         pass("stale_arp_request", arp.clone(), Reason::HeartbeatStale),
@@ -1471,4 +1816,160 @@ fn vip_removal_and_mac_change() {
         1,
         "a re-added VIP starts counting from zero"
     );
+}
+
+/// Bond slaves, in the program: native mode on a bond runs the program on
+/// each slave with the slave's `ingress_ifindex`, while the VIPs are keyed
+/// by the master. No bond can be built on this machine (no bonding or 8021q
+/// module: `ip link add ... type bond` says "Unknown device type", there is
+/// no `/lib/modules` and no `modprobe`), so a veth stands in for the slave:
+/// declared in `BOND_SLAVES`, it is the frame's ingress device in the test
+/// run's context (the kernel resolves it in the calling thread's network
+/// namespace, a private one here).
+#[test]
+fn bond_slave_lookups() {
+    use nix::{net::if_::if_nametoindex, sched::CloneFlags};
+    use speaker_tests::lab::command::must;
+
+    // This test's thread only: the veths vanish with the namespace.
+    nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET), root needed");
+    must(
+        "ip",
+        &[
+            "link", "add", "slave0", "type", "veth", "peer", "name", "master0",
+        ],
+    );
+    must(
+        "ip",
+        &[
+            "link", "add", "eth1", "type", "veth", "peer", "name", "eth1peer",
+        ],
+    );
+    let index = |name: &str| if_nametoindex(name).expect("ifindex");
+    let (slave, master, other) = (index("slave0"), index("master0"), index("eth1"));
+
+    const VIP4_BOND: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+    const VIP6_BOND: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0x0a, 0xbc50);
+    const BOND_MAC: Mac = [0x02, 0x5e, 0x00, 0x00, 0x02, 0x00];
+    const OTHER_IF_MAC: Mac = [0x02, 0x5e, 0x00, 0x00, 0x02, 0x01];
+    let mut harness = Harness::new().expect("harness");
+    let maps = &mut harness.maps;
+    maps.add_vip(VIP4_BOND.into(), master, VlanPath::UNTAGGED, BOND_MAC)
+        .unwrap();
+    maps.add_vip(VIP6_BOND.into(), master, VlanPath::UNTAGGED, BOND_MAC)
+        .unwrap();
+    maps.add_vip(
+        VIP4_V100.into(),
+        master,
+        VlanPath::single(100, false),
+        BOND_MAC,
+    )
+    .unwrap();
+    // The same VIP announced on an unrelated interface, with its own MAC
+    // and its own counter slot.
+    maps.add_vip(VIP4_BOND.into(), other, VlanPath::UNTAGGED, OTHER_IF_MAC)
+        .unwrap();
+    maps.set_bond_slave(slave, master).unwrap();
+
+    let arp = frames::arp_request(PEER_MAC, PEER4, VIP4_BOND);
+    let ns = frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6_BOND, Some(PEER_MAC));
+    harness.ingress = Some(slave);
+    harness.owner = master;
+    let tagged_arp = frames::arp_request(PEER_MAC, PEER4, VIP4_V100);
+    let tagged_reply = tagged(
+        &frames::expected_arp_reply(&tagged_arp, BOND_MAC),
+        &[(TAG_8021Q, 100)],
+    );
+    harness.run_table(&[
+        arp_answer(
+            "slave_arp_answered_for_master",
+            arp.clone(),
+            VIP4_BOND,
+            BOND_MAC,
+        ),
+        ns_answer(
+            "slave_ns_answered_for_master",
+            ns.clone(),
+            VIP6_BOND,
+            BOND_MAC,
+        ),
+        Case {
+            name: "slave_tagged_arp_answered_for_master_vlan",
+            frame: tagged(&tagged_arp, &[(TAG_8021Q, 100)]),
+            verdict: XDP_TX,
+            reason: Some(Reason::ArpAnswered),
+            expect: Expect::ArpReply {
+                vip: VIP4_V100,
+                mac: BOND_MAC,
+                reply: tagged_reply,
+            },
+        },
+        conflict(
+            "slave_conflict_recorded_for_master",
+            frames::gratuitous_arp(OTHER_MAC, VIP4_BOND, 1),
+            VIP4_BOND,
+            OTHER_MAC,
+        ),
+        // Owned on loopback, not on the bond.
+        pass(
+            "slave_arp_for_vip_of_another_interface",
+            frames::arp_request(PEER_MAC, PEER4, VIP4),
+            Reason::NotOwned,
+        ),
+    ]);
+
+    // An interface that is no slave answers from its own entry only.
+    harness.ingress = Some(other);
+    harness.owner = other;
+    harness.run_table(&[
+        arp_answer(
+            "same_vip_other_interface_own_mac",
+            arp.clone(),
+            VIP4_BOND,
+            OTHER_IF_MAC,
+        ),
+        pass("non_slave_ns_for_master_vip", ns.clone(), Reason::NotOwned),
+    ]);
+    let answered = harness.answered().unwrap();
+    assert_eq!(
+        answered[&(IpAddr::V4(VIP4_BOND), master)],
+        1,
+        "the master's slot"
+    );
+    assert_eq!(
+        answered[&(IpAddr::V4(VIP4_BOND), other)],
+        1,
+        "the other interface's slot"
+    );
+
+    // A slave that left the bond no longer answers for it.
+    assert!(harness.maps.remove_bond_slave(slave).unwrap());
+    harness.ingress = Some(slave);
+    harness.owner = master;
+    harness.run_table(&[pass("former_slave_arp", arp, Reason::NotOwned)]);
+}
+
+/// A NIC that strips VLAN tags (or a veth whose sender used TX VLAN
+/// offload) hands XDP the frame without its tag. The program cannot see the
+/// tag (reading it needs the `bpf_xdp_metadata_rx_vlan_tag` kfunc in a
+/// device-bound program, which aya 0.14 cannot load), so it looks such a
+/// request up as untagged: a VLAN VIP, keyed with its VID, never matches,
+/// and the stripped request is never answered untagged onto the parent's
+/// L2 domain.
+#[test]
+fn stripped_tag_never_answered_untagged() {
+    let mut harness = vlan_harness();
+    let stripped_arp = frames::arp_request(PEER_MAC, PEER4, VIP4_V100);
+    let stripped_ns = frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6_V100, Some(PEER_MAC));
+    let stripped_qinq = frames::arp_request(PEER_MAC, PEER4, VIP4_QINQ);
+    harness.run_table(&[
+        pass("stripped_arp_for_vlan_vip", stripped_arp, Reason::NotOwned),
+        pass("stripped_ns_for_vlan_vip", stripped_ns, Reason::NotOwned),
+        // Only the outer tag stripped (802.1ad offload): still not the path.
+        pass(
+            "outer_tag_stripped_qinq",
+            tagged(&stripped_qinq, &[(TAG_8021Q, 30)]),
+            Reason::NotOwned,
+        ),
+    ]);
 }

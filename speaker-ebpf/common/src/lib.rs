@@ -170,7 +170,8 @@ pub struct VipEntry {
 pub struct ConflictRecord {
     /// Frames claiming the VIP from another MAC.
     pub count: u64,
-    /// `CLOCK_MONOTONIC` nanoseconds of the last one (`bpf_ktime_get_ns`).
+    /// `CLOCK_MONOTONIC` nanoseconds of the last one (`bpf_ktime_get_coarse_ns`:
+    /// to the scheduler tick).
     pub last_ns: u64,
     /// The link-layer address the last one claimed the VIP for.
     pub mac: [u8; 6],
@@ -178,7 +179,7 @@ pub struct ConflictRecord {
 }
 
 /// The dead-man switch. Times are `CLOCK_MONOTONIC` nanoseconds, the clock of
-/// `bpf_ktime_get_ns`.
+/// `bpf_ktime_get_coarse_ns` (to the scheduler tick).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Watchdog {
@@ -202,7 +203,10 @@ pub enum Reason {
     /// for one of our VIPs: passed. Traffic that is neither ARP nor ICMPv6
     /// is passed uncounted (the interface's own counters carry its volume).
     OtherTraffic = 2,
-    /// 802.1Q/802.1ad tagged frame: passed (VLANs are not handled yet).
+    /// Retired: counted tagged frames while VLANs were not answered. Tagged
+    /// requests now get the reasons untagged ones get (`arp_answered`,
+    /// `not_owned`, ...), so nothing counts here any more; the slot stays so
+    /// that the numbering (a stable interface) does not move.
     VlanTagged = 3,
     /// The frame ends inside a header it claims to carry.
     Truncated = 4,
@@ -228,7 +232,8 @@ pub enum Reason {
     Looped = 13,
     /// A frame deliberately not parsed (IPv6 fragment, routing header, ESP,
     /// AH, an extension-header chain longer than walked, a multi-buffer
-    /// request): passed.
+    /// request, three or more VLAN tags, a priority-only or reserved VID):
+    /// passed.
     Unsupported = 14,
 }
 

@@ -1,4 +1,5 @@
-//! The clock the XDP program reads with `bpf_ktime_get_ns`: CLOCK_MONOTONIC.
+//! The clock the XDP program reads with `bpf_ktime_get_coarse_ns`:
+//! CLOCK_MONOTONIC (the program's reading lags by up to a scheduler tick).
 
 use std::time::Duration;
 

@@ -61,35 +61,42 @@ pub fn detach_program(pins: &PinDir, interface: &str) -> Result<String> {
     Ok(format!("detached from {interface}"))
 }
 
-/// `speaker vip add`: the responder answers for `address` on `interface`,
-/// which for IPv6 also joins the address's solicited-node group on the
-/// NIC's filter (the NIC must accept the multicast NS frames for XDP to
-/// see them). No MLD membership: this command exits at once, and a
-/// membership lives only as long as its socket (the kernel would report
-/// the join and the leave a moment apart). Behind an MLD-snooping switch a
-/// VIP added by hand is therefore reached by unicast and flooded
-/// solicitations only; the daemon holds memberships ([`super::groups`]).
-pub fn add_vip(pins: &PinDir, address: IpAddr, interface: &str) -> Result<String> {
+/// `speaker vip add`: the responder answers for `address` on `interface`
+/// (requests tagged exactly with `vlan`), which for IPv6 also joins the
+/// address's solicited-node group on the NIC's filter (the NIC must accept
+/// the multicast NS frames for XDP to see them). No MLD membership: this
+/// command exits at once, and a membership lives only as long as its
+/// socket (the kernel would report the join and the leave a moment apart).
+/// Behind an MLD-snooping switch a VIP added by hand is therefore reached
+/// by unicast and flooded solicitations only; the daemon holds memberships
+/// ([`super::groups`]).
+pub fn add_vip(pins: &PinDir, address: IpAddr, interface: &str, vlan: VlanPath) -> Result<String> {
     let mut maps = DataplaneMaps::from_pins(pins)?;
     let interface = Interface::by_name(interface)?;
-    maps.add_vip(address, interface.index, VlanPath::UNTAGGED, interface.mac)?;
+    maps.add_vip(address, interface.index, vlan, interface.mac)?;
     if let IpAddr::V6(v6) = address {
         let group = interfaces::solicited_node_mac(&v6);
         interfaces::set_multicast_mac(&interface.name, group, true)?;
     }
     Ok(format!(
-        "answering for {address} on {} ({})",
+        "answering for {address} on {}{} ({})",
         interface.name,
+        on_vlan(vlan),
         interfaces::format_mac(&interface.mac)
     ))
 }
 
 /// `speaker vip del`: the reverse of [`add_vip`]; the solicited-node group
 /// is left only when no other VIP on the interface shares it.
-pub fn remove_vip(pins: &PinDir, address: IpAddr, interface: &str) -> Result<String> {
+pub fn remove_vip(
+    pins: &PinDir,
+    address: IpAddr,
+    interface: &str,
+    vlan: VlanPath,
+) -> Result<String> {
     let mut maps = DataplaneMaps::from_pins(pins)?;
     let ifindex = interfaces::index_of(interface)?;
-    if !maps.remove_vip(address, ifindex, VlanPath::UNTAGGED)? {
+    if !maps.remove_vip(address, ifindex, vlan)? {
         return Err(Error::NoSuchVip(address, interface.to_owned()));
     }
     if let IpAddr::V6(v6) = address {
@@ -101,5 +108,16 @@ pub fn remove_vip(pins: &PinDir, address: IpAddr, interface: &str) -> Result<Str
             remaining.iter().map(|vip| (vip.address, vip.ifindex)),
         )?;
     }
-    Ok(format!("no longer answering for {address} on {interface}"))
+    Ok(format!(
+        "no longer answering for {address} on {interface}{}",
+        on_vlan(vlan)
+    ))
+}
+
+/// " vlan 100" (the `speaker maps` notation), or nothing when untagged.
+fn on_vlan(vlan: VlanPath) -> String {
+    match crate::report::vlan_text(vlan) {
+        Some(text) => format!(" vlan {text}"),
+        None => String::new(),
+    }
 }

@@ -79,6 +79,9 @@ const REPEAT: u32 = 2_000_000;
 const REPEAT_TRIALS: usize = 5;
 /// How long each in-situ flood lasts.
 const FLOOD: Duration = Duration::from_secs(4);
+/// A VIP announced on VLAN 100 of the device: the tagged-answer row.
+const VLAN_VIP4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 110);
+const VLAN_ID: u16 = 100;
 
 struct Case {
     name: &'static str,
@@ -167,6 +170,18 @@ fn cases() -> Vec<Case> {
             frames::arp_request(peer, client4, vip4),
             Some(IpAddr::V4(vip4)),
             Some(2.5),
+        ),
+        case(
+            "ARP request answered, 802.1Q tag 100",
+            Some(Reason::ArpAnswered),
+            XDP_TX,
+            frames::vlan_tagged(
+                &frames::arp_request(peer, client4, VLAN_VIP4),
+                frames::ETHERTYPE_VLAN,
+                VLAN_ID,
+            ),
+            Some(IpAddr::V4(VLAN_VIP4)),
+            Some(2.6),
         ),
         case(
             "NS, non-owned target",
@@ -379,6 +394,12 @@ fn main() -> Result<()> {
         "2001:db8::100".parse()?,
         LOOPBACK,
         VlanPath::UNTAGGED,
+        frames::OUR_MAC,
+    )?;
+    maps.add_vip(
+        VLAN_VIP4.into(),
+        LOOPBACK,
+        VlanPath::single(VLAN_ID, false),
         frames::OUR_MAC,
     )?;
     object.program(PASS)?;
