@@ -141,6 +141,9 @@ fn icmp_offset(frame: &Frame, l3: usize, first: u8) -> Result<usize, Option<Reas
     loop {
         match next {
             NEXT_HEADER_ICMPV6 => return Ok(offset),
+            // RFC 8200 §4.1: Hop-by-Hop may only follow the IPv6 header
+            // itself (Linux answers one elsewhere with a Parameter Problem).
+            NEXT_HEADER_HOP_BY_HOP if walked > 0 => return Err(Some(Reason::Malformed)),
             NEXT_HEADER_HOP_BY_HOP | NEXT_HEADER_DESTINATION_OPTIONS => {}
             // Deliberately not parsed: NDP must not be fragmented (RFC
             // 6980), and the rest hide or move what follows.
@@ -178,6 +181,8 @@ struct Ipv6Header {
 struct Discovery {
     ip: Ipv6Header,
     kind: u8,
+    /// The first byte of the flags word (R, S, O in an NA).
+    flags: u8,
     target: Ipv6,
 }
 
@@ -227,6 +232,7 @@ fn parse(frame: &Frame, link: Link, l4: usize) -> Result<Discovery, Option<Reaso
         return Err(Some(Reason::Malformed));
     }
     let target = message.get::<Ipv6, { icmp::TARGET }>();
+    let flags = message.get::<[u8; 2], { icmp::FLAGS }>()[0];
     let source = ip.get::<Ipv6, { field::SOURCE }>();
     let eth_src = eth.get::<Mac, { ethernet::field::SOURCE }>();
     if is_multicast(target) || is_group(eth_src) {
@@ -242,6 +248,7 @@ fn parse(frame: &Frame, link: Link, l4: usize) -> Result<Discovery, Option<Reaso
             icmp_len,
         },
         kind,
+        flags,
         target,
     })
 }
@@ -461,6 +468,11 @@ fn advertised(ctx: &XdpContext, frame: &Frame, link: Link, na: &Discovery) -> Ve
         Ok(options) => options,
         Err(reason) => return Verdict::pass(reason),
     };
+    // RFC 4861 §7.1.2: an advertisement sent to a multicast address with
+    // the Solicited flag set is invalid, and must not count as a claim.
+    if is_multicast(na.ip.destination) && na.flags & NA_FLAG_SOLICITED != 0 {
+        return Verdict::pass(Reason::Malformed);
+    }
     let claimed = options.target_lladdr.unwrap_or(na.ip.eth_src);
     if same_mac(claimed, mac_words(vip.mac)) {
         log::na_claimed(ctx, na.target, claimed, Reason::Looped);
