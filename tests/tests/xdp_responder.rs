@@ -1262,6 +1262,31 @@ fn ndp_cases() -> Vec<Case> {
             ),
             Reason::BadChecksum,
         ),
+        // RFC 4861 §7.1.2: Solicited set on an NA to a multicast address is
+        // invalid, not a claim (found by the differential fuzzer).
+        pass(
+            "na_for_vip_solicited_flag_to_all_nodes",
+            mutated(
+                &frames::neighbor_advertisement(OTHER_MAC, VIP6, VIP6, Some(OTHER_MAC)),
+                |f| {
+                    f[offset::NDP_FLAGS] |= 0x40;
+                    frames::refresh_icmpv6_checksum(f);
+                },
+            ),
+            Reason::Malformed,
+        ),
+        // RFC 8200 §4.1: Hop-by-Hop only right after the IPv6 header.
+        pass(
+            "ns_hop_by_hop_after_destination_options",
+            frames::with_extension_headers(
+                &frames::neighbor_solicitation(PEER_MAC, PEER6, VIP6, Some(PEER_MAC)),
+                &[
+                    (frames::NEXT_HEADER_DESTINATION_OPTIONS, 1),
+                    (frames::NEXT_HEADER_HOP_BY_HOP, 1),
+                ],
+            ),
+            Reason::Malformed,
+        ),
         pass(
             "na_for_vip_owned_elsewhere",
             frames::neighbor_advertisement(OTHER_MAC, PEER6, VIP6_ELSEWHERE, Some(OTHER_MAC)),
