@@ -11,6 +11,7 @@ mod checksum;
 mod ethernet;
 mod frame;
 mod log;
+mod long_message;
 mod maps;
 mod ndp;
 mod verdict;

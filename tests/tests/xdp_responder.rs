@@ -133,6 +133,21 @@ fn arp_answer(name: &'static str, frame: Vec<u8>, vip: Ipv4Addr, mac: Mac) -> Ca
 }
 
 /// A Neighbor Solicitation for `vip` answered from `mac`.
+/// Where the first option after the SLLA starts in [`long_ns`]'s frames (untagged
+/// Ethernet, IPv6 without extension headers, 24-byte NS, 8-byte SLLA).
+const LONG_NS_FIRST_EXTRA: usize = 14 + 40 + 24 + 8;
+
+/// An address-resolution NS for `VIP6` with its SLLA and then one option
+/// per `(kind, data bytes)`, each padded to 8-byte units.
+fn long_ns(options: &[(u8, usize)]) -> Vec<u8> {
+    options
+        .iter()
+        .fold(Ns::resolution(PEER_MAC, PEER6, VIP6), |ns, &(kind, len)| {
+            ns.with_option(kind, &vec![7; len])
+        })
+        .build()
+}
+
 fn ns_answer(name: &'static str, frame: Vec<u8>, vip: Ipv6Addr, mac: Mac) -> Case {
     let reply = frames::expected_neighbor_advertisement(&frame, mac);
     Case {
@@ -930,14 +945,47 @@ fn ndp_cases() -> Vec<Case> {
             edit(&with_slla, &|f| set_u16(f, offset::IPV6_PAYLOAD_LEN, 28)),
             Reason::Malformed,
         ),
-        // Options past the walk's bound (88 bytes of ICMPv6): deliberately
-        // not parsed.
+        // Messages past the inline walks (88 bytes of ICMPv6) are
+        // checksummed and walked to their real end with bpf_loop; unknown
+        // options are skipped (RFC 4861 §4.6).
+        ns_answer(
+            "ns_96_bytes_unknown_option",
+            long_ns(&[(200, 62)]),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "ns_192_bytes_twenty_options",
+            long_ns(&[(200, 6); 20]),
+            VIP6,
+            OUR_MAC,
+        ),
+        ns_answer(
+            "ns_1432_bytes_one_long_option",
+            long_ns(&[(201, 1398)]),
+            VIP6,
+            OUR_MAC,
+        ),
         pass(
-            "ns_longer_than_88",
-            Ns::resolution(PEER_MAC, PEER6, VIP6)
-                .with_option(200, &[7; 62])
-                .build(),
-            Reason::Unsupported,
+            "ns_long_option_length_zero",
+            mutated(&long_ns(&[(200, 6), (200, 62)]), |f| {
+                f[LONG_NS_FIRST_EXTRA + 1] = 0;
+                frames::refresh_icmpv6_checksum(f);
+            }),
+            Reason::Malformed,
+        ),
+        pass(
+            "ns_long_option_past_the_message",
+            mutated(&long_ns(&[(200, 6), (200, 62)]), |f| {
+                f[LONG_NS_FIRST_EXTRA + 1] = 10;
+                frames::refresh_icmpv6_checksum(f);
+            }),
+            Reason::Malformed,
+        ),
+        pass(
+            "ns_long_bad_checksum",
+            mutated(&long_ns(&[(200, 62)]), |f| f[LONG_NS_FIRST_EXTRA + 40] ^= 1),
+            Reason::BadChecksum,
         ),
         // Header fields.
         pass(
