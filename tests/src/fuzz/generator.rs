@@ -108,7 +108,7 @@ impl Generator {
             84..92 => (self.sweep(), "sweep"),
             _ => (self.random_bytes(), "random"),
         };
-        if self.chance(12) {
+        if self.chance(20) {
             frame = self.tagged(frame);
         }
         if self.chance(45) {
