@@ -14,10 +14,11 @@ use smoltcp::wire::{
     EthernetAddress, Icmpv6Packet, NdiscNeighborFlags, NdiscRepr, RawHardwareAddress,
 };
 
-use super::fixture::{IPV4_POOL, IPV6_POOL, MAC_POOL, SENDER_MACS, VIP6_A, VIP6_B};
+use super::fixture::{IPV4_POOL, IPV6_POOL, MAC_POOL, SENDER_MACS, VIP6_A, VIP6_B, VLAN_PATHS};
 use crate::frames::{
     self, Arp, Mac, ETHERTYPE_IPV6, ETHERTYPE_LLDP, ETHERTYPE_QINQ, ETHERTYPE_VLAN,
 };
+use speaker_common::VlanPath;
 
 const ETHERNET_HEADER_LEN: usize = 14;
 const IPV6_HEADER_LEN: usize = 40;
@@ -107,7 +108,7 @@ impl Generator {
             84..92 => (self.sweep(), "sweep"),
             _ => (self.random_bytes(), "random"),
         };
-        if self.chance(8) {
+        if self.chance(20) {
             frame = self.tagged(frame);
         }
         if self.chance(45) {
@@ -410,17 +411,52 @@ impl Generator {
         frame
     }
 
-    /// One or two tags: 802.1Q, or an 802.1ad S-tag outside a C-tag.
-    /// VLAN (issue 7): once the fixture has VLAN VIPs, draw most VIDs from
-    /// theirs (a random VID almost never matches one).
+    /// One or two tags, mostly a fixture VIP's VLAN path (a random VID
+    /// almost never matches one), else random stacks including the ones
+    /// the program refuses (VID 0/4095, S-tag inside, three tags). PCP and
+    /// DEI are random: they must not matter and must survive the answer.
     fn tagged(&mut self, frame: Vec<u8>) -> Vec<u8> {
-        let vid = self.rng.u16(0..4096);
-        let inner = frames::vlan_tagged(&frame, ETHERTYPE_VLAN, vid);
-        if self.rng.bool() {
-            return inner;
+        if self.chance(70) {
+            let path = self.pick(&VLAN_PATHS);
+            let mut tags = Vec::new();
+            for tag in [path.outer, path.inner] {
+                if tag != 0 {
+                    let tpid = if tag & VlanPath::AD != 0 {
+                        ETHERTYPE_QINQ
+                    } else {
+                        ETHERTYPE_VLAN
+                    };
+                    tags.push((tpid, tag & VlanPath::VID_MASK));
+                }
+            }
+            return self.with_tags(frame, &tags);
         }
-        let tpid = self.pick(&[ETHERTYPE_QINQ, ETHERTYPE_VLAN]);
-        frames::vlan_tagged(&inner, tpid, self.rng.u16(0..4096))
+        let count = self.pick(&[1usize, 2, 2, 3]);
+        let tags: Vec<(u16, u16)> = (0..count)
+            .map(|_| {
+                let tpid = self.pick(&[ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETHERTYPE_VLAN]);
+                let vid = match self.rng.u32(0..8) {
+                    0 => 0,
+                    1 => VlanPath::VID_MASK,
+                    2 => 100,
+                    _ => self.rng.u16(0..4096),
+                };
+                (tpid, vid)
+            })
+            .collect();
+        self.with_tags(frame, &tags)
+    }
+
+    /// `tags` (TPID, VID), outermost first, with random PCP/DEI bits.
+    fn with_tags(&mut self, frame: Vec<u8>, tags: &[(u16, u16)]) -> Vec<u8> {
+        let mut out = frame[..12].to_vec();
+        for &(tpid, vid) in tags {
+            let tci = (self.rng.u16(0..16) << 12) | vid;
+            out.extend_from_slice(&tpid.to_be_bytes());
+            out.extend_from_slice(&tci.to_be_bytes());
+        }
+        out.extend_from_slice(&frame[12..]);
+        out
     }
 
     // ------------------------------------------------------------ raw

@@ -6,21 +6,21 @@
 //! is an ordered list of named rules, the first that applies giving the
 //! outcome, in the order the docs' tables state.
 //!
-//! VLAN (issue 7 item 3): [`Model::decide`] strips the tags into a
-//! [`TagPath`] before dispatching; today any tag ends in [`Model::tagged`]
-//! (`vlan_tagged` or uncounted). When tagged requests are answered, pass
-//! the tag path to `arp`/`ipv6` instead, add it to [`VipKey`] lookups
-//! (`fixture::VipKey`), and keep the tags in the answers' expected bytes
-//! (the ARP/NA offsets are then `l3` rather than 14).
+//! VLAN (IEEE 802.1Q §9.5, docs/dataplane.md "VLANs"): [`Model::tagged`]
+//! checks the tag stack, judges the frame with its tags removed, looks VIPs
+//! up with the tags' `VlanPath`, and puts the tags back into an answer.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    cell::Cell,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     EthernetRepr, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags,
     NdiscRepr, RawHardwareAddress,
 };
-use speaker_common::Reason;
+use speaker_common::{Reason, VlanPath};
 
 use super::fixture::{Vip, VipKey};
 use crate::frames::Mac;
@@ -76,11 +76,11 @@ pub enum VipEffect {
     Conflict(Mac),
 }
 
-/// The VLAN tags in front of the payload, outermost first: (TPID, VID).
-pub type TagPath = Vec<(u16, u16)>;
-
 pub struct Model {
     vips: Vec<Vip>,
+    /// The VLAN path of the frame being decided: VIP lookups match it
+    /// exactly (set by `classify` before any rule runs).
+    lookup_vlan: Cell<VlanPath>,
     ingress_ifindex: u32,
     /// The dead-man switch has not tripped.
     control_plane_alive: bool,
@@ -124,6 +124,7 @@ impl Model {
     pub fn new(vips: Vec<Vip>, ingress_ifindex: u32) -> Self {
         Model {
             vips,
+            lookup_vlan: Cell::new(VlanPath::UNTAGGED),
             ingress_ifindex,
             control_plane_alive: true,
         }
@@ -137,11 +138,13 @@ impl Model {
         &self.vips
     }
 
-    /// The VIP owned on the ingress interface with this address.
+    /// The VIP owned on the ingress interface with this address, on the
+    /// frame's VLAN path.
     fn owned(&self, address: IpAddr) -> Option<usize> {
         let key = VipKey {
             address,
             ifindex: self.ingress_ifindex,
+            vlan: self.lookup_vlan.get(),
         };
         self.vips.iter().position(|v| v.key() == key)
     }
@@ -183,29 +186,15 @@ impl Model {
         let Ok(ethernet) = EthernetFrame::new_checked(frame) else {
             return (Decision::Pass(Reason::Truncated), "Ethernet header");
         };
-        let outer = u16::from(ethernet.ethertype());
-        let mut tags = TagPath::new();
-        let mut ethertype = outer;
-        let mut at = ETHERNET_HEADER_LEN;
-        // Today only the first tag and, behind it, a C-tag are looked at
-        // (an S-tag + C-tag stack, or two C-tags).
-        while matches!(ethertype, TPID_8021Q | TPID_8021AD)
-            && tags.len() < 2
-            && (tags.is_empty() || ethertype == TPID_8021Q)
-        {
-            let Some(tci) = frame.get(at..at + 2) else {
-                break;
-            };
-            let Some(next) = frame.get(at + 2..at + 4) else {
-                break;
-            };
-            tags.push((ethertype, u16::from_be_bytes([tci[0], tci[1]]) & 0x0fff));
-            ethertype = u16::from_be_bytes([next[0], next[1]]);
-            at += TAG_LEN;
+        let ethertype = u16::from(ethernet.ethertype());
+        if matches!(ethertype, TPID_8021Q | TPID_8021AD) {
+            return self.tagged(frame);
         }
-        if matches!(outer, TPID_8021Q | TPID_8021AD) {
-            return self.tagged(frame, &tags, ethertype, at);
-        }
+        self.lookup_vlan.set(VlanPath::UNTAGGED);
+        self.payload(frame, ethertype)
+    }
+
+    fn payload(&self, frame: &[u8], ethertype: u16) -> (Decision, &'static str) {
         match ethertype {
             ETHERTYPE_ARP => self.arp(frame),
             ETHERTYPE_IPV6 => self.ipv6(frame),
@@ -213,39 +202,69 @@ impl Model {
         }
     }
 
-    /// A tagged frame, today never answered: counted `vlan_tagged` when
-    /// what the tags carry could be a request (ARP, or IPv6 whose first
-    /// next header is ICMPv6 or Hop-by-Hop), or when the frame is too short
-    /// to tell. `_tags`: the path a VLAN VIP's key will be matched against
-    /// once tagged requests are answered (issue 7 item 3).
-    fn tagged(
-        &self,
-        frame: &[u8],
-        _tags: &TagPath,
-        inner: u16,
-        inner_at: usize,
-    ) -> (Decision, &'static str) {
-        const RULE: &str = "tagged frame (VLANs not answered)";
-        // Too short for two tags and the EtherType behind them: counted.
-        if frame.len() < ETHERNET_HEADER_LEN + 2 * TAG_LEN + 2 {
-            return (Decision::Pass(Reason::VlanTagged), RULE);
+    /// A tagged frame (IEEE 802.1Q §9.5: TPID + TCI per tag, VID the low 12
+    /// bits of the TCI). Accepted stacks (docs/dataplane.md "VLANs"): one
+    /// C-tag or S-tag, or an S-tag or C-tag around a C-tag. The tags name
+    /// the VLAN path the VIP lookup must match exactly; what they carry is
+    /// judged as if untagged, and an answer keeps the tags byte for byte
+    /// (PCP and DEI included) in front of the rewritten payload.
+    fn tagged(&self, frame: &[u8]) -> (Decision, &'static str) {
+        let mut path: Vec<u16> = Vec::new();
+        let mut at = ETHERNET_HEADER_LEN - 2;
+        let mut ethertype = u16::from_be_bytes([frame[at], frame[at + 1]]);
+        while matches!(ethertype, TPID_8021Q | TPID_8021AD) {
+            if path.len() == 2 {
+                return (Decision::Pass(Reason::Unsupported), "VLAN: a third tag");
+            }
+            // TPID at `at`, TCI at `at + 2`, the next EtherType at `at + 4`.
+            let Some(tag) = frame.get(at..at + TAG_LEN + 2) else {
+                return (
+                    Decision::Pass(Reason::Truncated),
+                    "VLAN: frame ends in a tag",
+                );
+            };
+            let vid = u16::from_be_bytes([tag[2], tag[3]]) & 0x0fff;
+            // 802.1Q Table 9-2: VID 0 is a priority tag (no VLAN), 0xfff is
+            // reserved: neither names a VLAN a VIP is announced on.
+            if vid == 0 || vid == 0x0fff {
+                return (
+                    Decision::Pass(Reason::Unsupported),
+                    "VLAN: VID 0 or 4095 (802.1Q Table 9-2)",
+                );
+            }
+            let service = ethertype == TPID_8021AD;
+            path.push(if service { vid | VlanPath::AD } else { vid });
+            ethertype = u16::from_be_bytes([tag[4], tag[5]]);
+            at += TAG_LEN;
+            // 802.1ad: an S-tag is only ever the outermost tag.
+            if ethertype == TPID_8021AD {
+                return (
+                    Decision::Pass(Reason::Unsupported),
+                    "VLAN: 802.1ad tag inside another",
+                );
+            }
         }
-        let could_be_request = match inner {
-            ETHERTYPE_ARP => true,
-            ETHERTYPE_IPV6 => match frame.get(inner_at + 6..inner_at + 8) {
-                Some(next) => matches!(
-                    IpProtocol::from(next[0]),
-                    IpProtocol::Icmpv6 | IpProtocol::HopByHop
-                ),
-                None => true,
-            },
-            _ => false,
+        let tags_len = path.len() * TAG_LEN;
+        let vlan = VlanPath {
+            outer: path[0],
+            inner: path.get(1).copied().unwrap_or(0),
         };
-        if could_be_request {
-            (Decision::Pass(Reason::VlanTagged), RULE)
-        } else {
-            (Decision::Uncounted, "tagged, not ARP/ICMPv6")
-        }
+        // The frame as if untagged: both MACs, then the payload's EtherType.
+        let tag_bytes = &frame[ETHERNET_HEADER_LEN - 2..ETHERNET_HEADER_LEN - 2 + tags_len];
+        let mut untagged = frame[..ETHERNET_HEADER_LEN - 2].to_vec();
+        untagged.extend_from_slice(&frame[ETHERNET_HEADER_LEN - 2 + tags_len..]);
+        self.lookup_vlan.set(vlan);
+        let (decision, rule) = self.payload(&untagged, ethertype);
+        let decision = match decision {
+            Decision::Answer(vip, reason, answer) => {
+                let mut tagged = answer[..ETHERNET_HEADER_LEN - 2].to_vec();
+                tagged.extend_from_slice(tag_bytes);
+                tagged.extend_from_slice(&answer[ETHERNET_HEADER_LEN - 2..]);
+                Decision::Answer(vip, reason, tagged)
+            }
+            other => other,
+        };
+        (decision, rule)
     }
 
     // ------------------------------------------------------------ ARP
@@ -946,12 +965,74 @@ mod tests {
         assert_eq!(m.decide(&own).reason, Some(Reason::Looped));
     }
 
+    fn vlan_vip_index(m: &Model, address: IpAddr, vlan: VlanPath) -> usize {
+        m.vips()
+            .iter()
+            .position(|v| v.address == address && v.vlan == vlan && v.ifindex == INGRESS_IFINDEX)
+            .expect("a VLAN VIP of the ingress interface")
+    }
+
+    #[test]
+    fn tagged_requests_are_looked_up_on_their_vlan() {
+        let m = model();
+        let request = frames::arp_request(PEER_MAC, PEER4, VIP4_A);
+        // VIP4_A is untagged and on 802.1Q 300, not on 100.
+        let on_100 = frames::vlan_tagged(&request, frames::ETHERTYPE_VLAN, 100);
+        assert_eq!(m.decide(&on_100).reason, Some(Reason::NotOwned));
+        // PCP 5 and DEI set: ignored for the lookup, kept in the answer.
+        let mut on_300 = frames::vlan_tagged(&request, frames::ETHERTYPE_VLAN, 300);
+        on_300[14] |= 0xb0;
+        let outcome = m.decide(&on_300);
+        assert_eq!(outcome.action, XDP_TX);
+        let mut expected = frames::vlan_tagged(
+            &frames::expected_arp_reply(&request, fixture::VLAN_MAC),
+            frames::ETHERTYPE_VLAN,
+            300,
+        );
+        expected[14] |= 0xb0;
+        assert_eq!(outcome.output, expected);
+        assert_eq!(
+            outcome.vip,
+            Some((
+                vlan_vip_index(&m, VIP4_A.into(), fixture::VLAN_Q300),
+                VipEffect::Answered
+            ))
+        );
+        // The QinQ VIP: answered with both tags, not with the inner one only.
+        let qinq = frames::arp_request(PEER_MAC, PEER4, fixture::VIP4_QINQ);
+        let inner = frames::vlan_tagged(&qinq, frames::ETHERTYPE_VLAN, 100);
+        assert_eq!(m.decide(&inner).reason, Some(Reason::NotOwned));
+        let stacked = frames::vlan_tagged(&inner, frames::ETHERTYPE_QINQ, 200);
+        assert_eq!(m.decide(&stacked).action, XDP_TX);
+        // An untagged request for a VLAN-only VIP misses.
+        let untagged = frames::arp_request(PEER_MAC, PEER4, fixture::VIP4_VLAN);
+        assert_eq!(m.decide(&untagged).reason, Some(Reason::NotOwned));
+    }
+
+    #[test]
+    fn tag_stacks_the_program_does_not_parse_are_unsupported() {
+        let m = model();
+        let request = frames::arp_request(PEER_MAC, PEER4, VIP4_A);
+        let q = frames::ETHERTYPE_VLAN;
+        let ad = frames::ETHERTYPE_QINQ;
+        let priority_only = frames::vlan_tagged(&request, q, 0);
+        let reserved = frames::vlan_tagged(&request, q, 4095);
+        let ad_inside = frames::vlan_tagged(&frames::vlan_tagged(&request, ad, 5), q, 6);
+        let three = frames::vlan_tagged(
+            &frames::vlan_tagged(&frames::vlan_tagged(&request, q, 1), q, 2),
+            ad,
+            3,
+        );
+        for frame in [priority_only, reserved, ad_inside, three] {
+            assert_eq!(m.decide(&frame).reason, Some(Reason::Unsupported));
+        }
+        let cut = &frames::vlan_tagged(&request, q, 100)[..16];
+        assert_eq!(m.decide(cut).reason, Some(Reason::Truncated));
+    }
+
     #[test]
     fn tagged_and_other_traffic() {
         let m = model();
-        let request = frames::arp_request(PEER_MAC, PEER4, VIP4_A);
-        let tagged = frames::vlan_tagged(&request, frames::ETHERTYPE_VLAN, 100);
-        assert_eq!(m.decide(&tagged).reason, Some(Reason::VlanTagged));
         let tcp = frames::ipv4_tcp(OUR_MAC, PEER_MAC, PEER4, VIP4_A, 1, 80);
         let outcome = m.decide(&tcp);
         assert_eq!((outcome.action, outcome.reason), (XDP_PASS, None));
