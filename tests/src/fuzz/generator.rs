@@ -261,11 +261,11 @@ impl Generator {
     }
 
     /// Options appended to an NDP message: known, unknown, a nonce, long
-    /// ones (past the program's walk bound at times).
+    /// ones (past the inline walks' 88 bytes, up to a 1.4 KB message at times).
     fn extra_options(&mut self, icmp: &mut Vec<u8>) {
         for _ in 0..self.rng.u32(1..5) {
             let kind = self.pick(&[1u8, 2, 14, 5, 0, 200]);
-            let units = self.pick(&[1usize, 1, 1, 2, 3, 8]);
+            let units = self.pick(&[1usize, 1, 1, 2, 3, 8, 40]);
             let mut option = vec![0u8; 8 * units];
             self.rng.fill(&mut option[2..]);
             option[0] = kind;
