@@ -55,15 +55,58 @@ fn load8(xdp: *mut xdp_md, at: u32) -> Option<[u8; 8]> {
     (copied == 0).then_some(bytes)
 }
 
+type Step = unsafe extern "C" fn(u64, *mut c_void) -> i64;
+
+impl Walk {
+    /// Runs `step` under `bpf_loop`, at most once per 8-byte unit from `at`
+    /// to `end`; true when no step failed and the walk ended exactly at
+    /// `end`.
+    #[inline(always)]
+    fn run(&mut self, step: Step) -> bool {
+        let units = ((self.end - self.at) / 8) as usize;
+        // SAFETY: a callback of the signature `bpf_loop` expects, and our
+        // state, alive for the call.
+        unsafe {
+            bpf_loop(
+                loops(units),
+                step as *mut c_void,
+                self as *mut Walk as *mut c_void,
+                0,
+            )
+        };
+        self.failed == 0 && self.at == self.end
+    }
+
+    /// The 8 bytes at `at`; `None` at the end, or when they cannot be
+    /// read (then `failed` is set).
+    #[inline(always)]
+    fn next_unit(&mut self) -> Option<[u8; 8]> {
+        if self.at >= self.end {
+            return None;
+        }
+        let bytes = load8(self.xdp, self.at);
+        if bytes.is_none() {
+            self.failed = 1;
+        }
+        bytes
+    }
+
+    /// The `Walk` behind a callback's state pointer.
+    ///
+    /// # Safety
+    /// `state` must be the pointer [`Walk::run`] gave `bpf_loop`.
+    #[inline(always)]
+    unsafe fn of<'a>(state: *mut c_void) -> &'a mut Walk {
+        // SAFETY: by the caller's contract, a live `Walk`.
+        unsafe { &mut *(state as *mut Walk) }
+    }
+}
+
 #[inline(never)]
 unsafe extern "C" fn add_unit(_index: u64, state: *mut c_void) -> i64 {
-    // SAFETY: `bpf_loop` hands back the pointer we gave it, to a live `Walk`.
-    let walk = unsafe { &mut *(state as *mut Walk) };
-    if walk.at >= walk.end {
-        return STOP;
-    }
-    let Some(bytes) = load8(walk.xdp, walk.at) else {
-        walk.failed = 1;
+    // SAFETY: `bpf_loop` hands back the pointer `run` gave it.
+    let walk = unsafe { Walk::of(state) };
+    let Some(bytes) = walk.next_unit() else {
         return STOP;
     };
     let mut sum = Sum::from_raw(walk.acc);
@@ -85,27 +128,14 @@ pub fn sum_valid(xdp: *mut xdp_md, l4: usize, len: usize, seed: u64) -> bool {
         acc: seed,
         failed: 0,
     };
-    // SAFETY: a callback of the signature `bpf_loop` expects, and our state.
-    unsafe {
-        bpf_loop(
-            loops(len / 8),
-            add_unit as *mut c_void,
-            &raw mut walk as *mut c_void,
-            0,
-        )
-    };
-    walk.failed == 0 && walk.at == walk.end && Sum::from_raw(walk.acc).fold() == 0xffff
+    walk.run(add_unit) && Sum::from_raw(walk.acc).fold() == 0xffff
 }
 
 #[inline(never)]
 unsafe extern "C" fn next_option(_index: u64, state: *mut c_void) -> i64 {
     // SAFETY: as in `add_unit`.
-    let walk = unsafe { &mut *(state as *mut Walk) };
-    if walk.at >= walk.end {
-        return STOP;
-    }
-    let Some(option) = load8(walk.xdp, walk.at) else {
-        walk.failed = 1;
+    let walk = unsafe { Walk::of(state) };
+    let Some(option) = walk.next_unit() else {
         return STOP;
     };
     let [kind, len] = [option[0], option[1]];
@@ -139,16 +169,7 @@ pub fn walk_options(xdp: *mut xdp_md, l4: usize, first: usize, len: usize) -> u6
         acc: 0,
         failed: 0,
     };
-    // SAFETY: as in `sum_valid`.
-    unsafe {
-        bpf_loop(
-            loops((len - first) / 8),
-            next_option as *mut c_void,
-            &raw mut walk as *mut c_void,
-            0,
-        )
-    };
-    if walk.failed != 0 || walk.at != walk.end {
+    if !walk.run(next_option) {
         return 0;
     }
     walk.acc | walked::VALID
