@@ -8,8 +8,8 @@ use aya_ebpf::{
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use speaker_common::{
-    filter_bit, ConflictRecord, Reason, VipEntry, VipKeyV4, VipKeyV6, VlanPath, Watchdog,
-    FILTER_WORDS, MAX_VIPS,
+    filter_bit, ConflictRecord, Reason, VipEntry, VipIndexV4, VipIndexV6, VipKeyV4, VipKeyV6,
+    VlanPath, Watchdog, FILTER_BITS_LOG2, FILTER_WORDS, MAX_VIPS,
 };
 
 use crate::frame::{Ipv4, Ipv6, Mac};
@@ -55,11 +55,20 @@ pub static VIP_CONFLICTS: Array<ConflictRecord, { MAX_VIPS as usize }> = Array::
 #[btf_map]
 pub static BOND_SLAVES: HashMap<u32, u32, { MAX_VIPS as usize }> = HashMap::new();
 
-/// False only when no VIP's address hashes like `last_four` (its last four
-/// bytes as loaded from the frame): the hash lookup can be skipped.
+/// The VIP index: slot `filter_bit(address)` holds the one VIP key whose
+/// address hashes there, sealed, or nothing (see
+/// `speaker_common::VipIndexV4`): the answer paths find their VIP without a
+/// hash map lookup, which costs two kernel calls.
+#[btf_map]
+pub static VIP_INDEX_V4: Array<VipIndexV4, { 1 << FILTER_BITS_LOG2 }> = Array::new();
+
+#[btf_map]
+pub static VIP_INDEX_V6: Array<VipIndexV6, { 1 << FILTER_BITS_LOG2 }> = Array::new();
+
+/// False only when no VIP's address has filter bit `bit`: the lookups can
+/// be skipped.
 #[inline(always)]
-fn may_be_vip(last_four: u32) -> bool {
-    let bit = filter_bit(last_four);
+fn may_be_vip(bit: u32) -> bool {
     match VIP_FILTER.get(bit >> 6) {
         Some(word) => *word & (1u64 << (bit & 63)) != 0,
         None => true,
@@ -108,16 +117,92 @@ pub fn count_refused(entry: &VipEntry) {
     }
 }
 
-/// The VIP entry for `addr` on `ifindex` behind `vlan`. When the frame came
-/// in on a bond slave (native mode runs the program on each slave, with the
-/// slave's `ingress_ifindex`), the bond master's key is tried next: only
-/// after the filter said the address may be a VIP, so the miss path of
-/// other hosts' addresses pays nothing for bonds.
+/// What the VIP index says about a key.
+enum Indexed {
+    /// The slot's key: this entry.
+    Found(VipEntry),
+    /// The slot holds another key, the only VIP whose address hashes
+    /// there: the key is no VIP (on a bond slave, after the master's key
+    /// was tried).
+    Absent,
+    /// No sealed key in the slot (several VIPs hash there, or the speaker
+    /// is rewriting it): the hash map decides.
+    Unknown,
+}
+
+/// Looks `key` up in a sealed index slot. `other_interface` is true when
+/// the slot's key differs from the request's in its interface only: the
+/// frame may have come in on a slave of the slot's bond.
+#[inline(always)]
+fn indexed(
+    matches: bool,
+    other_interface: bool,
+    slot_ifindex: u32,
+    ifindex: u32,
+    entry: VipEntry,
+) -> Indexed {
+    if matches {
+        return Indexed::Found(entry);
+    }
+    if other_interface && bond_master(ifindex) == Some(slot_ifindex) {
+        return Indexed::Found(entry);
+    }
+    Indexed::Absent
+}
+
+#[inline(always)]
+fn index_v4(bit: u32, key: &VipKeyV4) -> Indexed {
+    let Some(slot) = VIP_INDEX_V4.get(bit) else {
+        return Indexed::Unknown;
+    };
+    // One read of the slot: the seal is checked on the copy that is used.
+    // SAFETY: a map value pointer, valid for the program's run.
+    let slot = unsafe { core::ptr::read_volatile(slot) };
+    if !slot.is_sealed() {
+        return Indexed::Unknown;
+    }
+    let same_address = slot.key.addr == key.addr && slot.key.vlan == key.vlan;
+    indexed(
+        same_address && slot.key.ifindex == key.ifindex,
+        same_address,
+        slot.key.ifindex,
+        key.ifindex,
+        slot.entry,
+    )
+}
+
+#[inline(always)]
+fn index_v6(bit: u32, key: &VipKeyV6) -> Indexed {
+    let Some(slot) = VIP_INDEX_V6.get(bit) else {
+        return Indexed::Unknown;
+    };
+    // SAFETY: as in `index_v4`.
+    let slot = unsafe { core::ptr::read_volatile(slot) };
+    if !slot.is_sealed() {
+        return Indexed::Unknown;
+    }
+    let same_address = slot.key.addr == key.addr && slot.key.vlan == key.vlan;
+    indexed(
+        same_address && slot.key.ifindex == key.ifindex,
+        same_address,
+        slot.key.ifindex,
+        key.ifindex,
+        slot.entry,
+    )
+}
+
+/// The VIP entry for `addr` on `ifindex` behind `vlan`: the filter, then
+/// the index, then (only where the index cannot tell) the hash map. When
+/// the frame came in on a bond slave (native mode runs the program on each
+/// slave, with the slave's `ingress_ifindex`), the bond master's key is
+/// tried next: only after the filter said the address may be a VIP, so the
+/// miss path of other hosts' addresses pays nothing for bonds.
 #[inline(always)]
 pub fn vip_v4(addr: Ipv4, ifindex: u32, vlan: VlanPath) -> Option<VipEntry> {
     // SAFETY: [u16; 2] and [u8; 4] have the same size and any bit pattern.
     let addr: [u8; 4] = unsafe { core::mem::transmute(addr) };
-    if !may_be_vip(u32::from_ne_bytes(addr)) {
+    let bit = filter_bit(u32::from_ne_bytes(addr));
+    if !may_be_vip(bit) {
         return None;
     }
     let key = VipKeyV4 {
@@ -125,6 +210,11 @@ pub fn vip_v4(addr: Ipv4, ifindex: u32, vlan: VlanPath) -> Option<VipEntry> {
         ifindex,
         vlan,
     };
+    match index_v4(bit, &key) {
+        Indexed::Found(entry) => return Some(entry),
+        Indexed::Absent => return None,
+        Indexed::Unknown => {}
+    }
     // SAFETY: the entry is copied out at once; a concurrent update can at worst
     // give a mix of old and new MAC for this one frame.
     if let Some(entry) = unsafe { VIPS_V4.get(key) } {
@@ -144,7 +234,8 @@ pub fn vip_v4(addr: Ipv4, ifindex: u32, vlan: VlanPath) -> Option<VipEntry> {
 
 #[inline(always)]
 pub fn vip_v6(addr: Ipv6, ifindex: u32, vlan: VlanPath) -> Option<VipEntry> {
-    if !may_be_vip(addr[3]) {
+    let bit = filter_bit(addr[3]);
+    if !may_be_vip(bit) {
         return None;
     }
     // SAFETY: [u32; 4] and [u8; 16] have the same size and any bit pattern.
@@ -154,6 +245,11 @@ pub fn vip_v6(addr: Ipv6, ifindex: u32, vlan: VlanPath) -> Option<VipEntry> {
         ifindex,
         vlan,
     };
+    match index_v6(bit, &key) {
+        Indexed::Found(entry) => return Some(entry),
+        Indexed::Absent => return None,
+        Indexed::Unknown => {}
+    }
     // SAFETY: as in `vip_v4`.
     if let Some(entry) = unsafe { VIPS_V6.get(key) } {
         return Some(*entry);

@@ -526,13 +526,6 @@ fn solicited(ctx: &XdpContext, frame: &Frame, link: Link, ns: &Discovery) -> Ver
         log::ns_refused(ctx, ns.target, Reason::HeartbeatStale);
         return Verdict::refuse(&vip, Reason::HeartbeatStale);
     }
-    // The answer is built in the linear part; a request spread over
-    // several buffers (never seen: an NS fits any first buffer) would send
-    // its fragments along.
-    // SAFETY: the context pointer is the one the kernel gave us.
-    if unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize != frame.len() {
-        return Verdict::refuse(&vip, Reason::Unsupported);
-    }
     // Only a unicast solicitation's frame too short for the option goes
     // without it: no solicitation is grown for a unicast answer. Tags stay
     // in front of the IPv6 header, so the frame keeps `link.l3` of them.
@@ -544,7 +537,17 @@ fn solicited(ctx: &XdpContext, frame: &Frame, link: Link, ns: &Discovery) -> Ver
             NA_SHORT_PACKET_LEN
         };
     let delta = na_frame_len as i32 - frame.len() as i32;
-    // SAFETY: the context pointer is the one the kernel gave us.
+    // The answer is built in the linear part. Answered in place, a request
+    // spread over several buffers (never seen: an NS fits any first buffer)
+    // keeps the others as a trailer past the IPv6 payload length, which
+    // receivers drop, as ARP answers keep padding; asking would be a
+    // kernel call on every answer. Resized, it is refused: on a
+    // multi-buffer frame `bpf_xdp_adjust_tail` moves the end of the last
+    // buffer, not of the answer.
+    // SAFETY (both calls): the context pointer is the one the kernel gave us.
+    if delta != 0 && unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize != frame.len() {
+        return Verdict::refuse(&vip, Reason::Unsupported);
+    }
     if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
         log::ns_refused(ctx, ns.target, Reason::ResizeFailed);
         return Verdict::refuse(&vip, Reason::ResizeFailed);

@@ -16,11 +16,13 @@ pub mod map_names {
     pub const VIP_FILTER: &str = "VIP_FILTER";
     pub const VIP_CONFLICTS: &str = "VIP_CONFLICTS";
     pub const BOND_SLAVES: &str = "BOND_SLAVES";
+    pub const VIP_INDEX_V4: &str = "VIP_INDEX_V4";
+    pub const VIP_INDEX_V6: &str = "VIP_INDEX_V6";
     /// The layout version ([`super::LAYOUT_VERSION`]) of the maps pinned
     /// beside it: one `u32` in an array of one. Created by the speaker, not
     /// by the program, hence not in [`ALL`].
     pub const LAYOUT: &str = "LAYOUT";
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 11] = [
         VIPS_V4,
         VIPS_V6,
         VIP_ANSWERED,
@@ -30,6 +32,8 @@ pub mod map_names {
         VIP_FILTER,
         VIP_CONFLICTS,
         BOND_SLAVES,
+        VIP_INDEX_V4,
+        VIP_INDEX_V6,
     ];
 }
 
@@ -40,9 +44,10 @@ pub mod map_names {
 /// - 2: 15 reasons (`unsupported`), VIP_FILTER, VIP_CONFLICTS.
 /// - 3: VIP keys carry a [`VlanPath`] (12 and 24 bytes instead of 8 and
 ///   20), BOND_SLAVES.
+/// - 4: VIP_INDEX_V4 and VIP_INDEX_V6 ([`VipIndexV4`], [`VipIndexV6`]).
 ///
 /// No `LAYOUT` pin: a layout from before versioning, told apart by shape.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Names of the programs in the eBPF object.
 pub mod program_names {
@@ -132,7 +137,7 @@ impl VlanPath {
 /// Key of the IPv4 VIP map: an owned address on one interface (the one the
 /// program is attached to: a VLAN's parent, a bond's master), behind `vlan`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct VipKeyV4 {
     /// The address in network byte order.
     pub addr: [u8; 4],
@@ -142,7 +147,7 @@ pub struct VipKeyV4 {
 
 /// Key of the IPv6 VIP map.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct VipKeyV6 {
     pub addr: [u8; 16],
     pub ifindex: u32,
@@ -151,7 +156,7 @@ pub struct VipKeyV6 {
 
 /// What the responder needs to answer for a VIP on an interface.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VipEntry {
     /// The interface's MAC: the answer's sender hardware address, and the only
     /// unicast Ethernet destination accepted for requests.
@@ -160,6 +165,115 @@ pub struct VipEntry {
     /// Index into `VIP_ANSWERED` (a per-CPU array): the answered counter of this
     /// (VIP, interface). Slots are handed out by the speaker.
     pub slot: u32,
+}
+
+/// One slot of `VIP_INDEX_V4`, the program's way to a VIP without a hash
+/// map lookup. Slot `filter_bit(address)` holds, sealed, the one VIP key of
+/// the family whose address hashes there, when exactly one does; else it is
+/// unsealed (zero) and the program looks in `VIPS_V4`. Why: a hash map
+/// lookup is two kernel calls (the lookup and its `memcmp`), and on CPUs
+/// whose return-stack mitigations make every `ret` costly (AMD's SRSO
+/// "Safe RET") those two calls were most of an answer's cost; an array
+/// lookup is inlined by the verifier. The hash map stays the record; the
+/// index is derived from it by the speaker (BENCHMARKS.md, docs/dataplane.md).
+///
+/// The seal covers the key and entry: a slot rewritten while the program
+/// reads it (array updates are plain copies) reads as unsealed, and the
+/// program falls back to the hash map rather than trust a torn entry.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipIndexV4 {
+    pub key: VipKeyV4,
+    pub entry: VipEntry,
+    pub seal: u32,
+    pub _pad: u32,
+}
+
+/// One slot of `VIP_INDEX_V6`: see [`VipIndexV4`].
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipIndexV6 {
+    pub key: VipKeyV6,
+    pub entry: VipEntry,
+    pub seal: u32,
+}
+
+/// Odd 64-bit multiplier (the golden ratio's fraction) of the seal's mixing.
+const SEAL_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The seal of a slot's words (everything but the seal itself): each word
+/// multiplied into the state, so that every bit of every word reaches the
+/// result. Never 0, so a zeroed slot is never sealed.
+#[inline(always)]
+const fn seal_of(words: &[u64]) -> u32 {
+    let mut state = 0u64;
+    let mut i = 0;
+    while i < words.len() {
+        state = (state ^ words[i]).wrapping_mul(SEAL_MULTIPLIER);
+        i += 1;
+    }
+    ((state >> 32) ^ state) as u32 | 1
+}
+
+impl VipIndexV4 {
+    /// The slot holding `key` and `entry`, sealed.
+    pub const fn sealed(key: VipKeyV4, entry: VipEntry) -> Self {
+        let mut slot = VipIndexV4 {
+            key,
+            entry,
+            seal: 0,
+            _pad: 0,
+        };
+        slot.seal = slot.expected_seal();
+        slot
+    }
+
+    #[inline(always)]
+    const fn expected_seal(&self) -> u32 {
+        // SAFETY: repr(C) of integer and byte fields with explicit padding:
+        // 32 bytes, every one initialised; the seal is in the last word.
+        let words: [u64; 4] = unsafe { core::mem::transmute(*self) };
+        seal_of(&[words[0], words[1], words[2]])
+    }
+
+    /// True when the slot holds a key and entry written together.
+    #[inline(always)]
+    pub const fn is_sealed(&self) -> bool {
+        self.seal == self.expected_seal()
+    }
+}
+
+impl VipIndexV6 {
+    /// The slot holding `key` and `entry`, sealed.
+    pub const fn sealed(key: VipKeyV6, entry: VipEntry) -> Self {
+        let mut slot = VipIndexV6 {
+            key,
+            entry,
+            seal: 0,
+        };
+        slot.seal = slot.expected_seal();
+        slot
+    }
+
+    #[inline(always)]
+    const fn expected_seal(&self) -> u32 {
+        // SAFETY: as in `VipIndexV4`: 40 bytes; the seal is the upper half
+        // of the last word, the entry's slot its lower half.
+        let words: [u64; 5] = unsafe { core::mem::transmute(*self) };
+        seal_of(&[
+            words[0],
+            words[1],
+            words[2],
+            words[3],
+            words[4] as u32 as u64,
+        ])
+    }
+
+    /// True when the slot holds a key and entry written together.
+    #[inline(always)]
+    pub const fn is_sealed(&self) -> bool {
+        self.seal == self.expected_seal()
+    }
 }
 
 /// Another host claiming a VIP (RFC 5227 §2.4, and the NA equivalent), per
@@ -289,6 +403,8 @@ mod pod {
     unsafe impl aya::Pod for super::VipEntry {}
     unsafe impl aya::Pod for super::Watchdog {}
     unsafe impl aya::Pod for super::ConflictRecord {}
+    unsafe impl aya::Pod for super::VipIndexV4 {}
+    unsafe impl aya::Pod for super::VipIndexV6 {}
 }
 
 #[cfg(test)]
@@ -312,6 +428,105 @@ mod tests {
         assert_eq!(core::mem::size_of::<VipEntry>(), 12);
         assert_eq!(core::mem::size_of::<Watchdog>(), 16);
         assert_eq!(core::mem::size_of::<ConflictRecord>(), 24);
+        assert_eq!(core::mem::size_of::<VipIndexV4>(), 32);
+        assert_eq!(core::mem::size_of::<VipIndexV6>(), 40);
+    }
+
+    fn index_v4(last: u8, ifindex: u32, vid: u16, slot: u32) -> VipIndexV4 {
+        VipIndexV4::sealed(
+            VipKeyV4 {
+                addr: [192, 0, 2, last],
+                ifindex,
+                vlan: VlanPath::single(vid, false),
+            },
+            VipEntry {
+                mac: [0x02, 0x5e, 0, 0, 0, last],
+                _pad: [0; 2],
+                slot,
+            },
+        )
+    }
+
+    fn index_v6(last: u8, ifindex: u32, slot: u32) -> VipIndexV6 {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        addr[15] = last;
+        VipIndexV6::sealed(
+            VipKeyV6 {
+                addr,
+                ifindex,
+                vlan: VlanPath::UNTAGGED,
+            },
+            VipEntry {
+                mac: [0x02, 0x5e, 0, 0, 0, last],
+                _pad: [0; 2],
+                slot,
+            },
+        )
+    }
+
+    /// Every bit of the key and entry is under the seal, and a zeroed slot
+    /// (what the speaker writes to unseal one) is never sealed.
+    #[test]
+    fn seals_cover_every_key_and_entry_bit() {
+        assert!(!VipIndexV4::default().is_sealed());
+        assert!(!VipIndexV6::default().is_sealed());
+        let v4 = index_v4(100, 3, 100, 7);
+        assert!(v4.is_sealed());
+        let bytes: [u8; 32] = unsafe { core::mem::transmute(v4) };
+        for byte in 0..24 {
+            for bit in 0..8 {
+                let mut flipped = bytes;
+                flipped[byte] ^= 1 << bit;
+                let slot: VipIndexV4 = unsafe { core::mem::transmute(flipped) };
+                assert!(!slot.is_sealed(), "v4 byte {byte} bit {bit}");
+            }
+        }
+        let v6 = index_v6(1, 2, 9);
+        assert!(v6.is_sealed());
+        let bytes: [u8; 40] = unsafe { core::mem::transmute(v6) };
+        for byte in 0..36 {
+            for bit in 0..8 {
+                let mut flipped = bytes;
+                flipped[byte] ^= 1 << bit;
+                let slot: VipIndexV6 = unsafe { core::mem::transmute(flipped) };
+                assert!(!slot.is_sealed(), "v6 byte {byte} bit {bit}");
+            }
+        }
+    }
+
+    /// A slot read while the speaker rewrites it mixes the words of two
+    /// slots (or of a slot and zeros): such mixes read as unsealed.
+    #[test]
+    fn torn_slots_are_not_sealed() {
+        let slots = [
+            index_v4(100, 3, 0, 1),
+            index_v4(101, 3, 0, 2),
+            index_v4(100, 4, 0, 1),
+            index_v4(100, 3, 100, 1),
+            VipIndexV4::default(),
+        ];
+        for a in slots {
+            for b in slots {
+                if a == b {
+                    continue;
+                }
+                let words = |slot: VipIndexV4| unsafe {
+                    core::mem::transmute::<VipIndexV4, [u64; 4]>(slot)
+                };
+                let (wa, wb) = (words(a), words(b));
+                // Any non-empty choice of words from `b`, the rest from `a`.
+                for mask in 1u8..16 {
+                    let mixed: [u64; 4] =
+                        core::array::from_fn(|i| if mask & 1 << i != 0 { wb[i] } else { wa[i] });
+                    let slot: VipIndexV4 = unsafe { core::mem::transmute(mixed) };
+                    assert!(
+                        !slot.is_sealed() || slot == a || slot == b,
+                        "words {mask:04b} of {b:?} into {a:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -14,11 +14,15 @@ use aya::{
     Ebpf,
 };
 use speaker_common::{
-    filter_bit_of, map_names, ConflictRecord, Reason, VipEntry, VipKeyV4, VipKeyV6, VlanPath,
-    Watchdog, MAX_VIPS,
+    filter_bit_of, map_names, ConflictRecord, Reason, VipEntry, VipIndexV4, VipIndexV6, VipKeyV4,
+    VipKeyV6, VlanPath, Watchdog, MAX_VIPS,
 };
 
-use super::{clock::monotonic_now, pins::PinDir};
+use super::{
+    clock::monotonic_now,
+    pins::PinDir,
+    vip_index::{Key, VipIndex},
+};
 use crate::error::{Error, Result};
 
 /// One owned address on one interface, as the maps hold it.
@@ -80,6 +84,9 @@ pub struct DataplaneMaps {
     vip_filter: Array<MapData, u64>,
     vip_conflicts: Array<MapData, ConflictRecord>,
     bond_slaves: HashMap<MapData, u32, u32>,
+    /// `None` for maps pinned before layout 4 (which `speaker maps` still
+    /// reads): their program has no index.
+    index: Option<VipIndex>,
 }
 
 /// Writes the heartbeat from another thread than the one holding the
@@ -166,6 +173,10 @@ impl DataplaneMaps {
             vip_filter: typed(map_names::VIP_FILTER, take(map_names::VIP_FILTER)?)?,
             vip_conflicts: typed(map_names::VIP_CONFLICTS, take(map_names::VIP_CONFLICTS)?)?,
             bond_slaves: typed(map_names::BOND_SLAVES, take(map_names::BOND_SLAVES)?)?,
+            index: Some(VipIndex::new(
+                typed(map_names::VIP_INDEX_V4, take(map_names::VIP_INDEX_V4)?)?,
+                typed(map_names::VIP_INDEX_V6, take(map_names::VIP_INDEX_V6)?)?,
+            )),
         })
     }
 
@@ -211,6 +222,23 @@ impl DataplaneMaps {
                 map_names::BOND_SLAVES,
                 Map::HashMap(open(map_names::BOND_SLAVES)?),
             )?,
+            // Layout 3 had no index: read, its VIPs are all in the hash maps.
+            index: if pins.map(map_names::VIP_INDEX_V4).exists()
+                || pins.map(map_names::VIP_INDEX_V6).exists()
+            {
+                Some(VipIndex::new(
+                    typed::<Array<MapData, VipIndexV4>>(
+                        map_names::VIP_INDEX_V4,
+                        Map::Array(open(map_names::VIP_INDEX_V4)?),
+                    )?,
+                    typed::<Array<MapData, VipIndexV6>>(
+                        map_names::VIP_INDEX_V6,
+                        Map::Array(open(map_names::VIP_INDEX_V6)?),
+                    )?,
+                ))
+            } else {
+                None
+            },
         })
     }
 
@@ -228,6 +256,11 @@ impl DataplaneMaps {
         // Before the entry exists: the program must never see an entry
         // whose filter bit is clear (it would not be answered).
         self.set_filter_bit(filter_bit_of(&octets(address)))?;
+        let key = Key {
+            address,
+            ifindex,
+            vlan,
+        };
         let existing = self.entry(address, ifindex, vlan)?;
         let slot = match existing {
             Some(entry) if entry.mac == mac => return Ok(()),
@@ -256,6 +289,9 @@ impl DataplaneMaps {
             _pad: [0; 2],
             slot,
         };
+        if let Some(index) = &mut self.index {
+            index.unseal(key)?;
+        }
         let result = match address {
             IpAddr::V4(a) => self.vips_v4.insert(
                 VipKeyV4 {
@@ -276,12 +312,64 @@ impl DataplaneMaps {
                 0,
             ),
         };
-        result.map_err(|e| Error::bpf(format!("adding {address}"), e))
+        result.map_err(|e| Error::bpf(format!("adding {address}"), e))?;
+        self.refresh_index(key)
+    }
+
+    /// Seals `key`'s index slot again if it is the only VIP there.
+    fn refresh_index(&mut self, key: Key) -> Result<()> {
+        if self.index.is_none() {
+            return Ok(());
+        }
+        let entries = self.keyed_entries()?;
+        match &mut self.index {
+            Some(index) => index.refresh(key, &entries),
+            None => Ok(()),
+        }
+    }
+
+    fn keyed_entries(&self) -> Result<Vec<(Key, VipEntry)>> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .map(|(address, ifindex, vlan, entry)| {
+                (
+                    Key {
+                        address,
+                        ifindex,
+                        vlan,
+                    },
+                    entry,
+                )
+            })
+            .collect())
+    }
+
+    /// Makes every index slot agree with the VIP hash maps (on start: the
+    /// maps may come from a speaker without the index, or an interrupted
+    /// update). Nothing to do on maps without an index.
+    pub fn rebuild_index(&mut self) -> Result<()> {
+        if self.index.is_none() {
+            return Ok(());
+        }
+        let entries = self.keyed_entries()?;
+        match &mut self.index {
+            Some(index) => index.rebuild(&entries),
+            None => Ok(()),
+        }
     }
 
     /// Removes `address` from interface `ifindex` behind `vlan`; false when
     /// it was not there.
     pub fn remove_vip(&mut self, address: IpAddr, ifindex: u32, vlan: VlanPath) -> Result<bool> {
+        let key = Key {
+            address,
+            ifindex,
+            vlan,
+        };
+        if let Some(index) = &mut self.index {
+            index.unseal(key)?;
+        }
         let result = match address {
             IpAddr::V4(a) => self.vips_v4.remove(&VipKeyV4 {
                 addr: a.octets(),
@@ -309,6 +397,7 @@ impl DataplaneMaps {
         if !shared {
             self.clear_filter_bit(bit)?;
         }
+        self.refresh_index(key)?;
         Ok(removed)
     }
 
@@ -540,6 +629,8 @@ fn check_layout(name: &'static str, data: &MapData, pins: &PinDir) -> Result<()>
         | map_names::VIP_FILTER => (4, 8),
         map_names::VIP_CONFLICTS => (4, size_of::<ConflictRecord>()),
         map_names::BOND_SLAVES => (4, 4),
+        map_names::VIP_INDEX_V4 => (4, size_of::<VipIndexV4>()),
+        map_names::VIP_INDEX_V6 => (4, size_of::<VipIndexV6>()),
         _ => (4, size_of::<Watchdog>()),
     };
     if (info.key_size() as usize, info.value_size() as usize) != expected {
@@ -603,8 +694,13 @@ mod tests {
     }
 
     fn run(object: &mut Object, frame: &[u8]) -> u32 {
+        run_out(object, frame).0
+    }
+
+    /// The verdict and, for an answer, its Ethernet source.
+    fn run_out(object: &mut Object, frame: &[u8]) -> (u32, [u8; 6]) {
         let mut out = vec![0u8; frame.len() + 64];
-        object
+        let verdict = object
             .program(RESPONDER)
             .unwrap()
             .test_run(TestRunOptions {
@@ -613,7 +709,147 @@ mod tests {
                 ..Default::default()
             })
             .expect("BPF_PROG_TEST_RUN (needs root)")
-            .return_value
+            .return_value;
+        (verdict, out[6..12].try_into().unwrap())
+    }
+
+    /// An IPv4 address other than `VIP` with the same filter bit: the same
+    /// index slot.
+    fn sharing_slot_with_vip() -> Ipv4Addr {
+        let bit = filter_bit_of(&VIP.octets());
+        (0..=u16::MAX)
+            .map(|n| Ipv4Addr::new(10, 0, (n >> 8) as u8, n as u8))
+            .find(|a| filter_bit_of(&a.octets()) == bit)
+            .expect("65536 addresses over 4096 bits")
+    }
+
+    fn key(address: IpAddr, vlan: VlanPath) -> Key {
+        Key {
+            address,
+            ifindex: IFINDEX,
+            vlan,
+        }
+    }
+
+    fn sealed(maps: &DataplaneMaps, address: IpAddr) -> Option<Key> {
+        let index = maps.index.as_ref().expect("a loaded object has the index");
+        index.sealed_at(address).unwrap().map(|(k, _)| k)
+    }
+
+    /// The speaker keeps the invariant the program relies on: a slot is
+    /// sealed exactly when one VIP of its family hashes there, and every
+    /// VIP is answered either way.
+    #[test]
+    fn the_index_holds_sole_keys_and_defers_shared_slots_to_the_hash_map() {
+        let mut object = Object::load(None).expect("loading the XDP object (needs root)");
+        let mut maps = object.take_maps().unwrap();
+        let broadcast = [0xff; 6];
+        let vip = IpAddr::V4(VIP);
+        let tagged = VlanPath::single(100, false);
+        maps.add_vip(vip, IFINDEX, VlanPath::UNTAGGED, OUR_MAC)
+            .unwrap();
+        assert_eq!(sealed(&maps, vip), Some(key(vip, VlanPath::UNTAGGED)));
+        // An IPv6 VIP with the same last four bytes: the same slot number,
+        // in the other family's index.
+        let v6: IpAddr = "2001:db8::c000:20a".parse().unwrap();
+        maps.add_vip(v6, IFINDEX, VlanPath::UNTAGGED, OUR_MAC)
+            .unwrap();
+        assert_eq!(sealed(&maps, v6), Some(key(v6, VlanPath::UNTAGGED)));
+        assert_eq!(sealed(&maps, vip), Some(key(vip, VlanPath::UNTAGGED)));
+
+        let other = sharing_slot_with_vip();
+        maps.add_vip(IpAddr::V4(other), IFINDEX, VlanPath::UNTAGGED, OTHER_MAC)
+            .unwrap();
+        maps.add_vip(vip, IFINDEX, tagged, OUR_MAC).unwrap();
+        assert_eq!(sealed(&maps, vip), None, "three keys share the slot");
+        assert_eq!(
+            run_out(&mut object, &arp(broadcast, PEER_MAC, 1, PEER, VIP)),
+            (XDP_TX, OUR_MAC)
+        );
+        assert_eq!(
+            run_out(&mut object, &arp(broadcast, PEER_MAC, 1, PEER, other)),
+            (XDP_TX, OTHER_MAC)
+        );
+
+        assert!(maps
+            .remove_vip(IpAddr::V4(other), IFINDEX, VlanPath::UNTAGGED)
+            .unwrap());
+        assert_eq!(sealed(&maps, vip), None, "two keys still share it");
+        assert!(maps.remove_vip(vip, IFINDEX, tagged).unwrap());
+        assert_eq!(sealed(&maps, vip), Some(key(vip, VlanPath::UNTAGGED)));
+        assert_eq!(
+            run_out(&mut object, &arp(broadcast, PEER_MAC, 1, PEER, VIP)),
+            (XDP_TX, OUR_MAC)
+        );
+        assert_eq!(
+            run(&mut object, &arp(broadcast, PEER_MAC, 1, PEER, other)),
+            XDP_PASS,
+            "a removed VIP is not answered"
+        );
+
+        // A new MAC reaches the slot too.
+        maps.add_vip(vip, IFINDEX, VlanPath::UNTAGGED, OTHER_MAC)
+            .unwrap();
+        assert_eq!(
+            run_out(&mut object, &arp(broadcast, PEER_MAC, 1, PEER, VIP)),
+            (XDP_TX, OTHER_MAC)
+        );
+        assert!(maps.remove_vip(vip, IFINDEX, VlanPath::UNTAGGED).unwrap());
+        assert_eq!(sealed(&maps, vip), None);
+        assert_eq!(
+            run(&mut object, &arp(broadcast, PEER_MAC, 1, PEER, VIP)),
+            XDP_PASS
+        );
+    }
+
+    /// What the program does with what it may find in a slot: a sealed
+    /// slot is believed (it is the only way the answer can carry a MAC
+    /// that is not in the hash map), a torn one is not, and `rebuild_index`
+    /// puts both right.
+    #[test]
+    fn the_program_believes_sealed_slots_only() {
+        let mut object = Object::load(None).expect("loading the XDP object (needs root)");
+        let mut maps = object.take_maps().unwrap();
+        let broadcast = [0xff; 6];
+        let vip = IpAddr::V4(VIP);
+        let request = arp(broadcast, PEER_MAC, 1, PEER, VIP);
+        maps.add_vip(vip, IFINDEX, VlanPath::UNTAGGED, OUR_MAC)
+            .unwrap();
+        let real = maps
+            .entry(vip, IFINDEX, VlanPath::UNTAGGED)
+            .unwrap()
+            .unwrap();
+        let planted = VipEntry {
+            mac: OTHER_MAC,
+            ..real
+        };
+        let index = maps.index.as_mut().unwrap();
+        index
+            .force(key(vip, VlanPath::UNTAGGED), planted, true)
+            .unwrap();
+        assert_eq!(run_out(&mut object, &request), (XDP_TX, OTHER_MAC));
+
+        let index = maps.index.as_mut().unwrap();
+        index
+            .force(key(vip, VlanPath::UNTAGGED), planted, false)
+            .unwrap();
+        assert_eq!(
+            run_out(&mut object, &request),
+            (XDP_TX, OUR_MAC),
+            "a torn slot sends the program to the hash map"
+        );
+
+        // A sealed slot of another key says the address is no VIP.
+        let other = IpAddr::V4(sharing_slot_with_vip());
+        let index = maps.index.as_mut().unwrap();
+        index
+            .force(key(other, VlanPath::UNTAGGED), real, true)
+            .unwrap();
+        assert_eq!(run(&mut object, &request), XDP_PASS);
+
+        maps.rebuild_index().unwrap();
+        assert_eq!(sealed(&maps, vip), Some(key(vip, VlanPath::UNTAGGED)));
+        assert_eq!(run_out(&mut object, &request), (XDP_TX, OUR_MAC));
     }
 
     fn counts(maps: &DataplaneMaps) -> (u64, u64) {

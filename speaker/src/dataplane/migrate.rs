@@ -38,8 +38,8 @@ use aya::{
 };
 use aya_obj::generated::bpf_map_type;
 use speaker_common::{
-    filter_bit_of, map_names, ConflictRecord, VipEntry, VipKeyV4, VipKeyV6, VlanPath, Watchdog,
-    LAYOUT_VERSION,
+    filter_bit_of, map_names, ConflictRecord, VipEntry, VipIndexV4, VipIndexV6, VipKeyV4, VipKeyV6,
+    VlanPath, Watchdog, FILTER_BITS_LOG2, LAYOUT_VERSION,
 };
 use tracing::{info, warn};
 
@@ -321,6 +321,7 @@ impl Plan {
             }
         }
         rebuild_filter(ebpf)?;
+        unseal_index(ebpf)?;
 
         // 4: the links.
         let old_ids: BTreeSet<u32> = self
@@ -430,8 +431,8 @@ fn carries_over(name: &str, from: &Shape, to: &Shape) -> std::result::Result<(),
         | map_names::VIP_CONFLICTS
         | map_names::WATCHDOG
         | map_names::BOND_SLAVES => same_sizes,
-        // Rebuilt from the VIPs whatever its old shape.
-        map_names::VIP_FILTER => true,
+        // Rebuilt from the VIPs whatever their old shape.
+        map_names::VIP_FILTER | map_names::VIP_INDEX_V4 | map_names::VIP_INDEX_V6 => true,
         _ => false,
     };
     if known {
@@ -548,6 +549,30 @@ fn copy_state(name: &str, old: &Map, ebpf: &mut Ebpf) -> Result<()> {
 
 /// Sets the filter bit of every VIP in the object's maps (never clears one),
 /// so that the new program looks every VIP up from its first frame.
+/// Every slot of the VIP index unsealed before the links switch: an
+/// unsealed slot sends the program to the hash maps, right whatever the
+/// VIPs are, where an adopted slot might vouch for a VIP that a speaker
+/// without the index (a downgrade in between) has since removed. The
+/// speaker seals the slots again once the object is loaded.
+fn unseal_index(ebpf: &mut Ebpf) -> Result<()> {
+    let slots = 1u32 << FILTER_BITS_LOG2;
+    {
+        let err = failed(map_names::VIP_INDEX_V4);
+        let mut index = Array::<_, VipIndexV4>::try_from(new_map(ebpf, map_names::VIP_INDEX_V4)?)
+            .map_err(&err)?;
+        for slot in 0..slots {
+            index.set(slot, VipIndexV4::default(), 0).map_err(&err)?;
+        }
+    }
+    let err = failed(map_names::VIP_INDEX_V6);
+    let mut index =
+        Array::<_, VipIndexV6>::try_from(new_map(ebpf, map_names::VIP_INDEX_V6)?).map_err(&err)?;
+    for slot in 0..slots {
+        index.set(slot, VipIndexV6::default(), 0).map_err(&err)?;
+    }
+    Ok(())
+}
+
 fn rebuild_filter(ebpf: &mut Ebpf) -> Result<()> {
     let err = failed(map_names::VIP_FILTER);
     let mut addresses: Vec<IpAddr> = Vec::new();

@@ -14,6 +14,7 @@ pub mod operator;
 pub mod ownership;
 mod pins;
 pub mod sync;
+mod vip_index;
 
 use std::fs;
 
@@ -119,8 +120,12 @@ impl Object {
             }
             migrate::record_version(pins)?;
             // VIPs pinned by a speaker without the filter must not be
-            // skipped by this program.
-            DataplaneMaps::from_pins(pins)?.ensure_filter()?;
+            // skipped by this program. The index is derived from the VIPs
+            // and made to agree with them here (maps from layout 3 come
+            // without it: an empty slot sends the program to the hash maps).
+            let mut maps = DataplaneMaps::from_pins(pins)?;
+            maps.ensure_filter()?;
+            maps.rebuild_index()?;
         }
         Ok(Object { ebpf })
     }
