@@ -286,13 +286,45 @@ pub fn control_plane_alive() -> bool {
     now_ns().saturating_sub(watchdog.heartbeat_ns) <= watchdog.max_age_ns
 }
 
+/// The coarse clock as last read on this CPU, and the tick (`jiffies`) it
+/// was read at.
+#[repr(C)]
+pub struct CoarseClock {
+    jiffies: u64,
+    ns: u64,
+}
+
+/// Program-private (not pinned): a cache, valid for one tick.
+#[btf_map]
+static COARSE_CLOCK: PerCpuArray<CoarseClock, 1> = PerCpuArray::new();
+
 /// CLOCK_MONOTONIC, to the scheduler tick: `bpf_ktime_get_coarse_ns`
 /// reads the time the tick last stored, where `bpf_ktime_get_ns` reads the
 /// clock source (in a VM, a paravirtual clock costing tens of ns, on every
 /// answer). The dead-man limit is seconds and a conflict's age is shown to
 /// a tenth of a second: a few ms of lag change neither.
+///
+/// Even the coarse clock is a kernel call, about 30 ns on every answer
+/// where `ret` is costly (AMD SRSO "Safe RET"; BENCHMARKS.md, the armed
+/// rows). It only moves at a tick, when `jiffies` does, and
+/// `bpf_jiffies64` is inlined by the verifier (a load): so the clock is
+/// read once per tick and CPU, and the reading reused until `jiffies`
+/// moves. The tick updates `jiffies` just before the time, so a reading
+/// may lag by one more tick.
 #[inline(always)]
 fn now_ns() -> u64 {
-    // SAFETY: a helper without arguments.
-    unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() }
+    // SAFETY: helpers without arguments.
+    let jiffies = unsafe { aya_ebpf::helpers::bpf_jiffies64() };
+    let Some(cached) = COARSE_CLOCK.get_ptr_mut(0) else {
+        // SAFETY: as above.
+        return unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() };
+    };
+    // SAFETY: this CPU's slot; nothing else runs on it concurrently.
+    unsafe {
+        if (*cached).jiffies != jiffies {
+            (*cached).ns = aya_ebpf::helpers::bpf_ktime_get_coarse_ns();
+            (*cached).jiffies = jiffies;
+        }
+        (*cached).ns
+    }
 }

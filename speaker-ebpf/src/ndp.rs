@@ -131,6 +131,39 @@ fn is_solicited_node_of(dst: Ipv6, target: Ipv6) -> bool {
     same_ipv6(dst, group)
 }
 
+/// False for an IPv6 packet at `l3` that [`respond`] passes uncounted: its
+/// header is whole and its next header is neither ICMPv6 nor one that
+/// [`icmp_offset`] walks or stops at (TCP, UDP, …). The sieve in `main.rs`.
+#[inline(always)]
+pub fn may_be_counted(frame: &Frame, l3: usize) -> bool {
+    let Some(ip) = frame.bounded_at::<{ field::L4 }>(l3) else {
+        return true;
+    };
+    let next_header = ip.get::<u8, { field::NEXT_HEADER_HOP_LIMIT }>();
+    next_header == NEXT_HEADER_ICMPV6 || walked_or_stopped_at(next_header)
+}
+
+/// The next headers [`icmp_offset`] walks (Hop-by-Hop, Destination
+/// Options) or stops at with `unsupported`: every other one is neither
+/// ICMPv6 nor hides it.
+#[inline(always)]
+fn walked_or_stopped_at(next_header: u8) -> bool {
+    const BELOW_64: u64 = 1 << NEXT_HEADER_HOP_BY_HOP
+        | 1 << NEXT_HEADER_DESTINATION_OPTIONS
+        | 1 << NEXT_HEADER_ROUTING
+        | 1 << NEXT_HEADER_FRAGMENT
+        | 1 << NEXT_HEADER_ESP
+        | 1 << NEXT_HEADER_AH;
+    if next_header < 64 {
+        BELOW_64 & 1 << next_header != 0
+    } else {
+        matches!(
+            next_header,
+            NEXT_HEADER_MOBILITY | NEXT_HEADER_HIP | NEXT_HEADER_SHIM6
+        )
+    }
+}
+
 /// Where the ICMPv6 message starts: after the fixed header and any
 /// Hop-by-Hop / Destination Options headers. `Err(None)`: not ICMPv6, not
 /// ours to count; `Err(Some(reason))`: counted.
@@ -433,7 +466,8 @@ pub fn respond(ctx: &XdpContext, frame: &Frame, link: Link) -> Verdict {
     let Some(ip) = frame.bounded_at::<{ field::L4 }>(link.l3) else {
         return Verdict::pass(Reason::Truncated);
     };
-    let next_header = ip.get::<[u8; 2], { field::NEXT_HEADER_HOP_LIMIT }>()[0];
+    // One byte: the pair's hop limit is only read once the message is ours.
+    let next_header = ip.get::<u8, { field::NEXT_HEADER_HOP_LIMIT }>();
     // The fast path: ICMPv6 right after the fixed header, as every NS and
     // NA a host sends has it; inlined apart so that its offsets are
     // constants. Extension headers (rare) take the walk.

@@ -155,7 +155,8 @@ impl Object {
     }
 
     /// Closes the maps that are not pinned state: the log ring buffer (when
-    /// nobody reads it here) and the read-only data sections. A program
+    /// nobody reads it here), the program's clock cache and the read-only
+    /// data sections. A program
     /// loaded before keeps its own kernel references to them; each open one
     /// is a descriptor under the speaker's `RLIMIT_NOFILE`.
     pub fn close_unpinned_maps(&mut self) {
