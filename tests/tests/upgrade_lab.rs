@@ -10,7 +10,9 @@
 //!   loaded with its maps pinned where that release pinned them, attached to
 //!   the node's veth through a pinned link, and given two VIPs the way that
 //!   release's `speaker vip add` wrote them. Only its userspace is missing.
-//!   It answers a client; then this speaker's `speaker xdp attach` runs
+//!   It answers a client, and this speaker's `speaker maps` reads its maps
+//!   as they are (`speaker vip add` refuses to write them, naming both
+//!   versions); then this speaker's `speaker xdp attach` runs
 //!   while the client sends a broadcast ARP request every 20 ms: every
 //!   request is answered, the link is the same link running the new
 //!   program, the maps have the new layout, and `speaker maps` shows the
@@ -22,8 +24,9 @@
 //!   every 20 ms: no request lost, the VIP still owned, counts kept.
 //! - `first_release_maps_are_migrated`: maps of layout version 1 (14
 //!   reasons, no VIP_FILTER or VIP_CONFLICTS) created with the old sizes,
-//!   with no program (no object of that release is kept): the counters and
-//!   VIPs are carried over and the missing maps created.
+//!   with no program (no object of that release is kept): `speaker maps`
+//!   reads them, and on attach the counters and VIPs are carried over and
+//!   the missing maps created.
 //!
 //! Needs root (namespaces, bpffs, XDP) and fails, not skips, without it.
 //! Run: `cargo test -p speaker-tests --test upgrade_lab`.
@@ -203,10 +206,36 @@ fn previous_release_is_migrated_without_a_lost_answer() {
     );
     send_frames(&lab.client_ns, &lab.client_if, &[claim.clone(), claim]).unwrap();
 
-    // This speaker's `speaker maps` refuses the old maps in one line naming
-    // the versions, rather than reading garbage.
-    let refused = lab.speaker(Side::Node, &["maps", "--json"]);
-    assert!(!refused.success(), "speaker maps read old maps:\n{refused}");
+    // This speaker reads the old maps as they are (keys without a vlan):
+    // `speaker maps` works across the upgrade, before anything migrated.
+    let old_maps = lab.maps_json();
+    let answered_before = vip_answered(&old_maps, VIP_V4).expect("the old VIP is listed");
+    assert!(
+        answered_before >= before.len() as u64 && answered_before <= before.len() as u64 + 2,
+        "answered {answered_before} of {} requests:\n{old_maps:#}",
+        before.len()
+    );
+    let old_vip = old_maps["vips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["address"] == VIP_V4)
+        .unwrap();
+    assert!(old_vip["vlan"].is_null(), "{old_maps:#}");
+    assert_eq!(old_vip["conflicts"], 2, "{old_maps:#}");
+    assert_eq!(
+        reason_count(&old_maps, "arp_answered"),
+        Some(answered_before)
+    );
+    // Writing them is refused in one line naming both versions.
+    let refused = lab.speaker(
+        Side::Node,
+        &["vip", "add", "192.0.2.103", "--interface", &lab.node_if],
+    );
+    assert!(
+        !refused.success(),
+        "a VIP was written into old maps:\n{refused}"
+    );
     let message = refused.stderr.trim();
     assert!(
         message.contains("layout version 2")
@@ -352,10 +381,20 @@ fn first_release_maps_are_migrated() {
         .unwrap();
     add_old_vips(&pin_dir, ifindex, mac::parse(&lab.node_mac).unwrap(), false);
 
+    // Read as they are: no conflict records in layout 1, 14 reasons.
+    let per_cpu = |n: u64| n * cpus as u64;
+    let old_maps = lab.maps_json();
+    assert_eq!(
+        vip_answered(&old_maps, VIP_V4),
+        Some(per_cpu(5)),
+        "{old_maps:#}"
+    );
+    assert_eq!(reason_count(&old_maps, "not_owned"), Some(per_cpu(3)));
+    assert_eq!(reason_count(&old_maps, "unsupported"), Some(0));
+
     lab.attach_responder(LabMode::Generic).assert_success();
 
     let maps = lab.maps_json();
-    let per_cpu = |n: u64| n * cpus as u64;
     assert_eq!(vip_answered(&maps, VIP_V4), Some(per_cpu(5)), "{maps:#}");
     assert_eq!(vip_answered(&maps, VIP_V6), Some(0), "{maps:#}");
     assert_eq!(reason_count(&maps, "arp_answered"), Some(per_cpu(5)));

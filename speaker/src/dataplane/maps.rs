@@ -72,18 +72,62 @@ impl WatchdogState {
     }
 }
 
+/// A VIP hash map of this layout, by key type.
+type TaggedVips<K> = HashMap<MapData, K, VipEntry>;
+
+/// The VIP hash maps: this layout's, or those of layouts 1 and 2, whose
+/// keys have no vlan, read so that `speaker maps` and the metrics keep
+/// working on maps an older speaker pinned (until one loads this object
+/// and migrates them).
+enum VipMaps {
+    Tagged {
+        v4: HashMap<MapData, VipKeyV4, VipEntry>,
+        v6: HashMap<MapData, VipKeyV6, VipEntry>,
+    },
+    Untagged {
+        v4: HashMap<MapData, UntaggedKeyV4, VipEntry>,
+        v6: HashMap<MapData, UntaggedKeyV6, VipEntry>,
+    },
+}
+
+/// A VIPS_V4 key of layouts 1 and 2: no vlan.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(super) struct UntaggedKeyV4 {
+    pub addr: [u8; 4],
+    pub ifindex: u32,
+}
+
+/// A VIPS_V6 key of layouts 1 and 2.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(super) struct UntaggedKeyV6 {
+    pub addr: [u8; 16],
+    pub ifindex: u32,
+}
+
+// SAFETY: #[repr(C)] byte arrays and a u32 without padding (8 and 20
+// bytes); every bit pattern is a valid value.
+unsafe impl aya::Pod for UntaggedKeyV4 {}
+// SAFETY: as above.
+unsafe impl aya::Pod for UntaggedKeyV6 {}
+
 pub struct DataplaneMaps {
-    vips_v4: HashMap<MapData, VipKeyV4, VipEntry>,
-    vips_v6: HashMap<MapData, VipKeyV6, VipEntry>,
+    vips: VipMaps,
     vip_answered: PerCpuArray<MapData, u64>,
     vip_refused: PerCpuArray<MapData, u64>,
     reasons: PerCpuArray<MapData, u64>,
     watchdog: Array<MapData, Watchdog>,
     /// A second descriptor of `WATCHDOG`, for [`HeartbeatWriter`]s.
     watchdog_fd: OwnedFd,
-    vip_filter: Array<MapData, u64>,
-    vip_conflicts: Array<MapData, ConflictRecord>,
-    bond_slaves: HashMap<MapData, u32, u32>,
+    /// `None`, like `vip_conflicts` and `bond_slaves`, in maps pinned by a
+    /// speaker of a layout without it (read only).
+    vip_filter: Option<Array<MapData, u64>>,
+    vip_conflicts: Option<Array<MapData, ConflictRecord>>,
+    bond_slaves: Option<HashMap<MapData, u32, u32>>,
+    /// Where maps opened from their pins are, for the messages refusing
+    /// writes to maps of an older layout.
+    pins: Option<PinDir>,
     /// `None` for maps pinned before layout 4 (which `speaker maps` still
     /// reads): their program has no index.
     index: Option<VipIndex>,
@@ -163,16 +207,25 @@ impl DataplaneMaps {
         };
         let (watchdog, watchdog_fd) = watchdog_of(take(map_names::WATCHDOG)?)?;
         Ok(DataplaneMaps {
-            vips_v4: typed(map_names::VIPS_V4, take(map_names::VIPS_V4)?)?,
-            vips_v6: typed(map_names::VIPS_V6, take(map_names::VIPS_V6)?)?,
+            vips: VipMaps::Tagged {
+                v4: typed(map_names::VIPS_V4, take(map_names::VIPS_V4)?)?,
+                v6: typed(map_names::VIPS_V6, take(map_names::VIPS_V6)?)?,
+            },
             vip_answered: typed(map_names::VIP_ANSWERED, take(map_names::VIP_ANSWERED)?)?,
             vip_refused: typed(map_names::VIP_REFUSED, take(map_names::VIP_REFUSED)?)?,
             reasons: typed(map_names::REASONS, take(map_names::REASONS)?)?,
             watchdog,
             watchdog_fd,
-            vip_filter: typed(map_names::VIP_FILTER, take(map_names::VIP_FILTER)?)?,
-            vip_conflicts: typed(map_names::VIP_CONFLICTS, take(map_names::VIP_CONFLICTS)?)?,
-            bond_slaves: typed(map_names::BOND_SLAVES, take(map_names::BOND_SLAVES)?)?,
+            vip_filter: Some(typed(map_names::VIP_FILTER, take(map_names::VIP_FILTER)?)?),
+            vip_conflicts: Some(typed(
+                map_names::VIP_CONFLICTS,
+                take(map_names::VIP_CONFLICTS)?,
+            )?),
+            bond_slaves: Some(typed(
+                map_names::BOND_SLAVES,
+                take(map_names::BOND_SLAVES)?,
+            )?),
+            pins: None,
             index: Some(VipIndex::new(
                 typed(map_names::VIP_INDEX_V4, take(map_names::VIP_INDEX_V4)?)?,
                 typed(map_names::VIP_INDEX_V6, take(map_names::VIP_INDEX_V6)?)?,
@@ -180,7 +233,9 @@ impl DataplaneMaps {
         })
     }
 
-    /// Opens the maps pinned under `pins`, with no program loaded.
+    /// Opens the maps pinned under `pins`, with no program loaded. Maps of
+    /// layouts 1 to 3 are opened too, to be read: writes to layouts 1 and 2
+    /// are refused (their VIP keys have no vlan), layout 3 has no index.
     pub fn from_pins(pins: &PinDir) -> Result<Self> {
         pins.require_pinned()?;
         let open = |name: &'static str| {
@@ -192,10 +247,35 @@ impl DataplaneMaps {
             check_layout(name, &data, pins)?;
             Ok::<_, Error>(data)
         };
+        // Maps a layout before 4 may lack.
+        let open_if_pinned =
+            |name: &'static str| pins.map(name).exists().then(|| open(name)).transpose();
         let (watchdog, watchdog_fd) = watchdog_of(Map::Array(open(map_names::WATCHDOG)?))?;
+        let (v4, v6) = (open(map_names::VIPS_V4)?, open(map_names::VIPS_V6)?);
+        let untagged = key_size(&v4, map_names::VIPS_V4)? == size_of::<UntaggedKeyV4>();
+        let vips = if untagged {
+            VipMaps::Untagged {
+                v4: typed(map_names::VIPS_V4, Map::HashMap(v4))?,
+                v6: typed(map_names::VIPS_V6, Map::HashMap(v6))?,
+            }
+        } else {
+            VipMaps::Tagged {
+                v4: typed(map_names::VIPS_V4, Map::HashMap(v4))?,
+                v6: typed(map_names::VIPS_V6, Map::HashMap(v6))?,
+            }
+        };
+        let index = match (
+            open_if_pinned(map_names::VIP_INDEX_V4)?,
+            open_if_pinned(map_names::VIP_INDEX_V6)?,
+        ) {
+            (Some(v4), Some(v6)) => Some(VipIndex::new(
+                typed::<Array<MapData, VipIndexV4>>(map_names::VIP_INDEX_V4, Map::Array(v4))?,
+                typed::<Array<MapData, VipIndexV6>>(map_names::VIP_INDEX_V6, Map::Array(v6))?,
+            )),
+            _ => None,
+        };
         Ok(DataplaneMaps {
-            vips_v4: typed(map_names::VIPS_V4, Map::HashMap(open(map_names::VIPS_V4)?))?,
-            vips_v6: typed(map_names::VIPS_V6, Map::HashMap(open(map_names::VIPS_V6)?))?,
+            vips,
             vip_answered: typed(
                 map_names::VIP_ANSWERED,
                 Map::PerCpuArray(open(map_names::VIP_ANSWERED)?),
@@ -210,36 +290,44 @@ impl DataplaneMaps {
             )?,
             watchdog,
             watchdog_fd,
-            vip_filter: typed(
-                map_names::VIP_FILTER,
-                Map::Array(open(map_names::VIP_FILTER)?),
-            )?,
-            vip_conflicts: typed(
-                map_names::VIP_CONFLICTS,
-                Map::Array(open(map_names::VIP_CONFLICTS)?),
-            )?,
-            bond_slaves: typed(
-                map_names::BOND_SLAVES,
-                Map::HashMap(open(map_names::BOND_SLAVES)?),
-            )?,
-            // Layout 3 had no index: read, its VIPs are all in the hash maps.
-            index: if pins.map(map_names::VIP_INDEX_V4).exists()
-                || pins.map(map_names::VIP_INDEX_V6).exists()
-            {
-                Some(VipIndex::new(
-                    typed::<Array<MapData, VipIndexV4>>(
-                        map_names::VIP_INDEX_V4,
-                        Map::Array(open(map_names::VIP_INDEX_V4)?),
-                    )?,
-                    typed::<Array<MapData, VipIndexV6>>(
-                        map_names::VIP_INDEX_V6,
-                        Map::Array(open(map_names::VIP_INDEX_V6)?),
-                    )?,
-                ))
-            } else {
-                None
-            },
+            vip_filter: open_if_pinned(map_names::VIP_FILTER)?
+                .map(|m| typed(map_names::VIP_FILTER, Map::Array(m)))
+                .transpose()?,
+            vip_conflicts: open_if_pinned(map_names::VIP_CONFLICTS)?
+                .map(|m| typed(map_names::VIP_CONFLICTS, Map::Array(m)))
+                .transpose()?,
+            bond_slaves: open_if_pinned(map_names::BOND_SLAVES)?
+                .map(|m| typed(map_names::BOND_SLAVES, Map::HashMap(m)))
+                .transpose()?,
+            pins: Some(pins.clone()),
+            index,
         })
+    }
+
+    /// This layout's VIP maps, for writing.
+    fn tagged_vips(&mut self) -> Result<(&mut TaggedVips<VipKeyV4>, &mut TaggedVips<VipKeyV6>)> {
+        match &mut self.vips {
+            VipMaps::Tagged { v4, v6 } => Ok((v4, v6)),
+            VipMaps::Untagged { .. } => Err(read_only(
+                self.pins.as_ref(),
+                map_names::VIPS_V4,
+                format!(
+                    "key {} B, value {} B",
+                    size_of::<UntaggedKeyV4>(),
+                    size_of::<VipEntry>()
+                ),
+            )),
+        }
+    }
+
+    /// A map that layouts before this one lacked, for writing.
+    fn required<'a, T>(
+        map: &'a mut Option<T>,
+        pins: Option<&PinDir>,
+        name: &'static str,
+    ) -> Result<&'a mut T> {
+        map.as_mut()
+            .ok_or_else(|| read_only(pins, name, "absent".into()))
     }
 
     /// Adds (or refreshes the MAC of) `address` on interface `ifindex` behind
@@ -253,6 +341,7 @@ impl DataplaneMaps {
         vlan: VlanPath,
         mac: [u8; 6],
     ) -> Result<()> {
+        self.tagged_vips()?;
         // Before the entry exists: the program must never see an entry
         // whose filter bit is clear (it would not be answered).
         self.set_filter_bit(filter_bit_of(&octets(address)))?;
@@ -278,9 +367,13 @@ impl DataplaneMaps {
                 self.vip_refused
                     .set(slot, zeros()?, 0)
                     .map_err(|e| Error::bpf("resetting the VIP refusal counter", e))?;
-                self.vip_conflicts
-                    .set(slot, ConflictRecord::default(), 0)
-                    .map_err(|e| Error::bpf("resetting the VIP conflict record", e))?;
+                Self::required(
+                    &mut self.vip_conflicts,
+                    self.pins.as_ref(),
+                    map_names::VIP_CONFLICTS,
+                )?
+                .set(slot, ConflictRecord::default(), 0)
+                .map_err(|e| Error::bpf("resetting the VIP conflict record", e))?;
                 slot
             }
         };
@@ -292,8 +385,9 @@ impl DataplaneMaps {
         if let Some(index) = &mut self.index {
             index.unseal(key)?;
         }
+        let (vips_v4, vips_v6) = self.tagged_vips()?;
         let result = match address {
-            IpAddr::V4(a) => self.vips_v4.insert(
+            IpAddr::V4(a) => vips_v4.insert(
                 VipKeyV4 {
                     addr: a.octets(),
                     ifindex,
@@ -302,7 +396,7 @@ impl DataplaneMaps {
                 entry,
                 0,
             ),
-            IpAddr::V6(a) => self.vips_v6.insert(
+            IpAddr::V6(a) => vips_v6.insert(
                 VipKeyV6 {
                     addr: a.octets(),
                     ifindex,
@@ -367,16 +461,18 @@ impl DataplaneMaps {
             ifindex,
             vlan,
         };
+        self.tagged_vips()?;
         if let Some(index) = &mut self.index {
             index.unseal(key)?;
         }
+        let (vips_v4, vips_v6) = self.tagged_vips()?;
         let result = match address {
-            IpAddr::V4(a) => self.vips_v4.remove(&VipKeyV4 {
+            IpAddr::V4(a) => vips_v4.remove(&VipKeyV4 {
                 addr: a.octets(),
                 ifindex,
                 vlan,
             }),
-            IpAddr::V6(a) => self.vips_v6.remove(&VipKeyV6 {
+            IpAddr::V6(a) => vips_v6.remove(&VipKeyV6 {
                 addr: a.octets(),
                 ifindex,
                 vlan,
@@ -411,17 +507,22 @@ impl DataplaneMaps {
         Ok(())
     }
 
-    fn filter_word(&self, bit: u32) -> Result<u64> {
-        self.vip_filter
-            .get(&(bit / 64), 0)
-            .map_err(|e| Error::bpf("reading VIP_FILTER", e))
+    fn filter(&mut self) -> Result<&mut Array<MapData, u64>> {
+        Self::required(
+            &mut self.vip_filter,
+            self.pins.as_ref(),
+            map_names::VIP_FILTER,
+        )
     }
 
     fn set_filter_bit(&mut self, bit: u32) -> Result<()> {
-        let word = self.filter_word(bit)?;
+        let filter = self.filter()?;
+        let word = filter
+            .get(&(bit / 64), 0)
+            .map_err(|e| Error::bpf("reading VIP_FILTER", e))?;
         let set = word | 1 << (bit % 64);
         if set != word {
-            self.vip_filter
+            filter
                 .set(bit / 64, set, 0)
                 .map_err(|e| Error::bpf("writing VIP_FILTER", e))?;
         }
@@ -429,15 +530,19 @@ impl DataplaneMaps {
     }
 
     fn clear_filter_bit(&mut self, bit: u32) -> Result<()> {
-        let word = self.filter_word(bit)?;
-        self.vip_filter
+        let filter = self.filter()?;
+        let word = filter
+            .get(&(bit / 64), 0)
+            .map_err(|e| Error::bpf("reading VIP_FILTER", e))?;
+        filter
             .set(bit / 64, word & !(1 << (bit % 64)), 0)
             .map_err(|e| Error::bpf("writing VIP_FILTER", e))
     }
 
-    fn entry(&self, address: IpAddr, ifindex: u32, vlan: VlanPath) -> Result<Option<VipEntry>> {
+    fn entry(&mut self, address: IpAddr, ifindex: u32, vlan: VlanPath) -> Result<Option<VipEntry>> {
+        let (vips_v4, vips_v6) = self.tagged_vips()?;
         let result = match address {
-            IpAddr::V4(a) => self.vips_v4.get(
+            IpAddr::V4(a) => vips_v4.get(
                 &VipKeyV4 {
                     addr: a.octets(),
                     ifindex,
@@ -445,7 +550,7 @@ impl DataplaneMaps {
                 },
                 0,
             ),
-            IpAddr::V6(a) => self.vips_v6.get(
+            IpAddr::V6(a) => vips_v6.get(
                 &VipKeyV6 {
                     addr: a.octets(),
                     ifindex,
@@ -463,13 +568,32 @@ impl DataplaneMaps {
 
     fn entries(&self) -> Result<Vec<(IpAddr, u32, VlanPath, VipEntry)>> {
         let mut out = Vec::new();
-        for item in self.vips_v4.iter() {
-            let (k, v) = item.map_err(|e| Error::bpf("reading VIPS_V4", e))?;
-            out.push((IpAddr::V4(Ipv4Addr::from(k.addr)), k.ifindex, k.vlan, v));
-        }
-        for item in self.vips_v6.iter() {
-            let (k, v) = item.map_err(|e| Error::bpf("reading VIPS_V6", e))?;
-            out.push((IpAddr::V6(Ipv6Addr::from(k.addr)), k.ifindex, k.vlan, v));
+        let v4_err = |e| Error::bpf("reading VIPS_V4", e);
+        let v6_err = |e| Error::bpf("reading VIPS_V6", e);
+        match &self.vips {
+            VipMaps::Tagged { v4, v6 } => {
+                for item in v4.iter() {
+                    let (k, v) = item.map_err(v4_err)?;
+                    out.push((IpAddr::V4(Ipv4Addr::from(k.addr)), k.ifindex, k.vlan, v));
+                }
+                for item in v6.iter() {
+                    let (k, v) = item.map_err(v6_err)?;
+                    out.push((IpAddr::V6(Ipv6Addr::from(k.addr)), k.ifindex, k.vlan, v));
+                }
+            }
+            // Layouts 1 and 2 knew no VLANs: every key is untagged.
+            VipMaps::Untagged { v4, v6 } => {
+                for item in v4.iter() {
+                    let (k, v) = item.map_err(v4_err)?;
+                    let address = IpAddr::V4(Ipv4Addr::from(k.addr));
+                    out.push((address, k.ifindex, VlanPath::UNTAGGED, v));
+                }
+                for item in v6.iter() {
+                    let (k, v) = item.map_err(v6_err)?;
+                    let address = IpAddr::V6(Ipv6Addr::from(k.addr));
+                    out.push((address, k.ifindex, VlanPath::UNTAGGED, v));
+                }
+            }
         }
         Ok(out)
     }
@@ -495,10 +619,13 @@ impl DataplaneMaps {
                     .vip_refused
                     .get(&entry.slot, 0)
                     .map_err(|e| Error::bpf("reading VIP_REFUSED", e))?);
-            let conflict = self
-                .vip_conflicts
-                .get(&entry.slot, 0)
-                .map_err(|e| Error::bpf("reading VIP_CONFLICTS", e))?;
+            // Layout 1 recorded no conflicts.
+            let conflict = match &self.vip_conflicts {
+                Some(conflicts) => conflicts
+                    .get(&entry.slot, 0)
+                    .map_err(|e| Error::bpf("reading VIP_CONFLICTS", e))?,
+                None => ConflictRecord::default(),
+            };
             let now = monotonic_now().as_nanos() as u64;
             records.push(VipRecord {
                 address,
@@ -521,14 +648,23 @@ impl DataplaneMaps {
     /// Declares `slave` a bond slave of `master`: requests arriving on the
     /// slave are looked up as if they came in on the master.
     pub fn set_bond_slave(&mut self, slave: u32, master: u32) -> Result<()> {
-        self.bond_slaves
-            .insert(slave, master, 0)
-            .map_err(|e| Error::bpf(format!("adding bond slave {slave}"), e))
+        Self::required(
+            &mut self.bond_slaves,
+            self.pins.as_ref(),
+            map_names::BOND_SLAVES,
+        )?
+        .insert(slave, master, 0)
+        .map_err(|e| Error::bpf(format!("adding bond slave {slave}"), e))
     }
 
     /// Forgets `slave`; false when it was not declared.
     pub fn remove_bond_slave(&mut self, slave: u32) -> Result<bool> {
-        match self.bond_slaves.remove(&slave) {
+        let bond_slaves = Self::required(
+            &mut self.bond_slaves,
+            self.pins.as_ref(),
+            map_names::BOND_SLAVES,
+        )?;
+        match bond_slaves.remove(&slave) {
             Ok(()) => Ok(true),
             Err(MapError::KeyNotFound) => Ok(false),
             Err(e) => Err(Error::bpf(format!("removing bond slave {slave}"), e)),
@@ -537,8 +673,11 @@ impl DataplaneMaps {
 
     /// Every declared (slave, master) pair, sorted.
     pub fn bond_slaves(&self) -> Result<Vec<(u32, u32)>> {
-        let mut pairs = self
-            .bond_slaves
+        // Layouts before 3 had no bond slaves.
+        let Some(bond_slaves) = &self.bond_slaves else {
+            return Ok(Vec::new());
+        };
+        let mut pairs = bond_slaves
             .iter()
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::bpf("reading BOND_SLAVES", e))?;
@@ -633,11 +772,37 @@ fn check_layout(name: &'static str, data: &MapData, pins: &PinDir) -> Result<()>
         map_names::VIP_INDEX_V6 => (4, size_of::<VipIndexV6>()),
         _ => (4, size_of::<Watchdog>()),
     };
-    if (info.key_size() as usize, info.value_size() as usize) != expected {
+    let shape = (info.key_size() as usize, info.value_size() as usize);
+    // Layouts 1 and 2: keys without the vlan, read (`VipMaps::Untagged`).
+    let untagged = match name {
+        map_names::VIPS_V4 => shape == (size_of::<UntaggedKeyV4>(), size_of::<VipEntry>()),
+        map_names::VIPS_V6 => shape == (size_of::<UntaggedKeyV6>(), size_of::<VipEntry>()),
+        _ => false,
+    };
+    if shape != expected && !untagged {
         let shape = format!("key {} B, value {} B", info.key_size(), info.value_size());
         return Err(layout_mismatch(name, shape, pins));
     }
     Ok(())
+}
+
+/// The refusal of a write to maps of an older layout, or to one without
+/// the map `name`.
+fn read_only(pins: Option<&PinDir>, name: &'static str, shape: String) -> Error {
+    match pins {
+        Some(pins) => layout_mismatch(name, shape, pins),
+        None => Error::Bpf {
+            context: format!("writing {name}"),
+            message: shape,
+        },
+    }
+}
+
+fn key_size(data: &MapData, name: &'static str) -> Result<usize> {
+    Ok(data
+        .info()
+        .map_err(|e| Error::bpf(format!("inspecting map {name}"), e))?
+        .key_size() as usize)
 }
 
 fn layout_mismatch(name: &'static str, shape: String, pins: &PinDir) -> Error {

@@ -43,7 +43,10 @@ use speaker_common::{
 };
 use tracing::{info, warn};
 
-use super::pins::PinDir;
+use super::{
+    maps::{UntaggedKeyV4, UntaggedKeyV6},
+    pins::PinDir,
+};
 use crate::error::{Error, Result};
 
 /// What a map is, as the kernel reports it and as the object declares it.
@@ -446,27 +449,6 @@ fn carries_over(name: &str, from: &Shape, to: &Shape) -> std::result::Result<(),
 }
 
 const VALUE_ENTRY: u32 = size_of::<VipEntry>() as u32;
-
-/// VIP keys of layouts 1 and 2: no VLAN tags (every VIP was untagged).
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-struct UntaggedKeyV4 {
-    addr: [u8; 4],
-    ifindex: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-struct UntaggedKeyV6 {
-    addr: [u8; 16],
-    ifindex: u32,
-}
-
-// SAFETY: #[repr(C)] byte arrays and a u32 without padding; every bit
-// pattern is a valid value.
-unsafe impl Pod for UntaggedKeyV4 {}
-// SAFETY: as above (20 bytes, no padding).
-unsafe impl Pod for UntaggedKeyV6 {}
 
 fn new_map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Map> {
     ebpf.map_mut(name).ok_or_else(|| Error::Bpf {
