@@ -12,6 +12,7 @@ pub mod field {
 
 pub const HEADER_LEN: usize = 14;
 
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
@@ -26,6 +27,17 @@ pub fn ether_type(frame: &Frame) -> Option<u16> {
         frame
             .bounded::<HEADER_LEN>()?
             .get_be16::<{ field::ETHERTYPE }>(),
+    )
+}
+
+/// The EtherType in network byte order, as loaded: comparing it with
+/// swapped constants spares the sieve a byte swap.
+#[inline(always)]
+pub fn ether_type_as_loaded(frame: &Frame) -> Option<u16> {
+    Some(
+        frame
+            .bounded::<HEADER_LEN>()?
+            .get::<u16, { field::ETHERTYPE }>(),
     )
 }
 

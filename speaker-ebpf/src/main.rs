@@ -52,21 +52,30 @@ pub fn xdp_speaker(ctx: XdpContext) -> u32 {
 /// "Safe RET"), a good trade by volume.
 #[inline(always)]
 fn uncounted(frame: &Frame) -> bool {
-    let (payload, l3) = match ethernet::ether_type(frame) {
-        None => return false,
-        Some(tpid @ (ethernet::ETHERTYPE_VLAN | ethernet::ETHERTYPE_QINQ)) => {
-            match vlan::untag(frame, tpid) {
-                Ok((payload, link)) => (payload, link.l3),
-                // Counted (truncated, unsupported): the responder says why.
-                Err(_) => return false,
-            }
-        }
-        Some(ether_type) => (ether_type, ethernet::HEADER_LEN),
+    // Most common first, compared as loaded (no byte swap): IPv4 leaves
+    // at the first comparison, IPv6 at its next header.
+    let Some(wire) = ethernet::ether_type_as_loaded(frame) else {
+        return false;
     };
-    match payload {
-        ethernet::ETHERTYPE_ARP => false,
-        ethernet::ETHERTYPE_IPV6 => !ndp::may_be_counted(frame, l3),
-        _ => true,
+    if wire == ethernet::ETHERTYPE_IPV4.to_be() {
+        return true;
+    }
+    if wire == ethernet::ETHERTYPE_IPV6.to_be() {
+        return !ndp::may_be_counted(frame, ethernet::HEADER_LEN);
+    }
+    let ether_type = u16::from_be(wire);
+    if ether_type == ethernet::ETHERTYPE_ARP {
+        return false;
+    }
+    if ether_type != ethernet::ETHERTYPE_VLAN && ether_type != ethernet::ETHERTYPE_QINQ {
+        return true;
+    }
+    match vlan::untag(frame, ether_type) {
+        Ok((ethernet::ETHERTYPE_ARP, _)) => false,
+        Ok((ethernet::ETHERTYPE_IPV6, link)) => !ndp::may_be_counted(frame, link.l3),
+        Ok(_) => true,
+        // Counted (truncated, unsupported): the responder says why.
+        Err(_) => false,
     }
 }
 

@@ -52,6 +52,8 @@ mod extension {
 }
 
 const NEXT_HEADER_HOP_BY_HOP: u8 = 0;
+const NEXT_HEADER_TCP: u8 = 6;
+const NEXT_HEADER_UDP: u8 = 17;
 const NEXT_HEADER_ROUTING: u8 = 43;
 const NEXT_HEADER_FRAGMENT: u8 = 44;
 const NEXT_HEADER_ESP: u8 = 50;
@@ -140,7 +142,11 @@ pub fn may_be_counted(frame: &Frame, l3: usize) -> bool {
         return true;
     };
     let next_header = ip.get::<u8, { field::NEXT_HEADER_HOP_LIMIT }>();
-    next_header == NEXT_HEADER_ICMPV6 || walked_or_stopped_at(next_header)
+    // TCP and UDP, nearly all of it, named first: two comparisons.
+    next_header == NEXT_HEADER_ICMPV6
+        || (next_header != NEXT_HEADER_TCP
+            && next_header != NEXT_HEADER_UDP
+            && walked_or_stopped_at(next_header))
 }
 
 /// The next headers [`icmp_offset`] walks (Hop-by-Hop, Destination
