@@ -71,11 +71,25 @@ fn uncounted(frame: &Frame) -> bool {
         return true;
     }
     match vlan::untag(frame, ether_type) {
-        Ok((ethernet::ETHERTYPE_ARP, _)) => false,
-        Ok((ethernet::ETHERTYPE_IPV6, link)) => !ndp::may_be_counted(frame, link.l3),
-        Ok(_) => true,
+        // The tag counts apart, each with its payload at a constant
+        // offset: merged, LLVM keeps which one it was in a callee-saved
+        // register, whose saving every frame would pay.
+        Ok((payload, link)) if link.l3 == vlan::PAYLOAD_SINGLE => {
+            payload_uncounted::<{ vlan::PAYLOAD_SINGLE }>(frame, payload)
+        }
+        Ok((payload, _)) => payload_uncounted::<{ vlan::PAYLOAD_STACKED }>(frame, payload),
         // Counted (truncated, unsupported): the responder says why.
         Err(_) => false,
+    }
+}
+
+/// The sieve behind the tags, the payload at `L3`.
+#[inline(always)]
+fn payload_uncounted<const L3: usize>(frame: &Frame, payload: u16) -> bool {
+    match payload {
+        ethernet::ETHERTYPE_ARP => false,
+        ethernet::ETHERTYPE_IPV6 => !ndp::may_be_counted(frame, L3),
+        _ => true,
     }
 }
 

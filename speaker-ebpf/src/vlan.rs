@@ -27,6 +27,10 @@ mod field {
     pub const PAYLOAD_STACKED: usize = AFTER_INNER + 2;
 }
 
+/// Where the payload starts behind one tag, and behind two.
+pub const PAYLOAD_SINGLE: usize = field::PAYLOAD_SINGLE;
+pub const PAYLOAD_STACKED: usize = field::PAYLOAD_STACKED;
+
 /// VID 0 marks a priority-tagged frame (no VLAN) and 0xfff is reserved
 /// (802.1Q Table 9-2): neither names a VLAN a VIP can be announced on.
 const VID_PRIORITY_ONLY: u16 = 0;
