@@ -130,29 +130,73 @@ enum Indexed {
     Unknown,
 }
 
-/// Looks `key` up in a sealed index slot. `other_interface` is true when
-/// the slot's key differs from the request's in its interface only: the
-/// frame may have come in on a slave of the slot's bond.
-#[inline(always)]
-fn indexed(
-    matches: bool,
-    other_interface: bool,
-    slot_ifindex: u32,
-    ifindex: u32,
-    entry: VipEntry,
-) -> Indexed {
-    if matches {
-        return Indexed::Found(entry);
-    }
-    if other_interface && bond_master(ifindex) == Some(slot_ifindex) {
-        return Indexed::Found(entry);
-    }
-    Indexed::Absent
+/// A slot of either index, as the lookup reads it.
+trait IndexSlot: Copy {
+    type Address: PartialEq;
+    fn is_sealed(&self) -> bool;
+    fn address(&self) -> Self::Address;
+    fn ifindex(&self) -> u32;
+    fn vlan(&self) -> VlanPath;
+    fn entry(&self) -> VipEntry;
 }
 
+impl IndexSlot for VipIndexV4 {
+    type Address = [u8; 4];
+    #[inline(always)]
+    fn is_sealed(&self) -> bool {
+        VipIndexV4::is_sealed(self)
+    }
+    #[inline(always)]
+    fn address(&self) -> [u8; 4] {
+        self.key.addr
+    }
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        self.key.ifindex
+    }
+    #[inline(always)]
+    fn vlan(&self) -> VlanPath {
+        self.key.vlan
+    }
+    #[inline(always)]
+    fn entry(&self) -> VipEntry {
+        self.entry
+    }
+}
+
+impl IndexSlot for VipIndexV6 {
+    type Address = [u8; 16];
+    #[inline(always)]
+    fn is_sealed(&self) -> bool {
+        VipIndexV6::is_sealed(self)
+    }
+    #[inline(always)]
+    fn address(&self) -> [u8; 16] {
+        self.key.addr
+    }
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        self.key.ifindex
+    }
+    #[inline(always)]
+    fn vlan(&self) -> VlanPath {
+        self.key.vlan
+    }
+    #[inline(always)]
+    fn entry(&self) -> VipEntry {
+        self.entry
+    }
+}
+
+/// What the index slot `slot` says about (`address`, `ifindex`, `vlan`).
 #[inline(always)]
-fn index_v4(bit: u32, key: &VipKeyV4) -> Indexed {
-    let Some(slot) = VIP_INDEX_V4.get(bit) else {
+fn indexed<S: IndexSlot>(
+    slot: Option<&S>,
+    address: S::Address,
+    ifindex: u32,
+    vlan: VlanPath,
+) -> Indexed {
+    let Some(slot) = slot else {
         return Indexed::Unknown;
     };
     // One read of the slot: the seal is checked on the copy that is used.
@@ -161,34 +205,15 @@ fn index_v4(bit: u32, key: &VipKeyV4) -> Indexed {
     if !slot.is_sealed() {
         return Indexed::Unknown;
     }
-    let same_address = slot.key.addr == key.addr && slot.key.vlan == key.vlan;
-    indexed(
-        same_address && slot.key.ifindex == key.ifindex,
-        same_address,
-        slot.key.ifindex,
-        key.ifindex,
-        slot.entry,
-    )
-}
-
-#[inline(always)]
-fn index_v6(bit: u32, key: &VipKeyV6) -> Indexed {
-    let Some(slot) = VIP_INDEX_V6.get(bit) else {
-        return Indexed::Unknown;
-    };
-    // SAFETY: as in `index_v4`.
-    let slot = unsafe { core::ptr::read_volatile(slot) };
-    if !slot.is_sealed() {
-        return Indexed::Unknown;
+    if slot.address() != address || slot.vlan() != vlan {
+        return Indexed::Absent;
     }
-    let same_address = slot.key.addr == key.addr && slot.key.vlan == key.vlan;
-    indexed(
-        same_address && slot.key.ifindex == key.ifindex,
-        same_address,
-        slot.key.ifindex,
-        key.ifindex,
-        slot.entry,
-    )
+    // The same address on another interface: the frame may have come in
+    // on a slave of the slot's bond.
+    if slot.ifindex() == ifindex || bond_master(ifindex) == Some(slot.ifindex()) {
+        return Indexed::Found(slot.entry());
+    }
+    Indexed::Absent
 }
 
 /// The VIP entry for `addr` on `ifindex` behind `vlan`: the filter, then
@@ -205,16 +230,16 @@ pub fn vip_v4(addr: Ipv4, ifindex: u32, vlan: VlanPath) -> Option<VipEntry> {
     if !may_be_vip(bit) {
         return None;
     }
+    match indexed(VIP_INDEX_V4.get(bit), addr, ifindex, vlan) {
+        Indexed::Found(entry) => return Some(entry),
+        Indexed::Absent => return None,
+        Indexed::Unknown => {}
+    }
     let key = VipKeyV4 {
         addr,
         ifindex,
         vlan,
     };
-    match index_v4(bit, &key) {
-        Indexed::Found(entry) => return Some(entry),
-        Indexed::Absent => return None,
-        Indexed::Unknown => {}
-    }
     // SAFETY: the entry is copied out at once; a concurrent update can at worst
     // give a mix of old and new MAC for this one frame.
     if let Some(entry) = unsafe { VIPS_V4.get(key) } {
@@ -240,16 +265,16 @@ pub fn vip_v6(addr: Ipv6, ifindex: u32, vlan: VlanPath) -> Option<VipEntry> {
     }
     // SAFETY: [u32; 4] and [u8; 16] have the same size and any bit pattern.
     let addr: [u8; 16] = unsafe { core::mem::transmute(addr) };
+    match indexed(VIP_INDEX_V6.get(bit), addr, ifindex, vlan) {
+        Indexed::Found(entry) => return Some(entry),
+        Indexed::Absent => return None,
+        Indexed::Unknown => {}
+    }
     let key = VipKeyV6 {
         addr,
         ifindex,
         vlan,
     };
-    match index_v6(bit, &key) {
-        Indexed::Found(entry) => return Some(entry),
-        Indexed::Absent => return None,
-        Indexed::Unknown => {}
-    }
     // SAFETY: as in `vip_v4`.
     if let Some(entry) = unsafe { VIPS_V6.get(key) } {
         return Some(*entry);
