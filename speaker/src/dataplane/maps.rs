@@ -72,8 +72,8 @@ impl WatchdogState {
     }
 }
 
-/// A VIP hash map of this layout, by key type.
-type TaggedVips<K> = HashMap<MapData, K, VipEntry>;
+/// A VIP hash map, by key type.
+type Vips<K> = HashMap<MapData, K, VipEntry>;
 
 /// The VIP hash maps: this layout's, or those of layouts 1 and 2, whose
 /// keys have no vlan, read so that `speaker maps` and the metrics keep
@@ -81,12 +81,12 @@ type TaggedVips<K> = HashMap<MapData, K, VipEntry>;
 /// and migrates them).
 enum VipMaps {
     Tagged {
-        v4: HashMap<MapData, VipKeyV4, VipEntry>,
-        v6: HashMap<MapData, VipKeyV6, VipEntry>,
+        v4: Vips<VipKeyV4>,
+        v6: Vips<VipKeyV6>,
     },
     Untagged {
-        v4: HashMap<MapData, UntaggedKeyV4, VipEntry>,
-        v6: HashMap<MapData, UntaggedKeyV6, VipEntry>,
+        v4: Vips<UntaggedKeyV4>,
+        v6: Vips<UntaggedKeyV6>,
     },
 }
 
@@ -305,7 +305,7 @@ impl DataplaneMaps {
     }
 
     /// This layout's VIP maps, for writing.
-    fn tagged_vips(&mut self) -> Result<(&mut TaggedVips<VipKeyV4>, &mut TaggedVips<VipKeyV6>)> {
+    fn tagged_vips(&mut self) -> Result<(&mut Vips<VipKeyV4>, &mut Vips<VipKeyV6>)> {
         match &mut self.vips {
             VipMaps::Tagged { v4, v6 } => Ok((v4, v6)),
             VipMaps::Untagged { .. } => Err(read_only(
