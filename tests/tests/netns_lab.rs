@@ -224,6 +224,7 @@ fn native_mode_answers_arp_ndp_and_kernel_resolution() {
 
 #[test]
 fn restarted_speaker_adopts_pins_without_missing_a_request() {
+    const REQUESTS: u32 = 60;
     let _serial = serial();
     let lab = Lab::with_responder(XdpMode::Native);
     let (_, first_program) = lab.xdp_attachment(Side::Node).expect("no XDP program");
@@ -233,9 +234,11 @@ fn restarted_speaker_adopts_pins_without_missing_a_request() {
     let before = answered(&lab, VIP_V4);
     assert_eq!(before, u64::from(sent_before));
 
-    let arping = Arping::new(VIP_V4, &lab.client_if, 30)
+    // Long enough for two restarts and more: each `speaker xdp attach`
+    // verifies the program anew (about 1.2 s of a debug build here).
+    let arping = Arping::new(VIP_V4, &lab.client_if, REQUESTS)
         .interval(0.1)
-        .deadline(15);
+        .deadline(20);
     let background = lab.arping_background(&arping);
     thread::sleep(Duration::from_millis(600));
 
@@ -279,7 +282,7 @@ fn restarted_speaker_adopts_pins_without_missing_a_request() {
     );
     // The restarts happened while the arping run was still going.
     assert!(
-        last < before + 30,
+        last < before + u64::from(REQUESTS),
         "the arping run was over before the restarts ended: the test proves nothing"
     );
 
@@ -287,7 +290,7 @@ fn restarted_speaker_adopts_pins_without_missing_a_request() {
     assert!(out.success(), "background arping failed:\n{out}");
     assert_eq!(
         report.replies.len(),
-        30,
+        REQUESTS as usize,
         "replies missing across the restart:\n{out}"
     );
     assert!(
@@ -297,7 +300,7 @@ fn restarted_speaker_adopts_pins_without_missing_a_request() {
     let sent = report
         .sent
         .unwrap_or_else(|| panic!("no 'sent' summary:\n{out}"));
-    assert_eq!(sent, 30, "{out}");
+    assert_eq!(sent, REQUESTS, "{out}");
 
     // The counter kept counting from before the restart.
     assert_eq!(

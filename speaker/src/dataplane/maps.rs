@@ -15,7 +15,7 @@ use aya::{
 };
 use speaker_common::{
     filter_bit_of, map_names, ConflictRecord, Reason, VipEntry, VipIndexV4, VipIndexV6, VipKeyV4,
-    VipKeyV6, VlanPath, Watchdog, MAX_VIPS,
+    VipKeyV6, VlanPath, Watchdog, FILTER_WORDS, MAX_VIPS,
 };
 
 use super::{
@@ -341,18 +341,25 @@ impl DataplaneMaps {
         vlan: VlanPath,
         mac: [u8; 6],
     ) -> Result<()> {
-        self.tagged_vips()?;
-        // Before the entry exists: the program must never see an entry
-        // whose filter bit is clear (it would not be answered).
-        self.set_filter_bit(filter_bit_of(&octets(address)))?;
         let key = Key {
             address,
             ifindex,
             vlan,
         };
+        let bit = filter_bit_of(&octets(address));
         let existing = self.entry(address, ifindex, vlan)?;
+        if existing.is_some_and(|entry| entry.mac == mac) {
+            return self.set_filter_bit(bit);
+        }
+        // The slot first: a slot whose filter bit is clear is never read,
+        // so it may hold anything until the bit is set.
+        if let Some(index) = &mut self.index {
+            index.unseal(key)?;
+        }
+        // Before the entry exists: the program must never see an entry
+        // whose filter bit is clear (it would not be answered).
+        self.set_filter_bit(bit)?;
         let slot = match existing {
-            Some(entry) if entry.mac == mac => return Ok(()),
             Some(entry) => entry.slot,
             None => {
                 let slot = self.free_slot()?;
@@ -382,9 +389,6 @@ impl DataplaneMaps {
             _pad: [0; 2],
             slot,
         };
-        if let Some(index) = &mut self.index {
-            index.unseal(key)?;
-        }
         let (vips_v4, vips_v6) = self.tagged_vips()?;
         let result = match address {
             IpAddr::V4(a) => vips_v4.insert(
@@ -447,10 +451,32 @@ impl DataplaneMaps {
             return Ok(());
         }
         let entries = self.keyed_entries()?;
+        // The program reads a slot only when its filter bit is set, and a
+        // VIP's slot is unsealed before its bit is set: the other slots
+        // may stay as they are, which spares thousands of map reads on
+        // every load.
+        let bits = self.filter_bits()?;
         match &mut self.index {
-            Some(index) => index.rebuild(&entries),
+            Some(index) => index.rebuild(&entries, &bits),
             None => Ok(()),
         }
+    }
+
+    /// The set bits of `VIP_FILTER`.
+    fn filter_bits(&mut self) -> Result<Vec<u32>> {
+        let filter = self.filter()?;
+        let mut bits = Vec::new();
+        for word_index in 0..FILTER_WORDS {
+            let word = filter
+                .get(&word_index, 0)
+                .map_err(|e| Error::bpf("reading VIP_FILTER", e))?;
+            bits.extend(
+                (0..64)
+                    .filter(|b| word & 1 << b != 0)
+                    .map(|b| word_index * 64 + b),
+            );
+        }
+        Ok(bits)
     }
 
     /// Removes `address` from interface `ifindex` behind `vlan`; false when

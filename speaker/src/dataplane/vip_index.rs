@@ -16,7 +16,6 @@ use std::{collections::BTreeMap, net::IpAddr};
 use aya::maps::{Array, MapData};
 use speaker_common::{
     filter_bit_of, map_names, VipEntry, VipIndexV4, VipIndexV6, VipKeyV4, VipKeyV6, VlanPath,
-    FILTER_BITS_LOG2,
 };
 
 use crate::error::{Error, Result};
@@ -156,9 +155,10 @@ impl VipIndex {
         Ok(())
     }
 
-    /// Every slot made to agree with `entries` (all VIPs): on start, after
-    /// maps pinned before the index (layout 3) or an interrupted update.
-    pub fn rebuild(&mut self, entries: &[(Key, VipEntry)]) -> Result<()> {
+    /// The slots `bits` made to agree with `entries` (all VIPs), in both
+    /// families: on start, after maps pinned before the index (layout 3)
+    /// or an interrupted update.
+    pub fn rebuild(&mut self, entries: &[(Key, VipEntry)], bits: &[u32]) -> Result<()> {
         let mut by_slot: BTreeMap<(bool, u32), Vec<(Key, VipEntry)>> = BTreeMap::new();
         for &(key, entry) in entries {
             by_slot
@@ -168,7 +168,7 @@ impl VipIndex {
         }
         let families = [IpAddr::from([0u8; 4]), IpAddr::from([0u8; 16])];
         for family in families {
-            for bit in 0..1u32 << FILTER_BITS_LOG2 {
+            for &bit in bits {
                 let sharing = by_slot
                     .get(&(family.is_ipv4(), bit))
                     .map_or(&[][..], Vec::as_slice);
